@@ -1,0 +1,290 @@
+//! Settings (DESIGN D9): defaults that need no infrastructure, overridden by an optional TOML
+//! file and then by `WALLETD_*` environment variables. A bad value names its setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::db::{DbOptions, mask_url};
+use crate::money::AssetRegistry;
+
+/// The effective configuration of one process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; defaults to `sqlite://{data_dir}/walletd.db`.
+    pub database_url: Option<String>,
+    pub database_pool_size: usize,
+    pub database_statement_timeout: Duration,
+    pub migrate_on_start: bool,
+    pub region: String,
+    /// PKCS#8 PEM RSA key; defaults to `{data_dir}/jwt-signing-key.pem`, generated on first start.
+    pub jwt_private_key_file: Option<PathBuf>,
+    pub jwt_issuer: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// Addresses (any case) that sign in with the `admin` role.
+    pub admin_addresses: Vec<String>,
+    /// EIP-4361 domain, URI and chain id that sign-in messages must carry.
+    pub siwe_domain: String,
+    pub siwe_uri: String,
+    pub siwe_chain_id: u64,
+    pub nonce_ttl: Duration,
+    pub assets: AssetRegistry,
+    pub log_format: LogFormat,
+    pub shutdown_timeout: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON unless stderr is a terminal.
+    Auto,
+    Json,
+    Text,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            database_pool_size: 16,
+            database_statement_timeout: Duration::from_secs(5),
+            migrate_on_start: true,
+            region: "local".into(),
+            jwt_private_key_file: None,
+            jwt_issuer: "walletd".into(),
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            admin_addresses: Vec::new(),
+            siwe_domain: "localhost:8080".into(),
+            siwe_uri: "http://localhost:8080".into(),
+            siwe_chain_id: 1,
+            nonce_ttl: Duration::from_secs(300),
+            assets: AssetRegistry::default(),
+            log_format: LogFormat::Auto,
+            shutdown_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A setting that could not be used; the message names it.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("invalid setting {setting}: {reason}")]
+    Invalid { setting: String, reason: String },
+    #[error("cannot read configuration file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// Every setting, by its key (`WALLETD_` + upper case in the environment).
+pub const KEYS: &[&str] = &[
+    "http_addr",
+    "metrics_addr",
+    "grpc_addr",
+    "data_dir",
+    "database_url",
+    "database_pool_size",
+    "database_statement_timeout_ms",
+    "migrate_on_start",
+    "region",
+    "jwt_private_key_file",
+    "jwt_issuer",
+    "access_token_ttl_secs",
+    "refresh_token_ttl_secs",
+    "admin_addresses",
+    "siwe_domain",
+    "siwe_uri",
+    "siwe_chain_id",
+    "nonce_ttl_secs",
+    "assets",
+    "log_format",
+    "shutdown_timeout_secs",
+];
+
+impl Settings {
+    /// Defaults, then the TOML file (if any), then `WALLETD_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        }
+        builder = builder.add_source(config::Environment::with_prefix("WALLETD"));
+        let cfg = builder.build().map_err(|e| SettingsError::File {
+            path: file.map(|p| p.display().to_string()).unwrap_or_else(|| "(environment)".into()),
+            reason: e.to_string(),
+        })?;
+        let mut settings = Self::default();
+        for key in KEYS {
+            let value = match cfg.get_string(key) {
+                Ok(v) => v,
+                Err(_) => match cfg.get_array(key) {
+                    Ok(items) => items.into_iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","),
+                    Err(_) => continue,
+                },
+            };
+            settings.set(key, &value)?;
+        }
+        Ok(settings)
+    }
+
+    /// Sets one setting from its text form.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), SettingsError> {
+        let invalid =
+            |reason: String| SettingsError::Invalid { setting: format!("WALLETD_{}", key.to_uppercase()), reason };
+        let value = value.trim();
+        let addr =
+            |v: &str| v.parse::<SocketAddr>().map_err(|_| invalid(format!("`{v}` is not a HOST:PORT socket address")));
+        let number = |v: &str| v.parse::<u64>().map_err(|_| invalid(format!("`{v}` is not a non-negative integer")));
+        let non_empty = |v: &str| {
+            if v.is_empty() { Err(invalid("must not be empty".into())) } else { Ok(v.to_string()) }
+        };
+        match key {
+            "http_addr" => self.http_addr = addr(value)?,
+            "metrics_addr" => self.metrics_addr = addr(value)?,
+            "grpc_addr" => self.grpc_addr = addr(value)?,
+            "data_dir" => self.data_dir = PathBuf::from(non_empty(value)?),
+            "database_url" => {
+                if !(value.starts_with("sqlite://")
+                    || value.starts_with("postgres://")
+                    || value.starts_with("postgresql://"))
+                {
+                    return Err(invalid("must start with sqlite://, postgres:// or postgresql://".into()));
+                }
+                self.database_url = Some(value.to_string());
+            }
+            "database_pool_size" => {
+                self.database_pool_size = usize::try_from(number(value)?)
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| invalid("must be from 1 to 1000".into()))?;
+            }
+            "database_statement_timeout_ms" => self.database_statement_timeout = Duration::from_millis(number(value)?),
+            "migrate_on_start" => {
+                self.migrate_on_start = match value.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => return Err(invalid(format!("`{value}` is not true or false"))),
+                }
+            }
+            "region" => self.region = non_empty(value)?,
+            "jwt_private_key_file" => self.jwt_private_key_file = Some(PathBuf::from(non_empty(value)?)),
+            "jwt_issuer" => self.jwt_issuer = non_empty(value)?,
+            "access_token_ttl_secs" => {
+                self.access_token_ttl = positive_secs(number(value)?).ok_or_else(|| invalid("must be > 0".into()))?
+            }
+            "refresh_token_ttl_secs" => {
+                self.refresh_token_ttl = positive_secs(number(value)?).ok_or_else(|| invalid("must be > 0".into()))?
+            }
+            "admin_addresses" => {
+                let mut out = Vec::new();
+                for a in value.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+                    let parsed = crate::auth::eth::parse_address(a).map_err(|e| invalid(format!("`{a}`: {e}")))?;
+                    out.push(crate::auth::eth::to_checksum(&parsed));
+                }
+                self.admin_addresses = out;
+            }
+            "siwe_domain" => self.siwe_domain = non_empty(value)?,
+            "siwe_uri" => self.siwe_uri = non_empty(value)?,
+            "siwe_chain_id" => self.siwe_chain_id = number(value)?,
+            "nonce_ttl_secs" => {
+                self.nonce_ttl = positive_secs(number(value)?).ok_or_else(|| invalid("must be > 0".into()))?
+            }
+            "assets" => self.assets = AssetRegistry::parse(value).map_err(invalid)?,
+            "log_format" => {
+                self.log_format = match value {
+                    "auto" => LogFormat::Auto,
+                    "json" => LogFormat::Json,
+                    "text" => LogFormat::Text,
+                    _ => return Err(invalid("must be auto, json or text".into())),
+                }
+            }
+            "shutdown_timeout_secs" => self.shutdown_timeout = Duration::from_secs(number(value)?),
+            _ => return Err(invalid("unknown setting".into())),
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("walletd.db").display()))
+    }
+
+    pub fn jwt_key_path(&self) -> PathBuf {
+        self.jwt_private_key_file.clone().unwrap_or_else(|| self.data_dir.join("jwt-signing-key.pem"))
+    }
+
+    pub fn db_options(&self) -> DbOptions {
+        DbOptions {
+            pool_size: self.database_pool_size,
+            statement_timeout: self.database_statement_timeout,
+            ..DbOptions::default()
+        }
+    }
+
+    /// The effective settings as printable pairs, secrets masked.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let pairs: Vec<(&str, String)> = vec![
+            ("http_addr", self.http_addr.to_string()),
+            ("metrics_addr", self.metrics_addr.to_string()),
+            ("grpc_addr", self.grpc_addr.to_string()),
+            ("data_dir", self.data_dir.display().to_string()),
+            ("database_url", mask_url(&self.database_url())),
+            ("database_pool_size", self.database_pool_size.to_string()),
+            ("database_statement_timeout_ms", self.database_statement_timeout.as_millis().to_string()),
+            ("migrate_on_start", self.migrate_on_start.to_string()),
+            ("region", self.region.clone()),
+            ("jwt_private_key_file", self.jwt_key_path().display().to_string()),
+            ("jwt_issuer", self.jwt_issuer.clone()),
+            ("access_token_ttl_secs", self.access_token_ttl.as_secs().to_string()),
+            ("refresh_token_ttl_secs", self.refresh_token_ttl.as_secs().to_string()),
+            ("admin_addresses", self.admin_addresses.join(",")),
+            ("siwe_domain", self.siwe_domain.clone()),
+            ("siwe_uri", self.siwe_uri.clone()),
+            ("siwe_chain_id", self.siwe_chain_id.to_string()),
+            ("nonce_ttl_secs", self.nonce_ttl.as_secs().to_string()),
+            ("assets", self.assets.spec()),
+            ("log_format", format!("{:?}", self.log_format).to_lowercase()),
+            ("shutdown_timeout_secs", self.shutdown_timeout.as_secs().to_string()),
+        ];
+        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+}
+
+fn positive_secs(n: u64) -> Option<Duration> {
+    (n > 0).then(|| Duration::from_secs(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        let mut s = Settings::default();
+        let err = s.set("http_addr", "nope").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("WALLETD_HTTP_ADDR"), "{err}");
+        let err = s.set("database_url", "mysql://x").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("WALLETD_DATABASE_URL"), "{err}");
+        let err = s.set("admin_addresses", "0x12").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("WALLETD_ADMIN_ADDRESSES"), "{err}");
+        assert!(s.set("assets", "ETH:99").is_err());
+    }
+
+    #[test]
+    fn describe_masks_the_database_password() {
+        let mut s = Settings::default();
+        assert!(s.set("database_url", "postgres://walletd:s3cret@db/walletd").is_ok());
+        let d = s.describe();
+        assert!(d.iter().all(|(_, v)| !v.contains("s3cret")));
+    }
+}

@@ -1,0 +1,148 @@
+//! The one error type at the edge: a status, a stable code and an RFC 9457 problem+json body.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// One bad field of a request.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// The problem+json body every error answers with.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+    /// For 5xx only: the cause, logged once by the middleware and never sent.
+    source: Option<anyhow::Error>,
+}
+
+/// Carried in the response extensions so the logging middleware can log a 5xx's cause once.
+#[derive(Clone, Debug)]
+pub struct ErrorCause(pub Arc<anyhow::Error>);
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, code, detail: detail.into(), errors: Vec::new(), source: None }
+    }
+
+    /// 422 `VALIDATION_FAILED` listing every bad field.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+        Self { errors, ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", detail) }
+    }
+
+    /// 422 with a domain code and the field it concerns.
+    pub fn unprocessable_field(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            errors: vec![FieldError::new(field, message.clone())],
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, format!("{field}: {message}"))
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("{what} not found"))
+    }
+
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, detail)
+    }
+
+    pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", detail)
+    }
+
+    pub fn version_mismatch() -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "VERSION_MISMATCH",
+            "the resource changed since that version; fetch it again",
+        )
+    }
+
+    /// 500: the client sees a generic body; the cause is logged once by the middleware.
+    pub fn internal(cause: anyhow::Error) -> Self {
+        Self { source: Some(cause), ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error") }
+    }
+
+    /// 503 for a dependency that does not answer.
+    pub fn unavailable(cause: anyhow::Error) -> Self {
+        Self {
+            source: Some(cause),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "a dependency is unavailable; retry later")
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        Problem {
+            kind: format!("https://walletd.dev/problems/{}", self.code.to_ascii_lowercase().replace('_', "-")),
+            title: self.status.canonical_reason().unwrap_or("Error").to_string(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            code: self.code.to_string(),
+            errors: self.errors.clone(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut res = (self.status, body).into_response();
+        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(cause) = self.source {
+            res.extensions_mut().insert(ErrorCause(Arc::new(cause)));
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_do_not_leak() {
+        let e = ApiError::internal(anyhow::anyhow!("password=hunter2 connection refused"));
+        let p = serde_json::to_string(&e.problem()).unwrap_or_default();
+        assert!(!p.contains("hunter2"));
+        assert!(p.contains("\"code\":\"INTERNAL\""));
+    }
+}

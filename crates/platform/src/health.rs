@@ -1,0 +1,46 @@
+//! Liveness and readiness (DESIGN D8): ready means every dependency the running services need answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::db::Database;
+
+/// The dependencies readiness checks.
+#[derive(Clone)]
+pub struct Readiness {
+    pub database: Database,
+}
+
+/// `/health/live` and `/health/ready`.
+pub fn router(readiness: Readiness) -> axum::Router {
+    axum::Router::new()
+        .route("/health/live", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/health/ready", get(ready))
+        .with_state(Arc::new(readiness))
+}
+
+async fn ready(State(r): State<Arc<Readiness>>) -> impl IntoResponse {
+    let db = match tokio::time::timeout(Duration::from_secs(2), r.database.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err("timed out".to_string()),
+    };
+    match db {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ok", "checks": {"database": "ok"}}))),
+        Err(reason) => {
+            tracing::warn!(check = "database", reason = %reason, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(
+                    serde_json::json!({"status": "unavailable", "checks": {"database": "failing"}, "failing": ["database"]}),
+                ),
+            )
+        }
+    }
+}

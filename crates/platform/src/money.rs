@@ -1,0 +1,180 @@
+//! Exact amounts of registered assets (DESIGN D3): decimals per asset, never floats.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+
+/// The assets the platform accepts, with their number of decimals. Configuration, not code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetRegistry(BTreeMap<String, u32>);
+
+/// One registered asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asset {
+    pub code: String,
+    pub decimals: u32,
+}
+
+/// The default registry: `BTC:8,ETH:18,USDC:6,USDT:6,SOL:9`.
+pub const DEFAULT_ASSETS: &str = "BTC:8,ETH:18,USDC:6,USDT:6,SOL:9";
+
+impl AssetRegistry {
+    /// Parses `CODE:DECIMALS,...`. Codes are 2 to 12 upper-case letters or digits; decimals 0 to 18.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut map = BTreeMap::new();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (code, decimals) = part.split_once(':').ok_or_else(|| format!("`{part}` is not CODE:DECIMALS"))?;
+            let code = code.trim().to_ascii_uppercase();
+            if !(2..=12).contains(&code.len()) || !code.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(format!("`{code}` is not an asset code (2-12 letters or digits)"));
+            }
+            let decimals: u32 = decimals
+                .trim()
+                .parse()
+                .ok()
+                .filter(|d| *d <= 18)
+                .ok_or_else(|| format!("decimals of `{code}` must be an integer from 0 to 18"))?;
+            if map.insert(code.clone(), decimals).is_some() {
+                return Err(format!("`{code}` is listed twice"));
+            }
+        }
+        if map.is_empty() {
+            return Err("no assets configured".into());
+        }
+        Ok(Self(map))
+    }
+
+    /// Looks an asset up by code, case-insensitively.
+    pub fn get(&self, code: &str) -> Option<Asset> {
+        let code = code.to_ascii_uppercase();
+        self.0.get(&code).map(|d| Asset { code, decimals: *d })
+    }
+
+    /// The codes, for messages.
+    pub fn codes(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+
+    /// The spec string this registry was parsed from, normalised.
+    pub fn spec(&self) -> String {
+        self.0.iter().map(|(c, d)| format!("{c}:{d}")).collect::<Vec<_>>().join(",")
+    }
+}
+
+impl Default for AssetRegistry {
+    fn default() -> Self {
+        #[expect(clippy::expect_used, reason = "the default spec is a constant covered by a test")]
+        Self::parse(DEFAULT_ASSETS).expect("default assets parse")
+    }
+}
+
+/// Why an amount string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("must be a decimal string such as \"12.5\"")]
+    NotADecimal,
+    #[error("must not be negative")]
+    Negative,
+    #[error("must be greater than zero")]
+    Zero,
+    #[error("has more than {0} decimals")]
+    TooManyDecimals(u32),
+    #[error("is too large")]
+    TooLarge,
+}
+
+/// Parses a non-negative decimal string with at most `asset.decimals` decimals.
+/// Only plain notation is accepted: digits, an optional point and digits.
+pub fn parse_amount(s: &str, asset: &Asset) -> Result<Decimal, AmountError> {
+    let digits = match s.strip_prefix('-') {
+        Some(rest) if is_plain_decimal(rest) => return Err(AmountError::Negative),
+        Some(_) => return Err(AmountError::NotADecimal),
+        None => s,
+    };
+    if !is_plain_decimal(digits) {
+        return Err(AmountError::NotADecimal);
+    }
+    let frac = digits.split_once('.').map_or("", |(_, f)| f);
+    if frac.trim_end_matches('0').len() > asset.decimals as usize {
+        return Err(AmountError::TooManyDecimals(asset.decimals));
+    }
+    let value = Decimal::from_str(digits).map_err(|_| AmountError::TooLarge)?;
+    // 28 significant digits is what Decimal holds exactly; keep room for the asset's scale.
+    let max_int_digits = 28 - asset.decimals as usize;
+    let int_part = digits.split('.').next().unwrap_or("").trim_start_matches('0');
+    if int_part.len() > max_int_digits {
+        return Err(AmountError::TooLarge);
+    }
+    Ok(value.normalize())
+}
+
+/// Like [`parse_amount`] but zero is refused too.
+pub fn parse_positive_amount(s: &str, asset: &Asset) -> Result<Decimal, AmountError> {
+    let v = parse_amount(s, asset)?;
+    if v.is_zero() { Err(AmountError::Zero) } else { Ok(v) }
+}
+
+fn is_plain_decimal(s: &str) -> bool {
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (s, None),
+    };
+    !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Formats an amount with exactly the asset's decimals: `"0.125000000000000000"`.
+pub fn format_amount(value: Decimal, decimals: u32) -> String {
+    let mut v = value;
+    v.rescale(decimals);
+    v.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eth() -> Asset {
+        Asset { code: "ETH".into(), decimals: 18 }
+    }
+
+    #[test]
+    fn default_registry_parses() {
+        let r = AssetRegistry::default();
+        assert_eq!(r.get("eth").map(|a| a.decimals), Some(18));
+        assert_eq!(r.get("BTC").map(|a| a.decimals), Some(8));
+        assert!(r.get("DOGE").is_none());
+    }
+
+    #[test]
+    fn registry_rejects_bad_specs() {
+        for bad in ["", "ETH", "ETH:x", "ETH:19", "E:2", "ETH:1,ETH:2"] {
+            assert!(AssetRegistry::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn amounts_parse_exactly() {
+        assert_eq!(
+            parse_amount("0.000000000000000001", &eth()).map(|d| d.to_string()),
+            Ok("0.000000000000000001".into())
+        );
+        assert_eq!(parse_amount("12.50", &eth()).map(|d| d.to_string()), Ok("12.5".into()));
+        assert_eq!(format_amount(Decimal::new(125, 3), 18), "0.125000000000000000");
+    }
+
+    #[test]
+    fn amounts_reject_bad_input() {
+        let usdc = Asset { code: "USDC".into(), decimals: 6 };
+        assert_eq!(parse_amount("-1", &usdc), Err(AmountError::Negative));
+        assert_eq!(parse_amount("1.0000001", &usdc), Err(AmountError::TooManyDecimals(6)));
+        assert_eq!(parse_amount("1.1000000", &usdc).map(|d| d.to_string()), Ok("1.1".into()));
+        for bad in ["", "1e5", " 1", "1.", ".5", "+1", "0x10", "1,5", "NaN"] {
+            assert_eq!(parse_amount(bad, &usdc), Err(AmountError::NotADecimal), "{bad}");
+        }
+        assert_eq!(parse_amount("99999999999999999999999", &usdc), Err(AmountError::TooLarge));
+        assert_eq!(parse_positive_amount("0.000", &usdc), Err(AmountError::Zero));
+    }
+}

@@ -1,0 +1,217 @@
+//! The transactional outbox (DESIGN D4): a state change and its event are written in one
+//! transaction; the outbox is also the embedded event log that admins can read.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::clock;
+use crate::db::Database;
+
+/// An event about to be written with the change that caused it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// `supply.created`, `order.claimed`, ...
+    pub event_type: &'static str,
+    pub version: i32,
+    /// `supply-events`, ...
+    pub topic: &'static str,
+    pub aggregate_id: Uuid,
+    pub data: serde_json::Value,
+}
+
+/// Where an event comes from: the region and the request that caused it.
+#[derive(Debug, Clone, Default)]
+pub struct EventContext {
+    pub region: String,
+    pub correlation_id: Option<String>,
+}
+
+/// The envelope every event carries, as stored and as published.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EventEnvelope {
+    /// Position in the log, for `after`.
+    pub seq: i64,
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: i32,
+    pub topic: String,
+    pub aggregate_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    pub region: String,
+    pub correlation_id: Option<String>,
+    pub data: serde_json::Value,
+}
+
+/// The migrations of the platform's own tables (outbox, users, nonces, refresh tokens).
+pub mod migrations {
+    pub mod postgres {
+        refinery::embed_migrations!("migrations/postgres");
+    }
+    pub mod sqlite {
+        refinery::embed_migrations!("migrations/sqlite");
+    }
+}
+
+/// The platform's migration set.
+pub const MIGRATIONS: crate::db::Migrations = crate::db::Migrations {
+    name: "platform",
+    postgres: migrations::postgres::migrations::runner,
+    sqlite: migrations::sqlite::migrations::runner,
+};
+
+/// Writes `event` inside the caller's PostgreSQL transaction.
+pub async fn insert_pg(
+    tx: &tokio_postgres::Transaction<'_>,
+    ctx: &EventContext,
+    event: &NewEvent,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO outbox (id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, data)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &Uuid::now_v7(),
+            &event.event_type,
+            &event.version,
+            &event.topic,
+            &event.aggregate_id,
+            &clock::now(),
+            &ctx.region,
+            &ctx.correlation_id,
+            &event.data,
+        ],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Writes `event` inside the caller's SQLite transaction.
+pub fn insert_sqlite(tx: &rusqlite::Transaction<'_>, ctx: &EventContext, event: &NewEvent) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO outbox (id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        rusqlite::params![
+            Uuid::now_v7().to_string(),
+            event.event_type,
+            event.version,
+            event.topic,
+            event.aggregate_id.to_string(),
+            clock::to_text(clock::now()),
+            ctx.region,
+            ctx.correlation_id,
+            event.data.to_string(),
+        ],
+    )
+    .map(|_| ())
+}
+
+/// Reads the log in order, after position `after`.
+pub async fn list(db: &Database, after: i64, limit: i64) -> anyhow::Result<Vec<EventEnvelope>> {
+    const COLS: &str = "seq, id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, data";
+    match db {
+        Database::Postgres(pool) => {
+            let client = pool.get().await?;
+            let rows = client
+                .query(&format!("SELECT {COLS} FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2"), &[&after, &limit])
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| EventEnvelope {
+                    seq: r.get(0),
+                    id: r.get(1),
+                    event_type: r.get(2),
+                    version: r.get(3),
+                    topic: r.get(4),
+                    aggregate_id: r.get(5),
+                    occurred_at: r.get(6),
+                    region: r.get(7),
+                    correlation_id: r.get(8),
+                    data: r.get(9),
+                })
+                .collect())
+        }
+        Database::Sqlite(pool) => {
+            pool.call(move |conn| {
+                let mut stmt =
+                    conn.prepare_cached(&format!("SELECT {COLS} FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2"))?;
+                let rows = stmt.query_map(rusqlite::params![after, limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i32>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, String>(7)?,
+                        r.get::<_, Option<String>>(8)?,
+                        r.get::<_, String>(9)?,
+                    ))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (seq, id, event_type, version, topic, agg, at, region, corr, data) = row?;
+                    out.push(EventEnvelope {
+                        seq,
+                        id: id.parse()?,
+                        event_type,
+                        version,
+                        topic,
+                        aggregate_id: agg.parse()?,
+                        occurred_at: clock::from_text(&at)?,
+                        region,
+                        correlation_id: corr,
+                        data: serde_json::from_str(&data)?,
+                    });
+                }
+                Ok::<_, anyhow::Error>(out)
+            })
+            .await
+        }
+    }
+}
+
+/// `GET /v1/admin/events` query.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Return events after this position (`seq`), or after the `next_cursor` of a previous page.
+    pub after: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// A page of the event log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventPage {
+    pub items: Vec<EventEnvelope>,
+    /// Pass as `after` for the next page; null at the end of the log.
+    pub next_cursor: Option<String>,
+}
+
+/// The admin route over the log.
+pub fn admin_router(db: Database) -> utoipa_axum::router::OpenApiRouter {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(list_events)).with_state(db)
+}
+
+/// Admin: the event log (outbox), oldest first, for replay and debugging.
+#[utoipa::path(get, path = "/v1/admin/events", tag = "admin", security(("bearer" = [])), params(EventsQuery),
+    responses((status = 200, body = EventPage), (status = 403, body = crate::error::Problem)))]
+async fn list_events(
+    axum::extract::State(db): axum::extract::State<Database>,
+    who: crate::auth::Principal,
+    crate::http::ApiQuery(q): crate::http::ApiQuery<EventsQuery>,
+) -> Result<axum::Json<EventPage>, crate::ApiError> {
+    who.require_admin()?;
+    let limit = crate::cursor::limit(q.limit)?;
+    let after = match q.after.as_deref() {
+        None | Some("") => 0,
+        Some(a) => a.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            crate::ApiError::validation(vec![crate::FieldError::new("after", "must be a non-negative position")])
+        })?,
+    };
+    let items = list(&db, after, limit).await?;
+    let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|e| e.seq.to_string())).flatten();
+    Ok(axum::Json(EventPage { items, next_cursor }))
+}

@@ -1,0 +1,52 @@
+//! The embedded SQLite backend: one connection in WAL mode, used from blocking threads.
+//!
+//! One connection serialises writers, which is what SQLite does anyway; it also makes every
+//! transaction here `IMMEDIATE` in effect, so read-modify-write sequences are atomic.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use rusqlite::Connection;
+
+/// A shareable handle to the SQLite database.
+#[derive(Clone)]
+pub struct SqlitePool {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl SqlitePool {
+    /// Opens (creating if needed) the database file and its parent directory.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let conn = Connection::open(path).with_context(|| format!("opening SQLite database {}", path.display()))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+        )
+        .context("configuring SQLite")?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on a blocking thread.
+    pub async fn call<R, E>(&self, f: impl FnOnce(&mut Connection) -> Result<R, E> + Send + 'static) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<anyhow::Error> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic inside a closure cannot leave a transaction open: rusqlite rolls back on drop.
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| E::from(anyhow::anyhow!("SQLite task failed: {e}")))?
+    }
+}

@@ -1,0 +1,89 @@
+//! The supply store: a trait with a PostgreSQL and a SQLite implementation, chosen by the
+//! database in use. Every change writes its outbox event in the same transaction.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::domain::{Supply, SupplyError, SupplyStatus};
+use platform::db::{Database, Migrations};
+use platform::outbox::{EventContext, NewEvent};
+
+/// The service's migrations, one set per backend.
+pub const MIGRATIONS: Migrations = Migrations {
+    name: "supply",
+    postgres: embedded::postgres::migrations::runner,
+    sqlite: embedded::sqlite::migrations::runner,
+};
+
+mod embedded {
+    pub mod postgres {
+        refinery::embed_migrations!("migrations/postgres");
+    }
+    pub mod sqlite {
+        refinery::embed_migrations!("migrations/sqlite");
+    }
+}
+
+/// Which supplies a list returns (newest first), and where a page starts.
+#[derive(Debug, Clone, Default)]
+pub struct SupplyFilter {
+    pub user_id: Option<Uuid>,
+    pub currency: Option<String>,
+    pub status: Option<SupplyStatus>,
+    /// Only ids before this one (the cursor).
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Who may change a supply, and at which version.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Guard {
+    /// `Some(user)` for a user acting on their own supply; `None` for admins.
+    pub owner: Option<Uuid>,
+    pub expected_version: Option<i64>,
+}
+
+/// A change to a locked supply; returns the event to record with it.
+pub type Mutation = Box<dyn FnOnce(&mut Supply) -> Result<NewEvent, SupplyError> + Send>;
+
+/// Storage of supplies.
+#[async_trait]
+pub trait SupplyStore: Send + Sync {
+    /// Inserts a new supply with its event.
+    async fn insert(&self, supply: &Supply, event: &NewEvent, ctx: &EventContext) -> Result<(), SupplyError>;
+
+    /// A supply by id, deleted ones included.
+    async fn get(&self, id: Uuid) -> Result<Option<Supply>, SupplyError>;
+
+    /// Locks a live supply, checks the guard, applies `change`, bumps the version and writes the
+    /// row and its event, in one transaction.
+    async fn modify(&self, id: Uuid, guard: Guard, ctx: &EventContext, change: Mutation)
+    -> Result<Supply, SupplyError>;
+
+    /// Live supplies matching the filter, newest first.
+    async fn list(&self, filter: &SupplyFilter) -> Result<Vec<Supply>, SupplyError>;
+}
+
+/// The store for the process's database.
+pub fn open(db: &Database) -> Arc<dyn SupplyStore> {
+    match db {
+        Database::Postgres(pool) => Arc::new(postgres::PgSupplyStore::new(pool.clone())),
+        Database::Sqlite(pool) => Arc::new(sqlite::SqliteSupplyStore::new(pool.clone())),
+    }
+}
+
+/// The checks every backend makes on a locked row before changing it.
+fn check_guard(supply: &Supply, guard: &Guard) -> Result<(), SupplyError> {
+    if supply.status == SupplyStatus::Deleted || guard.owner.is_some_and(|o| o != supply.user_id) {
+        return Err(SupplyError::NotFound);
+    }
+    if guard.expected_version.is_some_and(|v| v != supply.version) {
+        return Err(SupplyError::VersionMismatch);
+    }
+    Ok(())
+}

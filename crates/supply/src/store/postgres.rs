@@ -1,0 +1,137 @@
+//! Supplies in PostgreSQL.
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::{Guard, Mutation, SupplyFilter, SupplyStore, check_guard};
+use crate::domain::{Supply, SupplyError, SupplyStatus};
+use platform::clock;
+use platform::outbox::{self, EventContext, NewEvent};
+
+const COLS: &str = "id, user_id, currency, amount, reserved, status, version, created_at, updated_at";
+
+pub struct PgSupplyStore {
+    pool: Pool,
+}
+
+impl PgSupplyStore {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, SupplyError> {
+        self.pool.get().await.map_err(|e| SupplyError::Unexpected(anyhow::Error::new(e).context("PostgreSQL pool")))
+    }
+}
+
+fn db_err(e: tokio_postgres::Error) -> SupplyError {
+    SupplyError::Unexpected(anyhow::Error::new(e))
+}
+
+fn from_row(r: &Row) -> Result<Supply, SupplyError> {
+    let status: String = r.get(5);
+    Ok(Supply {
+        id: r.get(0),
+        user_id: r.get(1),
+        currency: r.get(2),
+        amount: r.get(3),
+        reserved: r.get(4),
+        status: SupplyStatus::parse(&status).ok_or_else(|| anyhow::anyhow!("unknown supply status {status}"))?,
+        version: r.get(6),
+        created_at: r.get(7),
+        updated_at: r.get(8),
+    })
+}
+
+#[async_trait]
+impl SupplyStore for PgSupplyStore {
+    async fn insert(&self, s: &Supply, event: &NewEvent, ctx: &EventContext) -> Result<(), SupplyError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        tx.execute(
+            &format!("INSERT INTO supplies ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+            &[
+                &s.id,
+                &s.user_id,
+                &s.currency,
+                &s.amount,
+                &s.reserved,
+                &s.status.as_str(),
+                &s.version,
+                &s.created_at,
+                &s.updated_at,
+            ],
+        )
+        .await
+        .map_err(db_err)?;
+        outbox::insert_pg(&tx, ctx, event).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Supply>, SupplyError> {
+        let client = self.client().await?;
+        let row =
+            client.query_opt(&format!("SELECT {COLS} FROM supplies WHERE id = $1"), &[&id]).await.map_err(db_err)?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    async fn modify(
+        &self,
+        id: Uuid,
+        guard: Guard,
+        ctx: &EventContext,
+        change: Mutation,
+    ) -> Result<Supply, SupplyError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let row = tx
+            .query_opt(&format!("SELECT {COLS} FROM supplies WHERE id = $1 FOR UPDATE"), &[&id])
+            .await
+            .map_err(db_err)?
+            .ok_or(SupplyError::NotFound)?;
+        let mut s = from_row(&row)?;
+        check_guard(&s, &guard)?;
+        s.version += 1;
+        s.updated_at = clock::now();
+        let event = change(&mut s)?;
+        tx.execute(
+            "UPDATE supplies SET amount = $2, reserved = $3, status = $4, version = $5, updated_at = $6 WHERE id = $1",
+            &[&s.id, &s.amount, &s.reserved, &s.status.as_str(), &s.version, &s.updated_at],
+        )
+        .await
+        .map_err(db_err)?;
+        outbox::insert_pg(&tx, ctx, &event).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(s)
+    }
+
+    async fn list(&self, f: &SupplyFilter) -> Result<Vec<Supply>, SupplyError> {
+        let mut sql = format!("SELECT {COLS} FROM supplies WHERE status <> 'deleted'");
+        let status = f.status.map(|s| s.as_str().to_string());
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        if let Some(u) = &f.user_id {
+            params.push(u);
+            sql.push_str(&format!(" AND user_id = ${}", params.len()));
+        }
+        if let Some(c) = &f.currency {
+            params.push(c);
+            sql.push_str(&format!(" AND currency = ${}", params.len()));
+        }
+        if let Some(s) = &status {
+            params.push(s);
+            sql.push_str(&format!(" AND status = ${}", params.len()));
+        }
+        if let Some(b) = &f.before {
+            params.push(b);
+            sql.push_str(&format!(" AND id < ${}", params.len()));
+        }
+        params.push(&f.limit);
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", params.len()));
+        let client = self.client().await?;
+        let rows = client.query(&sql, &params).await.map_err(db_err)?;
+        rows.iter().map(from_row).collect()
+    }
+}

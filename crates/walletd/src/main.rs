@@ -1,0 +1,159 @@
+//! The `walletd` command line: serve, migrate, config, token, and two helpers for trying
+//! sign-in by hand (keygen, sign).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use platform::auth::eth::{self, LocalWallet};
+use platform::auth::store::IdentityStore;
+use platform::auth::{Role, TokenKeys};
+use platform::config::Settings;
+use platform::telemetry;
+
+#[derive(Parser)]
+#[command(name = "walletd", version, about = "Web3 wallet platform backend")]
+struct Cli {
+    /// Optional TOML file with the same keys as the WALLETD_* variables (lower case).
+    #[arg(long, global = true, env = "WALLETD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the services (all by default).
+    Serve {
+        /// Comma-separated subset: supply,order,claim,wallet.
+        #[arg(long)]
+        services: Option<String>,
+    },
+    /// Apply every migration and exit.
+    Migrate,
+    /// Print the effective configuration, secrets masked.
+    Config,
+    /// Mint an access token with the server's signing key (bootstrap an admin).
+    Token {
+        #[arg(long)]
+        address: String,
+        #[arg(long, default_value = "user", value_parser = ["user", "admin", "service"])]
+        role: String,
+        /// Lifetime in seconds (default: the access-token TTL).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+    /// Generate an Ethereum key for trying sign-in; writes the private key (hex) to FILE and prints the address.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// EIP-191-sign a message (stdin, or --message-file) with a key file from `keygen`; prints the signature.
+    Sign {
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(long)]
+        message_file: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("walletd: {e}");
+            std::process::exit(2);
+        }
+    };
+    telemetry::init_logging(settings.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("walletd: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli.command, settings)) {
+        tracing::error!(error = format!("{e:#}"), "walletd failed");
+        eprintln!("walletd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { services } => {
+            let services = match services {
+                Some(list) => walletd::parse_services(&list)?,
+                None => walletd::all_services(),
+            };
+            let server = walletd::build(settings, &services).await?;
+            server.run(walletd::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let mut s = settings;
+            s.migrate_on_start = true;
+            walletd::open_database(&s).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Config => {
+            for (k, v) in settings.describe() {
+                println!("{k} = {v:?}");
+            }
+            Ok(())
+        }
+        Command::Token { address, role, ttl_secs } => {
+            let parsed = eth::parse_address(&address).map_err(|e| anyhow::anyhow!("--address: {e}"))?;
+            let address = eth::to_checksum(&parsed);
+            let db = walletd::open_database(&settings).await?;
+            let user = IdentityStore::new(db).upsert_user(&address).await?;
+            let keys =
+                TokenKeys::load_or_generate(&settings.jwt_key_path(), &settings.jwt_issuer, settings.access_token_ttl)?;
+            let roles = match role.as_str() {
+                "admin" => vec![Role::User, Role::Admin],
+                "service" => vec![Role::Service],
+                _ => vec![Role::User],
+            };
+            let ttl = ttl_secs.map_or(settings.access_token_ttl, std::time::Duration::from_secs);
+            println!("{}", keys.issue(user.id, &address, &roles, ttl)?);
+            Ok(())
+        }
+        Command::Keygen { out } => {
+            let wallet = LocalWallet::random()?;
+            write_secret(&out, &wallet.to_hex())?;
+            println!("{}", eth::to_checksum(&wallet.address()));
+            Ok(())
+        }
+        Command::Sign { key_file, message_file } => {
+            let key = std::fs::read_to_string(&key_file).with_context(|| format!("reading {}", key_file.display()))?;
+            let wallet = LocalWallet::from_hex(&key).context("the key file must hold 32 bytes of hex")?;
+            let message = match message_file {
+                Some(p) => std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s)?;
+                    s
+                }
+            };
+            println!("{}", wallet.sign_message(&message)?);
+            Ok(())
+        }
+    }
+}
+
+fn write_secret(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
