@@ -1,0 +1,264 @@
+//! Sign-in with Ethereum and tokens, on both backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rstest::rstest;
+use serde_json::{Value, json};
+use testkit::platform::auth::eth::{LocalWallet, to_checksum};
+use testkit::{Backend, TestApp, assert_problem, session_from};
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn sign_in_issues_tokens_that_work(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let wallet = LocalWallet::random().unwrap();
+    let session = app.login(&wallet).await;
+    assert_eq!(session.address, to_checksum(&wallet.address()));
+
+    let me: Value = app.get("/v1/me", &session.access).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["id"], session.user_id.to_string());
+    assert_eq!(me["roles"], json!(["user"]));
+
+    // The same address signs in as the same user.
+    assert_eq!(app.login(&wallet).await.user_id, session.user_id);
+
+    let jwks: Value = app.client.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let header = session.access.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(jwks["keys"][0]["kid"], header["kid"]);
+    assert_eq!(jwks["keys"][0]["kty"], "RSA");
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn admin_addresses_sign_in_as_admins(#[case] backend: Backend) {
+    let wallet = LocalWallet::random().unwrap();
+    let address = to_checksum(&wallet.address()).to_lowercase();
+    let app = TestApp::spawn_with(backend, |s| s.set("admin_addresses", &address).unwrap()).await;
+    let session = app.login(&wallet).await;
+    let me: Value = app.get("/v1/me", &session.access).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["roles"], json!(["user", "admin"]));
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_signature_from_another_key_is_refused(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, thief) = (LocalWallet::random().unwrap(), LocalWallet::random().unwrap());
+    let message = app.nonce_message(&owner).await;
+    let res = app.login_raw(&message, &thief.sign_message(&message).unwrap()).await;
+    assert_problem(res, 401, "INVALID_SIGNATURE").await;
+    // The nonce is still good for its owner.
+    let res = app.login_raw(&message, &owner.sign_message(&message).unwrap()).await;
+    assert_eq!(res.status(), 200);
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_replayed_nonce_is_refused(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let wallet = LocalWallet::random().unwrap();
+    let message = app.nonce_message(&wallet).await;
+    let signature = wallet.sign_message(&message).unwrap();
+    assert_eq!(app.login_raw(&message, &signature).await.status(), 200);
+    assert_problem(app.login_raw(&message, &signature).await, 401, "NONCE_INVALID").await;
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn racing_logins_with_one_nonce_admit_exactly_one(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let wallet = LocalWallet::random().unwrap();
+    let message = app.nonce_message(&wallet).await;
+    let signature = wallet.sign_message(&message).unwrap();
+    let results = futures::future::join_all(
+        (0..16).map(|_| async { app.login_raw(&message, &signature).await.status().as_u16() }),
+    )
+    .await;
+    assert_eq!(results.iter().filter(|s| **s == 200).count(), 1, "{results:?}");
+    assert_eq!(results.iter().filter(|s| **s == 401).count(), 15, "{results:?}");
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn an_expired_message_is_refused(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let wallet = LocalWallet::random().unwrap();
+    let message = app.nonce_message(&wallet).await;
+    let (head, _) = message.split_once("Expiration Time: ").unwrap();
+    let past = (time::OffsetDateTime::now_utc() - time::Duration::minutes(1))
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let expired = format!("{head}Expiration Time: {past}");
+    let res = app.login_raw(&expired, &wallet.sign_message(&expired).unwrap()).await;
+    assert_problem(res, 401, "SIWE_MESSAGE_EXPIRED").await;
+}
+
+#[rstest]
+#[case::domain("localhost:8080", "evil.example:443", "SIWE_DOMAIN_MISMATCH")]
+#[case::chain("Chain ID: 1", "Chain ID: 5", "SIWE_CHAIN_MISMATCH")]
+#[tokio::test]
+async fn a_message_for_another_domain_or_chain_is_refused(#[case] from: &str, #[case] to: &str, #[case] code: &str) {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let wallet = LocalWallet::random().unwrap();
+    let message = app.nonce_message(&wallet).await.replace(from, to);
+    let res = app.login_raw(&message, &wallet.sign_message(&message).unwrap()).await;
+    assert_problem(res, 401, code).await;
+}
+
+#[tokio::test]
+async fn malformed_sign_in_input_is_422_naming_the_field() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let res = app.client.post(app.url("/v1/auth/nonce")).json(&json!({"address": "0x1234"})).send().await.unwrap();
+    let body = assert_problem(res, 422, "VALIDATION_FAILED").await;
+    assert_eq!(testkit::problem_fields(&body), vec!["address"]);
+    let res = app.login_raw("not a siwe message", "0x00").await;
+    let body = assert_problem(res, 422, "VALIDATION_FAILED").await;
+    assert_eq!(testkit::problem_fields(&body), vec!["message"]);
+    let wallet = LocalWallet::random().unwrap();
+    let message = app.nonce_message(&wallet).await;
+    let body = assert_problem(app.login_raw(&message, "0xzz").await, 422, "VALIDATION_FAILED").await;
+    assert_eq!(testkit::problem_fields(&body), vec!["signature"]);
+}
+
+fn forge(header: Value, claims: Value, signature: &[u8]) -> String {
+    let enc = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+    format!("{}.{}.{}", enc(&header), enc(&claims), URL_SAFE_NO_PAD.encode(signature))
+}
+
+fn claims_of(token: &str) -> Value {
+    let part = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn forged_tokens_are_refused() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let session = app.new_user().await;
+    let mut claims = claims_of(&session.access);
+    claims["roles"] = json!(["user", "admin"]);
+    let kid =
+        app.client.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json::<Value>().await.unwrap()["keys"]
+            [0]["kid"]
+            .clone();
+
+    // alg: none
+    let none = forge(json!({"alg": "none", "typ": "JWT", "kid": kid}), claims.clone(), b"");
+    // HS256 keyed with the public modulus (the classic algorithm confusion)
+    let hs_header = json!({"alg": "HS256", "typ": "JWT", "kid": kid});
+    let hs = {
+        let key = jsonwebtoken::EncodingKey::from_secret(b"public-key-bytes");
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = hs_header["kid"].as_str().map(str::to_string);
+        jsonwebtoken::encode(&h, &claims, &key).unwrap()
+    };
+    // RS256 signed by another key, with and without our kid
+    let other_dir = testkit::TempDir::new();
+    let other = testkit::platform::auth::TokenKeys::load_or_generate(
+        &other_dir.0.join("k.pem"),
+        "walletd",
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let roles = [testkit::platform::auth::Role::User, testkit::platform::auth::Role::Admin];
+    let other_token = other.issue(session.user_id, &session.address, &roles, Duration::from_secs(60)).unwrap();
+    let mut parts: Vec<&str> = other_token.split('.').collect();
+    let our_header =
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json!({"alg": "RS256", "typ": "JWT", "kid": kid})).unwrap());
+    parts[0] = &our_header;
+    let other_with_our_kid = parts.join(".");
+    // our token with its claims changed
+    let tampered = {
+        let p: Vec<&str> = session.access.split('.').collect();
+        format!("{}.{}.{}", p[0], URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap()), p[2])
+    };
+
+    for (name, token) in [
+        ("alg none", none),
+        ("hs256", hs),
+        ("another key", other_token),
+        ("another key, our kid", other_with_our_kid),
+        ("tampered claims", tampered),
+        ("garbage", "abc.def.ghi".to_string()),
+    ] {
+        let res = app.get("/v1/me", &token).send().await.unwrap();
+        assert_eq!(res.status(), 401, "{name}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["code"], "INVALID_TOKEN", "{name}");
+    }
+    assert_problem(app.client.get(app.url("/v1/me")).send().await.unwrap(), 401, "UNAUTHENTICATED").await;
+    // and the genuine token still works
+    assert_eq!(app.get("/v1/me", &session.access).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| s.access_token_ttl = Duration::from_secs(1)).await;
+    let session = app.new_user().await;
+    // exp is whole seconds plus 5 s of leeway: wait for it with a deadline rather than a fixed sleep.
+    let refused = testkit::wait_until(Duration::from_secs(15), || async {
+        app.get("/v1/me", &session.access).send().await.unwrap().status() == 401
+    })
+    .await;
+    assert!(refused, "an expired token kept working");
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_rotated_refresh_token_presented_again_revokes_its_family(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let first = app.new_user().await;
+    let refresh = |token: String| {
+        let app = &app;
+        async move {
+            app.client.post(app.url("/v1/auth/refresh")).json(&json!({"refresh_token": token})).send().await.unwrap()
+        }
+    };
+    let res = refresh(first.refresh.clone()).await;
+    assert_eq!(res.status(), 200);
+    let second = session_from(res.json().await.unwrap());
+    assert_ne!(second.refresh, first.refresh);
+    assert_eq!(second.user_id, first.user_id);
+    assert_eq!(app.get("/v1/me", &second.access).send().await.unwrap().status(), 200);
+
+    assert_problem(refresh(first.refresh.clone()).await, 401, "REFRESH_TOKEN_REUSED").await;
+    // The successor was revoked with the family.
+    assert_problem(refresh(second.refresh.clone()).await, 401, "REFRESH_TOKEN_REUSED").await;
+    assert_problem(refresh("never-issued".into()).await, 401, "INVALID_REFRESH_TOKEN").await;
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn logout_revokes_the_refresh_token(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let s = app.new_user().await;
+    let res =
+        app.client.post(app.url("/v1/auth/logout")).json(&json!({"refresh_token": s.refresh})).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    let res =
+        app.client.post(app.url("/v1/auth/refresh")).json(&json!({"refresh_token": s.refresh})).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+}

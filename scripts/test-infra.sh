@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Starts throwaway PostgreSQL and Redis servers on free loopback ports under a temporary directory,
+# installing the Debian packages when they are missing. Meant to be sourced by scripts/test.sh:
+# it exports WALLETD_TEST_* variables and defines stop_test_infra.
+set -euo pipefail
+
+log() { echo "test-infra: $*" >&2; }
+
+apt_install() {
+  if [ "$(id -u)" -ne 0 ]; then
+    log "need root to apt-get install $*; install them and re-run"; return 1
+  fi
+  log "installing $* with apt-get"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+pg_bindir() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && { echo "$d"; return 0; }
+  done
+  command -v initdb >/dev/null 2>&1 && dirname "$(command -v initdb)" && return 0
+  return 1
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Runs a command as the postgres system user when we are root (PostgreSQL refuses to run as root).
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_test_infra() {
+  PG_BIN="$(pg_bindir || true)"
+  if [ -z "$PG_BIN" ]; then apt_install postgresql; PG_BIN="$(pg_bindir)"; fi
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+  if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+    useradd --system --home /var/lib/postgresql --shell /bin/bash postgres
+  fi
+
+  TEST_INFRA_DIR="$(mktemp -d /tmp/walletd-test-infra.XXXXXX)"
+  chmod 755 "$TEST_INFRA_DIR"
+  [ "$(id -u)" -eq 0 ] && chown postgres "$TEST_INFRA_DIR"
+
+  local pg_port redis_port
+  pg_port="$(free_port)"
+  redis_port="$(free_port)"
+
+  log "PostgreSQL ($PG_BIN) on 127.0.0.1:$pg_port, data in $TEST_INFRA_DIR/pg"
+  as_pg "$PG_BIN/initdb" -D "$TEST_INFRA_DIR/pg" -U postgres -A trust --no-sync -E UTF8 >"$TEST_INFRA_DIR/initdb.log" 2>&1 \
+    || { cat "$TEST_INFRA_DIR/initdb.log" >&2; return 1; }
+  as_pg "$PG_BIN/pg_ctl" -D "$TEST_INFRA_DIR/pg" -l "$TEST_INFRA_DIR/pg.log" -w -t 60 \
+    -o "-p $pg_port -k $TEST_INFRA_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+    start >/dev/null || { cat "$TEST_INFRA_DIR/pg.log" >&2; return 1; }
+
+  log "Redis on 127.0.0.1:$redis_port"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --dir "$TEST_INFRA_DIR" --pidfile "$TEST_INFRA_DIR/redis.pid" --logfile "$TEST_INFRA_DIR/redis.log"
+  local i
+  for i in $(seq 1 50); do
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  redis-cli -p "$redis_port" ping >/dev/null
+
+  export WALLETD_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+  export WALLETD_TEST_PG_BIN="$PG_BIN"
+  export WALLETD_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
+  export TEST_INFRA_DIR
+}
+
+stop_test_infra() {
+  [ -n "${TEST_INFRA_DIR:-}" ] || return 0
+  if [ -f "$TEST_INFRA_DIR/redis.pid" ]; then kill "$(cat "$TEST_INFRA_DIR/redis.pid")" 2>/dev/null || true; fi
+  if [ -d "$TEST_INFRA_DIR/pg" ]; then as_pg "$PG_BIN/pg_ctl" -D "$TEST_INFRA_DIR/pg" -m immediate stop >/dev/null 2>&1 || true; fi
+  rm -rf "$TEST_INFRA_DIR"
+}

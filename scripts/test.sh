@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: starts PostgreSQL and Redis on private ports (installing them if missing),
+# runs every test with cargo nextest on both storage backends, and stops everything afterwards,
+# also when tests fail. Extra arguments go to nextest (e.g. a test-name filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/test-infra.sh
+
+command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
+
+trap stop_test_infra EXIT
+start_test_infra
+
+profile=default
+[ "${CI:-}" = "true" ] && profile=ci
+cargo nextest run --workspace --profile "$profile" "$@"
