@@ -92,7 +92,11 @@ impl ApiError {
     }
 
     /// 500: the client sees a generic body; the cause is logged once by the middleware.
+    /// A database that cannot be reached is 503 instead: the client may retry.
     pub fn internal(cause: anyhow::Error) -> Self {
+        if is_unavailable(&cause) {
+            return Self::unavailable(cause);
+        }
         Self { source: Some(cause), ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error") }
     }
 
@@ -116,6 +120,14 @@ impl ApiError {
     }
 }
 
+/// Whether an error means "the database is not reachable" rather than "something is wrong".
+fn is_unavailable(cause: &anyhow::Error) -> bool {
+    cause.chain().any(|e| {
+        e.downcast_ref::<deadpool_postgres::PoolError>().is_some()
+            || e.downcast_ref::<tokio_postgres::Error>().is_some_and(tokio_postgres::Error::is_closed)
+    })
+}
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         Self::internal(e)
@@ -127,6 +139,9 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut res = (self.status, body).into_response();
         res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if let Some(cause) = self.source {
             res.extensions_mut().insert(ErrorCause(Arc::new(cause)));
         }

@@ -105,12 +105,14 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Self {
         init_test_logging();
         let dir = TempDir::new();
-        let mut settings = Settings::default();
-        settings.http_addr = "127.0.0.1:0".parse().unwrap();
-        settings.metrics_addr = "127.0.0.1:0".parse().unwrap();
-        settings.data_dir = dir.0.clone();
-        settings.jwt_private_key_file = Some(shared_jwt_key());
-        settings.database_url = Some(fresh_database_url(backend, &dir).await);
+        let mut settings = Settings {
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.0.clone(),
+            jwt_private_key_file: Some(shared_jwt_key()),
+            database_url: Some(fresh_database_url(backend, &dir).await),
+            ..Settings::default()
+        };
         tweak(&mut settings);
         Self::spawn_settings(backend, settings, dir).await
     }

@@ -1,6 +1,6 @@
 //! Sign-in with Ethereum and tokens, on both backends.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use std::time::Duration;
 

@@ -61,6 +61,19 @@ pub fn parse_signature(s: &str) -> Result<[u8; 65], &'static str> {
     Ok(out)
 }
 
+/// Recovers the signer of an EIP-191 personal-message signature over exactly `message`.
+pub fn recover_signer(message: &[u8], sig: &[u8; 65]) -> Option<Address> {
+    let signature = Signature::from_slice(&sig[..64]).ok()?;
+    let v = match sig[64] {
+        27 | 28 => sig[64] - 27,
+        0 | 1 => sig[64],
+        _ => return None,
+    };
+    let recid = RecoveryId::from_byte(v)?;
+    let key = VerifyingKey::recover_from_prehash(&eip191_hash(message), &signature, recid).ok()?;
+    Some(address_of(&key))
+}
+
 /// A private key held in memory: for the CLI's `sign` and the test harness, never for the server.
 pub struct LocalWallet {
     key: SigningKey,
@@ -123,10 +136,8 @@ mod tests {
     fn signatures_recover_to_the_signer() -> anyhow::Result<()> {
         let w = LocalWallet::random()?;
         let sig = parse_signature(&w.sign_message("hello")?).map_err(anyhow::Error::msg)?;
-        let s = Signature::from_slice(&sig[..64])?;
-        let rec = RecoveryId::from_byte(sig[64] - 27).ok_or_else(|| anyhow::anyhow!("v"))?;
-        let key = VerifyingKey::recover_from_prehash(&eip191_hash(b"hello"), &s, rec)?;
-        assert_eq!(address_of(&key), w.address());
+        assert_eq!(recover_signer(b"hello", &sig), Some(w.address()));
+        assert_ne!(recover_signer(b"hello!", &sig), Some(w.address()));
         Ok(())
     }
 }

@@ -128,7 +128,8 @@ impl AuthService {
         if msg.not_before.as_ref().is_some_and(|t| *t.as_ref() > now) {
             return Err(ApiError::unauthorized("SIWE_MESSAGE_NOT_YET_VALID", "the message is not valid yet"));
         }
-        if msg.verify_eip191(&sig).is_err() {
+        // The signature covers the exact text the wallet was shown, not a re-serialisation of it.
+        if eth::recover_signer(message.as_bytes(), &sig) != Some(msg.address) {
             return Err(ApiError::unauthorized(
                 "INVALID_SIGNATURE",
                 "the signature does not match the message's address",

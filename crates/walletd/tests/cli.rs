@@ -1,0 +1,185 @@
+//! The real `walletd` binary: the README's flow on the embedded defaults, the CLI's helpers,
+//! configuration errors, and graceful shutdown on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testkit::TempDir;
+use testkit::platform::auth::eth::{LocalWallet, to_checksum};
+
+const BIN: &str = env!("CARGO_BIN_EXE_walletd");
+
+fn walletd(dir: &TempDir) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(&dir.0).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    c
+}
+
+/// Starts `walletd serve` with ephemeral ports and waits for its ready line; returns the HTTP base URL.
+fn serve(dir: &TempDir) -> (Child, String) {
+    let mut child = walletd(dir)
+        .args(["serve"])
+        .env("WALLETD_HTTP_ADDR", "127.0.0.1:0")
+        .env("WALLETD_METRICS_ADDR", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["message"] == "walletd ready"
+            {
+                let _ = tx.send(v["http.addr"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("walletd did not log its ready line");
+    (child, format!("http://{addr}"))
+}
+
+fn wait_exit(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[tokio::test]
+async fn the_readme_flow_on_embedded_defaults() {
+    let dir = TempDir::new();
+    let (mut child, base) = serve(&dir);
+    assert!(dir.0.join("data/walletd.db").exists(), "SQLite database under ./data");
+    assert!(dir.0.join("data/jwt-signing-key.pem").exists(), "signing key under ./data");
+    let http = reqwest::Client::new();
+
+    // Sign in with a key made by `walletd keygen` and a signature from `walletd sign`.
+    let key_file = dir.0.join("me.key");
+    let out = walletd(&dir).args(["keygen", "--out"]).arg(&key_file).output().unwrap();
+    assert!(out.status.success());
+    let address = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let nonce: Value = http
+        .post(format!("{base}/v1/auth/nonce"))
+        .json(&json!({"address": address}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let message = nonce["message"].as_str().unwrap();
+    let msg_file = dir.0.join("msg.txt");
+    std::fs::write(&msg_file, message).unwrap();
+    let out = walletd(&dir)
+        .args(["sign", "--key-file"])
+        .arg(&key_file)
+        .arg("--message-file")
+        .arg(&msg_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let signature = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let login: Value = http
+        .post(format!("{base}/v1/auth/login"))
+        .json(&json!({"message": message, "signature": signature}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().expect("login succeeded").to_string();
+    assert_eq!(login["user"]["address"], address.as_str());
+
+    let created: Value = http
+        .post(format!("{base}/v1/supplies"))
+        .bearer_auth(&token)
+        .json(&json!({"currency": "USDC", "amount": "250.5"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = format!("{base}/v1/supplies/{}", created["id"].as_str().unwrap());
+    let list: Value =
+        http.get(format!("{base}/v1/supplies")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["items"][0]["id"], created["id"]);
+    let res = http
+        .patch(&path)
+        .bearer_auth(&token)
+        .header("if-match", "\"1\"")
+        .json(&json!({"amount": "300"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(http.delete(&path).bearer_auth(&token).send().await.unwrap().status(), 204);
+
+    // An admin token minted by the CLI with the server's key reads the events.
+    let admin_key = LocalWallet::random().unwrap();
+    let out = walletd(&dir)
+        .args(["token", "--role", "admin", "--address", &to_checksum(&admin_key.address())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let admin = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let events: Value =
+        http.get(format!("{base}/v1/admin/events")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    let types: Vec<&str> = events["items"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["supply.created", "supply.updated", "supply.deleted"]);
+
+    // SIGTERM: a clean, prompt exit.
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+    let status = wait_exit(&mut child, Duration::from_secs(20)).expect("walletd did not stop on SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_bad_setting_stops_the_start_naming_it() {
+    let dir = TempDir::new();
+    for (var, value) in [
+        ("WALLETD_HTTP_ADDR", "not-an-address"),
+        ("WALLETD_DATABASE_URL", "mysql://x"),
+        ("WALLETD_ASSETS", "ETH:40"),
+        ("WALLETD_ADMIN_ADDRESSES", "0xnope"),
+        ("WALLETD_DATABASE_POOL_SIZE", "0"),
+    ] {
+        let out = walletd(&dir).args(["serve"]).env(var, value).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(var), "{var}: {err}");
+    }
+    let out = walletd(&dir).args(["serve", "--services", "supply,bogus"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+}
+
+#[test]
+fn config_prints_the_effective_settings_with_secrets_masked() {
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("walletd.toml"), "region = \"eu-west\"\nsiwe_chain_id = 10\n").unwrap();
+    let out = walletd(&dir)
+        .args(["--config", "walletd.toml", "config"])
+        .env("WALLETD_DATABASE_URL", "postgres://walletd:hunter2@db.internal:5432/walletd")
+        .env("WALLETD_SIWE_CHAIN_ID", "137")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("postgres://walletd:****@db.internal:5432/walletd"), "{text}");
+    assert!(text.contains("region = \"eu-west\""), "file value applies: {text}");
+    assert!(text.contains("siwe_chain_id = \"137\""), "environment overrides the file: {text}");
+}
