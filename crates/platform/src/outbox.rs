@@ -20,11 +20,13 @@ pub struct NewEvent {
     pub data: serde_json::Value,
 }
 
-/// Where an event comes from: the region and the request that caused it.
+/// Where an event comes from: the region, the request and the principal that caused it.
 #[derive(Debug, Clone, Default)]
 pub struct EventContext {
     pub region: String,
     pub correlation_id: Option<String>,
+    /// The user (or service) whose request made the change: the audit trail's "who".
+    pub actor_id: Option<Uuid>,
 }
 
 /// The envelope every event carries, as stored and as published.
@@ -42,6 +44,7 @@ pub struct EventEnvelope {
     pub occurred_at: OffsetDateTime,
     pub region: String,
     pub correlation_id: Option<String>,
+    pub actor_id: Option<Uuid>,
     pub data: serde_json::Value,
 }
 
@@ -69,8 +72,8 @@ pub async fn insert_pg(
     event: &NewEvent,
 ) -> Result<(), tokio_postgres::Error> {
     tx.execute(
-        "INSERT INTO outbox (id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, data)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO outbox (id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, actor_id, data)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         &[
             &Uuid::now_v7(),
             &event.event_type,
@@ -80,6 +83,7 @@ pub async fn insert_pg(
             &clock::now(),
             &ctx.region,
             &ctx.correlation_id,
+            &ctx.actor_id,
             &event.data,
         ],
     )
@@ -90,8 +94,8 @@ pub async fn insert_pg(
 /// Writes `event` inside the caller's SQLite transaction.
 pub fn insert_sqlite(tx: &rusqlite::Transaction<'_>, ctx: &EventContext, event: &NewEvent) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT INTO outbox (id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO outbox (id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, actor_id, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         rusqlite::params![
             Uuid::now_v7().to_string(),
             event.event_type,
@@ -101,6 +105,7 @@ pub fn insert_sqlite(tx: &rusqlite::Transaction<'_>, ctx: &EventContext, event: 
             clock::to_text(clock::now()),
             ctx.region,
             ctx.correlation_id,
+            ctx.actor_id.map(|a| a.to_string()),
             event.data.to_string(),
         ],
     )
@@ -109,7 +114,8 @@ pub fn insert_sqlite(tx: &rusqlite::Transaction<'_>, ctx: &EventContext, event: 
 
 /// Reads the log in order, after position `after`.
 pub async fn list(db: &Database, after: i64, limit: i64) -> anyhow::Result<Vec<EventEnvelope>> {
-    const COLS: &str = "seq, id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, data";
+    const COLS: &str =
+        "seq, id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, data, actor_id";
     match db {
         Database::Postgres(pool) => {
             let client = pool.get().await?;
@@ -129,6 +135,7 @@ pub async fn list(db: &Database, after: i64, limit: i64) -> anyhow::Result<Vec<E
                     region: r.get(7),
                     correlation_id: r.get(8),
                     data: r.get(9),
+                    actor_id: r.get(10),
                 })
                 .collect())
         }
@@ -148,11 +155,12 @@ pub async fn list(db: &Database, after: i64, limit: i64) -> anyhow::Result<Vec<E
                         r.get::<_, String>(7)?,
                         r.get::<_, Option<String>>(8)?,
                         r.get::<_, String>(9)?,
+                        r.get::<_, Option<String>>(10)?,
                     ))
                 })?;
                 let mut out = Vec::new();
                 for row in rows {
-                    let (seq, id, event_type, version, topic, agg, at, region, corr, data) = row?;
+                    let (seq, id, event_type, version, topic, agg, at, region, corr, data, actor) = row?;
                     out.push(EventEnvelope {
                         seq,
                         id: id.parse()?,
@@ -163,6 +171,7 @@ pub async fn list(db: &Database, after: i64, limit: i64) -> anyhow::Result<Vec<E
                         occurred_at: clock::from_text(&at)?,
                         region,
                         correlation_id: corr,
+                        actor_id: actor.map(|a| a.parse()).transpose()?,
                         data: serde_json::from_str(&data)?,
                     });
                 }

@@ -58,8 +58,8 @@ impl SupplyService {
         Self { store: store::open(db), assets, region }
     }
 
-    fn ctx(&self, rid: &RequestId) -> EventContext {
-        EventContext { region: self.region.clone(), correlation_id: rid.0.clone() }
+    fn ctx(&self, who: &Principal, rid: &RequestId) -> EventContext {
+        EventContext { region: self.region.clone(), correlation_id: rid.0.clone(), actor_id: Some(who.user_id) }
     }
 
     /// Formats a supply for clients and events.
@@ -77,7 +77,7 @@ impl SupplyService {
     ) -> Result<Supply, ApiError> {
         let new = NewSupply::parse(currency, amount, &self.assets)?;
         let supply = Supply::new(who.user_id, new, clock::now());
-        self.store.insert(&supply, &event_of(&self.assets, "supply.created", &supply), &self.ctx(rid)).await?;
+        self.store.insert(&supply, &event_of(&self.assets, "supply.created", &supply), &self.ctx(who, rid)).await?;
         tracing::info!(supply.id = %supply.id, "supply created");
         Ok(supply)
     }
@@ -116,7 +116,7 @@ impl SupplyService {
             .modify(
                 id,
                 guard,
-                &self.ctx(rid),
+                &self.ctx(who, rid),
                 Box::new(move |s| {
                     s.apply(&patch)?;
                     Ok(event_of(s))
@@ -140,7 +140,7 @@ impl SupplyService {
             .modify(
                 id,
                 self.guard(who, expected_version),
-                &self.ctx(rid),
+                &self.ctx(who, rid),
                 Box::new(move |s| {
                     s.delete()?;
                     Ok(event_of(s))

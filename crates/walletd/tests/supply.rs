@@ -223,6 +223,7 @@ async fn every_change_is_in_the_event_log(#[case] backend: Backend) {
         assert!(e["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap().get_version_num() == 7);
     }
     assert_eq!(events[0]["correlation_id"], "req-create-1");
+    assert!(events.iter().all(|e| e["actor_id"] == s.user_id.to_string()), "the audit trail names who acted");
     assert_eq!(events[0]["data"]["amount"], "3.000000000");
     assert_eq!(events[1]["data"]["amount"], "4.000000000");
     assert_eq!(events[2]["data"]["status"], "deleted");
