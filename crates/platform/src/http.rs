@@ -126,6 +126,22 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
+/// Reads `If-Match` (`"3"`, `W/"3"` or `*`); a malformed one is 422.
+pub fn if_match(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let raw = value.to_str().unwrap_or("").trim();
+    if raw == "*" {
+        return Ok(None);
+    }
+    raw.trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map(Some)
+        .map_err(|_| ApiError::validation(vec![FieldError::new("If-Match", "must be an ETag such as \"3\"")]))
+}
+
 /// The request id (ours or the caller's), as a correlation id for events.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Option<String>);

@@ -48,6 +48,18 @@ pub struct EventEnvelope {
     pub data: serde_json::Value,
 }
 
+static WRITTEN: std::sync::LazyLock<tokio::sync::Notify> = std::sync::LazyLock::new(tokio::sync::Notify::new);
+
+/// Wakes in-process consumers after a transaction that wrote events has committed.
+pub fn notify_written() {
+    WRITTEN.notify_waiters();
+}
+
+/// Resolves at the next [`notify_written`]; register it (`enable`) before looking for events.
+pub fn written() -> tokio::sync::futures::Notified<'static> {
+    WRITTEN.notified()
+}
+
 /// The migrations of the platform's own tables (outbox, users, nonces, refresh tokens).
 pub mod migrations {
     pub mod postgres {
@@ -65,12 +77,15 @@ pub const MIGRATIONS: crate::db::Migrations = crate::db::Migrations {
     sqlite: migrations::sqlite::migrations::runner,
 };
 
-/// Writes `event` inside the caller's PostgreSQL transaction.
+/// Writes `event` inside the caller's PostgreSQL transaction. Call it last in the transaction:
+/// it takes a transaction-scoped lock so that log positions are assigned in commit order, which
+/// is what lets a consumer's cursor never skip an event committed late.
 pub async fn insert_pg(
     tx: &tokio_postgres::Transaction<'_>,
     ctx: &EventContext,
     event: &NewEvent,
 ) -> Result<(), tokio_postgres::Error> {
+    tx.execute("SELECT pg_advisory_xact_lock(7007002)", &[]).await?;
     tx.execute(
         "INSERT INTO outbox (id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, actor_id, data)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",

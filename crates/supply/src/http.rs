@@ -12,10 +12,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::service::{ListParams, SupplyService, SupplyView};
+use platform::ApiError;
 use platform::auth::Principal;
 use platform::error::Problem;
-use platform::http::{ApiJson, ApiQuery, IdPath, RequestId};
-use platform::{ApiError, FieldError};
+use platform::http::{ApiJson, ApiQuery, IdPath, RequestId, if_match};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -58,22 +58,6 @@ pub fn router(service: Arc<SupplyService>) -> OpenApiRouter {
         .routes(routes!(create_supply, list_supplies))
         .routes(routes!(get_supply, patch_supply, delete_supply))
         .with_state(service)
-}
-
-/// Reads `If-Match` (`"3"`, `W/"3"` or `*`); a malformed one is 422.
-pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let raw = value.to_str().unwrap_or("").trim();
-    if raw == "*" {
-        return Ok(None);
-    }
-    raw.trim_start_matches("W/")
-        .trim_matches('"')
-        .parse()
-        .map(Some)
-        .map_err(|_| ApiError::validation(vec![FieldError::new("If-Match", "must be an ETag such as \"3\"")]))
 }
 
 fn with_etag(status: StatusCode, view: SupplyView) -> Response {

@@ -52,7 +52,7 @@ pub fn parse_services(list: &str) -> anyhow::Result<Vec<ServiceName>> {
     let mut out = Vec::new();
     for name in list.split(',').filter(|s| !s.trim().is_empty()) {
         let s: ServiceName = name.parse().map_err(anyhow::Error::msg)?;
-        if s != ServiceName::Supply {
+        if !all_services().contains(&s) {
             anyhow::bail!("service `{}` is not part of this build yet", name.trim());
         }
         if !out.contains(&s) {
@@ -67,7 +67,7 @@ pub fn parse_services(list: &str) -> anyhow::Result<Vec<ServiceName>> {
 
 /// Every service this build has.
 pub fn all_services() -> Vec<ServiceName> {
-    vec![ServiceName::Supply]
+    vec![ServiceName::Supply, ServiceName::Order]
 }
 
 #[derive(OpenApi)]
@@ -99,6 +99,10 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
     if services.contains(&ServiceName::Supply) {
         let svc = Arc::new(supply::SupplyService::new(&database, settings.assets.clone(), settings.region.clone()));
         protected = protected.merge(supply::http::router(svc));
+    }
+    if services.contains(&ServiceName::Order) {
+        let svc = Arc::new(order::OrderService::new(&database, settings.assets.clone(), settings.region.clone()));
+        protected = protected.merge(order::http::router(svc));
     }
     let protected = protected.layer(axum::middleware::from_fn_with_state(keys, auth::require_token));
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -169,6 +173,7 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
 pub async fn migrate(database: &Database) -> anyhow::Result<()> {
     database.migrate(&outbox::MIGRATIONS).await?;
     database.migrate(&supply::MIGRATIONS).await?;
+    database.migrate(&order::MIGRATIONS).await?;
     Ok(())
 }
 

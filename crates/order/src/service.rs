@@ -1,0 +1,335 @@
+//! The order use cases shared by the HTTP handlers and the in-process [`OrderClient`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{ItemInput, NewOrder, Order, OrderError, OrderItem, OrderStatus, parse_items};
+use crate::store::{self, Guard, OrderFilter, OrderStore};
+use platform::auth::Principal;
+use platform::clients::{OrderClient, OrderSnapshot, Step};
+use platform::db::Database;
+use platform::http::RequestId;
+use platform::money::{AssetRegistry, format_amount};
+use platform::outbox::{EventContext, NewEvent};
+use platform::{ApiError, FieldError, clock, cursor};
+
+/// Topic of this service's events.
+pub const TOPIC: &str = "order-events";
+
+/// An order line as clients see it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ItemView {
+    pub id: Uuid,
+    pub product_id: String,
+    pub product_name: String,
+    pub price: String,
+    pub quantity: i32,
+}
+
+/// An order as clients and events see it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OrderView {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub currency: String,
+    /// Computed by the server: the sum of price × quantity.
+    pub amount: String,
+    pub status: OrderStatus,
+    pub items: Vec<ItemView>,
+    pub claim_id: Option<Uuid>,
+    pub version: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// List parameters as received.
+#[derive(Debug, Default)]
+pub struct ListParams {
+    pub user_id: Option<Uuid>,
+    pub status: Option<String>,
+    pub currency: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// The order service.
+pub struct OrderService {
+    store: Arc<dyn OrderStore>,
+    assets: AssetRegistry,
+    region: String,
+}
+
+impl OrderService {
+    pub fn new(db: &Database, assets: AssetRegistry, region: String) -> Self {
+        Self { store: store::open(db), assets, region }
+    }
+
+    fn ctx(&self, who: &Principal, rid: &RequestId) -> EventContext {
+        EventContext { region: self.region.clone(), correlation_id: rid.0.clone(), actor_id: Some(who.user_id) }
+    }
+
+    pub fn view(&self, o: &Order) -> OrderView {
+        view_of(&self.assets, o)
+    }
+
+    pub fn item_views(&self, o: &Order) -> Vec<ItemView> {
+        view_of(&self.assets, o).items
+    }
+
+    #[tracing::instrument(skip_all, fields(user.id = %who.user_id))]
+    pub async fn create(
+        &self,
+        who: &Principal,
+        rid: &RequestId,
+        currency: &str,
+        items: &[ItemInput],
+    ) -> Result<Order, ApiError> {
+        let order = Order::new(who.user_id, NewOrder::parse(currency, items, &self.assets)?, clock::now());
+        self.store.insert(&order, &event_of(&self.assets, "order.created", &order), &self.ctx(who, rid)).await?;
+        tracing::info!(order.id = %order.id, "order created");
+        Ok(order)
+    }
+
+    /// An order the caller may see: their own, any (admins), or any pending one (shoppers browse
+    /// claimable orders). Anything else is 404.
+    pub async fn get(&self, who: &Principal, id: Uuid) -> Result<Order, ApiError> {
+        match self.store.get(id).await? {
+            Some(o)
+                if o.status != OrderStatus::Deleted
+                    && (who.is_privileged() || o.user_id == who.user_id || o.status == OrderStatus::Pending) =>
+            {
+                Ok(o)
+            }
+            _ => Err(ApiError::not_found("order")),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(order.id = %id))]
+    pub async fn patch(
+        &self,
+        who: &Principal,
+        rid: &RequestId,
+        id: Uuid,
+        expected_version: Option<i64>,
+        items: Option<&[ItemInput]>,
+        status: Option<&str>,
+    ) -> Result<Order, ApiError> {
+        let cancel = match status {
+            None => false,
+            Some("cancelled") => true,
+            Some(_) => return Err(ApiError::validation(vec![FieldError::new("status", "only cancelled can be set")])),
+        };
+        if items.is_none() && !cancel {
+            return Err(ApiError::validation(vec![FieldError::new("body", "give items or status")]));
+        }
+        let current = self.get(who, id).await?;
+        if current.user_id != who.user_id && !who.is_privileged() {
+            return Err(ApiError::not_found("order"));
+        }
+        let asset = self.assets.get(&current.currency).ok_or_else(|| {
+            ApiError::unprocessable_field("UNKNOWN_ASSET", "currency", "this asset is no longer configured")
+        })?;
+        let new_items = items.map(|i| parse_items(i, &asset)).transpose().map_err(ApiError::validation)?;
+        let assets = self.assets.clone();
+        let updated = self
+            .store
+            .modify(
+                id,
+                self.guard(who, expected_version),
+                &self.ctx(who, rid),
+                Box::new(move |o| {
+                    if let Some((items, amount)) = new_items {
+                        o.replace_items(items, amount)?;
+                    }
+                    if cancel {
+                        o.cancel()?;
+                    }
+                    Ok(Some(event_of(&assets, if cancel { "order.cancelled" } else { "order.updated" }, o)))
+                }),
+            )
+            .await?;
+        tracing::info!(order.status = updated.status.as_str(), "order updated");
+        Ok(updated)
+    }
+
+    #[tracing::instrument(skip_all, fields(order.id = %id))]
+    pub async fn delete(
+        &self,
+        who: &Principal,
+        rid: &RequestId,
+        id: Uuid,
+        expected_version: Option<i64>,
+    ) -> Result<(), ApiError> {
+        let assets = self.assets.clone();
+        self.store
+            .modify(
+                id,
+                self.guard(who, expected_version),
+                &self.ctx(who, rid),
+                Box::new(move |o| {
+                    o.delete()?;
+                    Ok(Some(event_of(&assets, "order.deleted", o)))
+                }),
+            )
+            .await?;
+        tracing::info!("order deleted");
+        Ok(())
+    }
+
+    /// A page of orders, newest first. Users list their own; `status=pending` without `user_id`
+    /// lists the claimable orders of others; admins list anyone's.
+    pub async fn list(&self, who: &Principal, p: ListParams) -> Result<(Vec<Order>, Option<String>), ApiError> {
+        let limit = cursor::limit(p.limit)?;
+        let before = p.cursor.as_deref().map(cursor::decode).transpose()?;
+        let mut errors = Vec::new();
+        let status = p.status.as_deref().and_then(|s| match OrderStatus::parse(s) {
+            Some(OrderStatus::Deleted) | None => {
+                errors.push(FieldError::new("status", "must be pending, claimed, completed or cancelled"));
+                None
+            }
+            st => st,
+        });
+        let currency = p.currency.as_deref().and_then(|c| match self.assets.get(c) {
+            Some(a) => Some(a.code),
+            None => {
+                errors.push(FieldError::new("currency", "unknown asset"));
+                None
+            }
+        });
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors));
+        }
+        let (user_id, not_user_id) = match (who.is_privileged(), p.user_id, status) {
+            (true, u, _) => (u, None),
+            (false, None, Some(OrderStatus::Pending)) => (None, Some(who.user_id)),
+            (false, Some(u), Some(OrderStatus::Pending)) => (Some(u), None),
+            (false, Some(u), _) if u != who.user_id => {
+                return Err(ApiError::forbidden("users list their own orders, or pending ones"));
+            }
+            (false, _, _) => (Some(who.user_id), None),
+        };
+        let filter = OrderFilter { user_id, not_user_id, currency, status, before, limit: limit + 1 };
+        let mut items = self.store.list(&filter).await?;
+        let next = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|o| cursor::encode(o.id))
+        } else {
+            None
+        };
+        Ok((items, next))
+    }
+
+    fn guard(&self, who: &Principal, expected_version: Option<i64>) -> Guard {
+        Guard { owner: (!who.is_privileged()).then_some(who.user_id), expected_version }
+    }
+
+    /// A claim-flow transition, idempotent: already in the target state for this claim is `Done`.
+    async fn claim_step(
+        &self,
+        order_id: Uuid,
+        ctx: &EventContext,
+        event_type: &'static str,
+        step: impl FnOnce(&mut Order) -> Result<bool, OrderError> + Send + 'static,
+    ) -> anyhow::Result<Step> {
+        let assets = self.assets.clone();
+        let result = self
+            .store
+            .modify(
+                order_id,
+                Guard::default(),
+                ctx,
+                Box::new(move |o| Ok(step(o)?.then(|| event_of(&assets, event_type, o)))),
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(Step::Done),
+            Err(OrderError::Unexpected(e)) => Err(e),
+            Err(e) => Ok(Step::Refused(e.to_string())),
+        }
+    }
+}
+
+#[async_trait]
+impl OrderClient for OrderService {
+    async fn get(&self, id: Uuid) -> anyhow::Result<Option<OrderSnapshot>> {
+        let order = self.store.get(id).await.map_err(|e| anyhow::anyhow!(e))?;
+        Ok(order.map(|o| OrderSnapshot {
+            id: o.id,
+            user_id: o.user_id,
+            currency: o.currency,
+            amount: o.amount,
+            status: o.status.as_str().to_string(),
+            claim_id: o.claim_id,
+        }))
+    }
+
+    async fn mark_claimed(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
+        self.claim_step(order_id, ctx, "order.updated", move |o| {
+            if o.status == OrderStatus::Claimed && o.claim_id == Some(claim_id) {
+                return Ok(false);
+            }
+            o.mark_claimed(claim_id).map(|()| true)
+        })
+        .await
+    }
+
+    async fn complete(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
+        self.claim_step(order_id, ctx, "order.completed", move |o| {
+            if o.status == OrderStatus::Completed && o.claim_id == Some(claim_id) {
+                return Ok(false);
+            }
+            o.complete(claim_id).map(|()| true)
+        })
+        .await
+    }
+
+    async fn reopen(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
+        // Only the claim that holds the order reopens it; anything else is nothing to undo.
+        self.claim_step(order_id, ctx, "order.reopened", move |o| {
+            Ok(o.status == OrderStatus::Claimed && o.claim_id == Some(claim_id) && o.reopen(claim_id).is_ok())
+        })
+        .await
+    }
+}
+
+fn view_of(assets: &AssetRegistry, o: &Order) -> OrderView {
+    let decimals = assets.get(&o.currency).map_or(o.amount.scale(), |a| a.decimals);
+    OrderView {
+        id: o.id,
+        user_id: o.user_id,
+        currency: o.currency.clone(),
+        amount: format_amount(o.amount, decimals),
+        status: o.status,
+        items: o.items.iter().map(|i| item_view(i, decimals)).collect(),
+        claim_id: o.claim_id,
+        version: o.version,
+        created_at: o.created_at,
+        updated_at: o.updated_at,
+    }
+}
+
+fn item_view(i: &OrderItem, decimals: u32) -> ItemView {
+    ItemView {
+        id: i.id,
+        product_id: i.product_id.clone(),
+        product_name: i.product_name.clone(),
+        price: format_amount(i.price, decimals),
+        quantity: i.quantity,
+    }
+}
+
+fn event_of(assets: &AssetRegistry, event_type: &'static str, o: &Order) -> NewEvent {
+    NewEvent {
+        event_type,
+        version: 1,
+        topic: TOPIC,
+        aggregate_id: o.id,
+        data: serde_json::to_value(view_of(assets, o)).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,204 @@
+//! Orders in PostgreSQL.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use tokio_postgres::GenericClient;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::{Guard, Mutation, OrderFilter, OrderStore, apply, check_guard};
+use crate::domain::{Order, OrderError, OrderItem, OrderStatus};
+use platform::outbox::{self, EventContext, NewEvent};
+
+const COLS: &str = "id, user_id, currency, amount, status, claim_id, version, created_at, updated_at";
+
+pub struct PgOrderStore {
+    pool: Pool,
+}
+
+impl PgOrderStore {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, OrderError> {
+        self.pool.get().await.map_err(|e| OrderError::Unexpected(anyhow::Error::new(e).context("PostgreSQL pool")))
+    }
+}
+
+fn db_err(e: tokio_postgres::Error) -> OrderError {
+    OrderError::Unexpected(anyhow::Error::new(e))
+}
+
+fn from_row(r: &Row) -> Result<Order, OrderError> {
+    let status: String = r.get(4);
+    Ok(Order {
+        id: r.get(0),
+        user_id: r.get(1),
+        currency: r.get(2),
+        amount: r.get(3),
+        status: OrderStatus::parse(&status).ok_or_else(|| anyhow::anyhow!("unknown order status {status}"))?,
+        claim_id: r.get(5),
+        version: r.get(6),
+        created_at: r.get(7),
+        updated_at: r.get(8),
+        items: Vec::new(),
+    })
+}
+
+async fn load_items<C: GenericClient>(client: &C, orders: &mut [Order]) -> Result<(), OrderError> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
+    let rows = client
+        .query(
+            "SELECT order_id, id, product_id, product_name, price, quantity FROM order_items
+             WHERE order_id = ANY($1) ORDER BY order_id, position",
+            &[&ids],
+        )
+        .await
+        .map_err(db_err)?;
+    let mut by_order: HashMap<Uuid, Vec<OrderItem>> = HashMap::new();
+    for r in rows {
+        by_order.entry(r.get(0)).or_default().push(OrderItem {
+            id: r.get(1),
+            product_id: r.get(2),
+            product_name: r.get(3),
+            price: r.get(4),
+            quantity: r.get(5),
+        });
+    }
+    for o in orders {
+        o.items = by_order.remove(&o.id).unwrap_or_default();
+    }
+    Ok(())
+}
+
+async fn write_items(tx: &deadpool_postgres::Transaction<'_>, order: &Order) -> Result<(), OrderError> {
+    tx.execute("DELETE FROM order_items WHERE order_id = $1", &[&order.id]).await.map_err(db_err)?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO order_items (id, order_id, position, product_id, product_name, price, quantity)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await
+        .map_err(db_err)?;
+    for (i, item) in order.items.iter().enumerate() {
+        let position = i as i32;
+        tx.execute(
+            &stmt,
+            &[&item.id, &order.id, &position, &item.product_id, &item.product_name, &item.price, &item.quantity],
+        )
+        .await
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl OrderStore for PgOrderStore {
+    async fn insert(&self, o: &Order, event: &NewEvent, ctx: &EventContext) -> Result<(), OrderError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        tx.execute(
+            &format!("INSERT INTO orders ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+            &[
+                &o.id,
+                &o.user_id,
+                &o.currency,
+                &o.amount,
+                &o.status.as_str(),
+                &o.claim_id,
+                &o.version,
+                &o.created_at,
+                &o.updated_at,
+            ],
+        )
+        .await
+        .map_err(db_err)?;
+        write_items(&tx, o).await?;
+        outbox::insert_pg(&tx, ctx, event).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        outbox::notify_written();
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Order>, OrderError> {
+        let client = self.client().await?;
+        let Some(row) =
+            client.query_opt(&format!("SELECT {COLS} FROM orders WHERE id = $1"), &[&id]).await.map_err(db_err)?
+        else {
+            return Ok(None);
+        };
+        let mut orders = [from_row(&row)?];
+        load_items(&**client, &mut orders).await?;
+        let [order] = orders;
+        Ok(Some(order))
+    }
+
+    async fn modify(&self, id: Uuid, guard: Guard, ctx: &EventContext, change: Mutation) -> Result<Order, OrderError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let row = tx
+            .query_opt(&format!("SELECT {COLS} FROM orders WHERE id = $1 FOR UPDATE"), &[&id])
+            .await
+            .map_err(db_err)?
+            .ok_or(OrderError::NotFound)?;
+        let mut current = [from_row(&row)?];
+        load_items(&*tx, &mut current).await?;
+        let [current] = current;
+        check_guard(&current, &guard)?;
+        let (order, write) = apply(current, change)?;
+        let Some((event, items_changed)) = write else { return Ok(order) };
+        tx.execute(
+            "UPDATE orders SET amount = $2, status = $3, claim_id = $4, version = $5, updated_at = $6 WHERE id = $1",
+            &[&order.id, &order.amount, &order.status.as_str(), &order.claim_id, &order.version, &order.updated_at],
+        )
+        .await
+        .map_err(db_err)?;
+        if items_changed {
+            write_items(&tx, &order).await?;
+        }
+        outbox::insert_pg(&tx, ctx, &event).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        outbox::notify_written();
+        Ok(order)
+    }
+
+    async fn list(&self, f: &OrderFilter) -> Result<Vec<Order>, OrderError> {
+        let mut sql = format!("SELECT {COLS} FROM orders WHERE status <> 'deleted'");
+        let status = f.status.map(|s| s.as_str().to_string());
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        if let Some(u) = &f.user_id {
+            params.push(u);
+            sql.push_str(&format!(" AND user_id = ${}", params.len()));
+        }
+        if let Some(u) = &f.not_user_id {
+            params.push(u);
+            sql.push_str(&format!(" AND user_id <> ${}", params.len()));
+        }
+        if let Some(c) = &f.currency {
+            params.push(c);
+            sql.push_str(&format!(" AND currency = ${}", params.len()));
+        }
+        if let Some(s) = &status {
+            params.push(s);
+            sql.push_str(&format!(" AND status = ${}", params.len()));
+        }
+        if let Some(b) = &f.before {
+            params.push(b);
+            sql.push_str(&format!(" AND id < ${}", params.len()));
+        }
+        params.push(&f.limit);
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", params.len()));
+        let client = self.client().await?;
+        let rows = client.query(&sql, &params).await.map_err(db_err)?;
+        let mut orders = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        load_items(&**client, &mut orders).await?;
+        Ok(orders)
+    }
+}

@@ -1,0 +1,61 @@
+//! What one service asks of another synchronously (DESIGN D1): small traits with an in-process
+//! implementation when co-located (and a gRPC one when not, later). Every step is idempotent,
+//! keyed by the claim it serves, so a redelivered event has one effect.
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::outbox::EventContext;
+
+/// What the claim service needs to know about an order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderSnapshot {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub currency: String,
+    pub amount: Decimal,
+    /// `pending`, `claimed`, `completed`, `cancelled`, `deleted`.
+    pub status: String,
+    pub claim_id: Option<Uuid>,
+}
+
+/// How a step of claim processing went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Done now or before (idempotent).
+    Done,
+    /// Cannot be done; the reason is recorded on the failed claim.
+    Refused(String),
+}
+
+/// The order service as the claim service sees it.
+#[async_trait]
+pub trait OrderClient: Send + Sync {
+    async fn get(&self, id: Uuid) -> anyhow::Result<Option<OrderSnapshot>>;
+    /// `pending -> claimed` for this claim.
+    async fn mark_claimed(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step>;
+    /// `claimed -> completed` for this claim.
+    async fn complete(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step>;
+    /// `claimed -> pending` if this claim holds the order; otherwise nothing.
+    async fn reopen(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step>;
+}
+
+/// The supply service as the claim service sees it.
+#[async_trait]
+pub trait SupplyClient: Send + Sync {
+    /// An active supply of `user_id` in `currency` with at least `amount` available.
+    async fn find_available(&self, user_id: Uuid, currency: &str, amount: Decimal) -> anyhow::Result<Option<Uuid>>;
+    /// Reserves `amount` on the supply for the claim, only if available suffices.
+    async fn reserve(
+        &self,
+        claim_id: Uuid,
+        supply_id: Uuid,
+        amount: Decimal,
+        ctx: &EventContext,
+    ) -> anyhow::Result<Step>;
+    /// Turns the claim's reservation into consumption: `amount` and `reserved` both drop.
+    async fn consume(&self, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step>;
+    /// Gives back the claim's reservation, if it has one that is not consumed.
+    async fn release(&self, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step>;
+}

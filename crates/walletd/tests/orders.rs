@@ -1,0 +1,134 @@
+//! The order service end to end, on both backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use rstest::rstest;
+use serde_json::{Value, json};
+use testkit::{Backend, TestApp, assert_problem, problem_fields};
+
+fn item(price: &str, quantity: i64) -> Value {
+    json!({"product_id": "sku-1", "product_name": "Widget", "price": price, "quantity": quantity})
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn orders_total_their_items_and_follow_the_lifecycle(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let buyer = app.new_user().await;
+    let res = app
+        .post("/v1/orders", &buyer.access)
+        .json(&json!({"currency": "USDC", "items": [item("1.25", 4), item("0.000001", 3)]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    let order: Value = res.json().await.unwrap();
+    assert_eq!(order["amount"], "5.000003");
+    assert_eq!(order["status"], "pending");
+    assert_eq!(order["items"].as_array().unwrap().len(), 2);
+    assert_eq!(order["items"][0]["price"], "1.250000");
+    assert_eq!(order["claim_id"], Value::Null);
+
+    let items: Value = app.get(&format!("{location}/items"), &buyer.access).send().await.unwrap().json().await.unwrap();
+    assert_eq!(items["items"], order["items"]);
+
+    let res =
+        app.patch(&location, &buyer.access).header("if-match", "\"1\"").json(&json!({"items": [item("2", 2)]})).send();
+    let patched: Value = res.await.unwrap().json().await.unwrap();
+    assert_eq!(patched["amount"], "4.000000");
+    assert_eq!(patched["version"], 2);
+    let res =
+        app.patch(&location, &buyer.access).header("if-match", "\"1\"").json(&json!({"status": "cancelled"})).send();
+    assert_problem(res.await.unwrap(), 412, "VERSION_MISMATCH").await;
+
+    let cancelled: Value = app
+        .patch(&location, &buyer.access)
+        .json(&json!({"status": "cancelled"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    let res = app.patch(&location, &buyer.access).json(&json!({"items": [item("1", 1)]})).send();
+    assert_problem(res.await.unwrap(), 409, "ORDER_NOT_PENDING").await;
+    assert_eq!(app.delete(&location, &buyer.access).send().await.unwrap().status(), 204);
+    assert_problem(app.get(&location, &buyer.access).send().await.unwrap(), 404, "NOT_FOUND").await;
+
+    let admin = app.admin_token().await;
+    let events: Value = app.get("/v1/admin/events", &admin).send().await.unwrap().json().await.unwrap();
+    let types: Vec<&str> = events["items"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["order.created", "order.updated", "order.cancelled", "order.deleted"]);
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn bad_orders_are_refused_naming_the_field(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let s = app.new_user().await;
+    let cases = [
+        (json!({"currency": "USDC", "items": []}), vec!["items"]),
+        (json!({"currency": "DOGE", "items": [item("1", 1)]}), vec!["currency"]),
+        (json!({"currency": "USDC", "items": [item("1.0000001", 1)]}), vec!["items[0].price"]),
+        (json!({"currency": "USDC", "items": [item("0", 1)]}), vec!["items[0].price"]),
+        (
+            json!({"currency": "USDC", "items": [item("1", 0), item("-1", 10001)]}),
+            vec!["items[0].quantity", "items[1].price", "items[1].quantity"],
+        ),
+        (json!({"currency": "USDC", "items": [item("1", 1)], "amount": "0.01"}), vec!["amount"]),
+        (
+            json!({"currency": "USDC", "items": [{"product_id": "a", "product_name": "b", "price": 1, "quantity": 1}]}),
+            vec!["items[0].price"],
+        ),
+    ];
+    for (body, fields) in cases {
+        let res = app.post("/v1/orders", &s.access).json(&body).send().await.unwrap();
+        let problem = assert_problem(res, 422, "VALIDATION_FAILED").await;
+        assert_eq!(problem_fields(&problem), fields, "{body}");
+    }
+    let many: Vec<Value> = (0..101).map(|_| item("1", 1)).collect();
+    let res = app.post("/v1/orders", &s.access).json(&json!({"currency": "USDC", "items": many})).send().await.unwrap();
+    assert_eq!(problem_fields(&assert_problem(res, 422, "VALIDATION_FAILED").await), vec!["items"]);
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn shoppers_see_pending_orders_of_others_but_not_the_rest(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (buyer, shopper) = (app.new_user().await, app.new_user().await);
+    let open =
+        app.post("/v1/orders", &buyer.access).json(&json!({"currency": "ETH", "items": [item("0.5", 1)]})).send();
+    let open: Value = open.await.unwrap().json().await.unwrap();
+    let closed =
+        app.post("/v1/orders", &buyer.access).json(&json!({"currency": "ETH", "items": [item("1", 1)]})).send();
+    let closed: Value = closed.await.unwrap().json().await.unwrap();
+    let closed_path = format!("/v1/orders/{}", closed["id"].as_str().unwrap());
+    app.patch(&closed_path, &buyer.access).json(&json!({"status": "cancelled"})).send().await.unwrap();
+    let own = app.post("/v1/orders", &shopper.access).json(&json!({"currency": "ETH", "items": [item("2", 1)]})).send();
+    let own: Value = own.await.unwrap().json().await.unwrap();
+
+    let claimable: Value =
+        app.get("/v1/orders?status=pending", &shopper.access).send().await.unwrap().json().await.unwrap();
+    let ids: Vec<&Value> = claimable["items"].as_array().unwrap().iter().map(|o| &o["id"]).collect();
+    assert_eq!(ids, [&open["id"]], "others' pending orders only");
+    let mine: Value = app.get("/v1/orders", &shopper.access).send().await.unwrap().json().await.unwrap();
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1);
+    assert_eq!(mine["items"][0]["id"], own["id"]);
+
+    let open_path = format!("/v1/orders/{}", open["id"].as_str().unwrap());
+    assert_eq!(app.get(&open_path, &shopper.access).send().await.unwrap().status(), 200);
+    assert_problem(app.get(&closed_path, &shopper.access).send().await.unwrap(), 404, "NOT_FOUND").await;
+    let res = app.patch(&open_path, &shopper.access).json(&json!({"status": "cancelled"})).send().await.unwrap();
+    assert_problem(res, 404, "NOT_FOUND").await;
+    assert_problem(app.delete(&open_path, &shopper.access).send().await.unwrap(), 404, "NOT_FOUND").await;
+    let res = app.get(&format!("/v1/orders?user_id={}", buyer.user_id), &shopper.access).send().await.unwrap();
+    assert_problem(res, 403, "FORBIDDEN").await;
+}
