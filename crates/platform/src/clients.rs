@@ -59,3 +59,27 @@ pub trait SupplyClient: Send + Sync {
     /// Gives back the claim's reservation, if it has one that is not consumed.
     async fn release(&self, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step>;
 }
+
+/// Moves the buyer's held funds to the shopper when a claim is processed (the wallet service).
+#[async_trait]
+pub trait SettlementClient: Send + Sync {
+    async fn settle(
+        &self,
+        claim_id: Uuid,
+        buyer_id: Uuid,
+        shopper_id: Uuid,
+        currency: &str,
+        amount: Decimal,
+        ctx: &EventContext,
+    ) -> anyhow::Result<Step>;
+}
+
+/// Settlement while the wallet service does not exist yet: nothing to move.
+pub struct NoSettlement;
+
+#[async_trait]
+impl SettlementClient for NoSettlement {
+    async fn settle(&self, _: Uuid, _: Uuid, _: Uuid, _: &str, _: Decimal, _: &EventContext) -> anyhow::Result<Step> {
+        Ok(Step::Done)
+    }
+}

@@ -38,6 +38,8 @@ pub struct Settings {
     pub assets: AssetRegistry,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
+    /// Run the event consumers (claim processing) in this process.
+    pub run_consumers: bool,
 }
 
 /// Log output format.
@@ -74,6 +76,7 @@ impl Default for Settings {
             assets: AssetRegistry::default(),
             log_format: LogFormat::Auto,
             shutdown_timeout: Duration::from_secs(20),
+            run_consumers: true,
         }
     }
 }
@@ -110,6 +113,7 @@ pub const KEYS: &[&str] = &[
     "assets",
     "log_format",
     "shutdown_timeout_secs",
+    "run_consumers",
 ];
 
 impl Settings {
@@ -171,11 +175,11 @@ impl Settings {
             }
             "database_statement_timeout_ms" => self.database_statement_timeout = Duration::from_millis(number(value)?),
             "migrate_on_start" => {
-                self.migrate_on_start = match value.to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" => true,
-                    "false" | "0" | "no" => false,
-                    _ => return Err(invalid(format!("`{value}` is not true or false"))),
-                }
+                self.migrate_on_start =
+                    boolean(value).ok_or_else(|| invalid(format!("`{value}` is not true or false")))?
+            }
+            "run_consumers" => {
+                self.run_consumers = boolean(value).ok_or_else(|| invalid(format!("`{value}` is not true or false")))?
             }
             "region" => self.region = non_empty(value)?,
             "jwt_private_key_file" => self.jwt_private_key_file = Some(PathBuf::from(non_empty(value)?)),
@@ -255,8 +259,17 @@ impl Settings {
             ("assets", self.assets.spec()),
             ("log_format", format!("{:?}", self.log_format).to_lowercase()),
             ("shutdown_timeout_secs", self.shutdown_timeout.as_secs().to_string()),
+            ("run_consumers", self.run_consumers.to_string()),
         ];
         pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+}
+
+fn boolean(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
     }
 }
 

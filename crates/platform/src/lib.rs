@@ -9,6 +9,7 @@ pub mod config;
 pub mod cursor;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod money;

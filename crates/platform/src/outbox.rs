@@ -127,6 +127,21 @@ pub fn insert_sqlite(tx: &rusqlite::Transaction<'_>, ctx: &EventContext, event: 
     .map(|_| ())
 }
 
+/// The newest position in the log (0 when empty).
+pub async fn head(db: &Database) -> anyhow::Result<i64> {
+    match db {
+        Database::Postgres(pool) => {
+            Ok(pool.get().await?.query_one("SELECT COALESCE(MAX(seq), 0) FROM outbox", &[]).await?.get(0))
+        }
+        Database::Sqlite(pool) => {
+            pool.call(|c| {
+                c.query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| r.get(0)).map_err(anyhow::Error::from)
+            })
+            .await
+        }
+    }
+}
+
 /// Reads the log in order, after position `after`.
 pub async fn list(db: &Database, after: i64, limit: i64) -> anyhow::Result<Vec<EventEnvelope>> {
     const COLS: &str =
@@ -216,7 +231,10 @@ pub struct EventPage {
 
 /// The admin route over the log.
 pub fn admin_router(db: Database) -> utoipa_axum::router::OpenApiRouter {
-    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(list_events)).with_state(db)
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(list_events))
+        .routes(utoipa_axum::routes!(list_parked))
+        .with_state(db)
 }
 
 /// Admin: the event log (outbox), oldest first, for replay and debugging.
@@ -238,4 +256,21 @@ async fn list_events(
     let items = list(&db, after, limit).await?;
     let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|e| e.seq.to_string())).flatten();
     Ok(axum::Json(EventPage { items, next_cursor }))
+}
+
+/// Parked events: what a consumer group gave up on after its retries.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ParkedList {
+    pub items: Vec<crate::events::ParkedEvent>,
+}
+
+/// Admin: events that consumers parked after their retries.
+#[utoipa::path(get, path = "/v1/admin/parked-events", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = ParkedList), (status = 403, body = crate::error::Problem)))]
+async fn list_parked(
+    axum::extract::State(db): axum::extract::State<Database>,
+    who: crate::auth::Principal,
+) -> Result<axum::Json<ParkedList>, crate::ApiError> {
+    who.require_admin()?;
+    Ok(axum::Json(ParkedList { items: crate::events::parked(&db).await? }))
 }

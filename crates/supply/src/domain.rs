@@ -199,7 +199,7 @@ impl Supply {
     }
 
     /// `active -> depleted` when nothing is available; back to `active` when replenished.
-    fn settle_depletion(&mut self) {
+    pub fn settle_depletion(&mut self) {
         let empty = self.available() <= Decimal::ZERO;
         self.status = match self.status {
             SupplyStatus::Active if empty => SupplyStatus::Depleted,

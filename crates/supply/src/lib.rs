@@ -2,6 +2,7 @@
 
 pub mod domain;
 pub mod http;
+pub mod reservation;
 pub mod service;
 pub mod store;
 

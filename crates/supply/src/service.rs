@@ -2,13 +2,17 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use rust_decimal::Decimal;
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{NewSupply, Supply, SupplyPatch, SupplyStatus};
+use crate::reservation::ReservationOp;
 use crate::store::{self, Guard, SupplyFilter, SupplyStore};
 use platform::auth::Principal;
+use platform::clients::{Step, SupplyClient};
 use platform::db::Database;
 use platform::http::RequestId;
 use platform::money::{AssetRegistry, format_amount};
@@ -199,6 +203,43 @@ impl SupplyService {
     fn event_builder(&self, event_type: &'static str) -> impl Fn(&Supply) -> NewEvent + Send + 'static {
         let assets = self.assets.clone();
         move |s| event_of(&assets, event_type, s)
+    }
+}
+
+impl SupplyService {
+    async fn step(&self, claim_id: Uuid, op: ReservationOp, ctx: &EventContext) -> anyhow::Result<Step> {
+        let outcome = self
+            .store
+            .reservation_step(claim_id, op, ctx, Box::new(self.event_builder("supply.updated")))
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        tracing::debug!(claim.id = %claim_id, op = ?op, outcome = ?outcome, "reservation step");
+        Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl SupplyClient for SupplyService {
+    async fn find_available(&self, user_id: Uuid, currency: &str, amount: Decimal) -> anyhow::Result<Option<Uuid>> {
+        self.store.find_available(user_id, currency, amount).await.map_err(|e| anyhow::anyhow!(e))
+    }
+
+    async fn reserve(
+        &self,
+        claim_id: Uuid,
+        supply_id: Uuid,
+        amount: Decimal,
+        ctx: &EventContext,
+    ) -> anyhow::Result<Step> {
+        self.step(claim_id, ReservationOp::Reserve { supply_id, amount }, ctx).await
+    }
+
+    async fn consume(&self, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
+        self.step(claim_id, ReservationOp::Consume, ctx).await
+    }
+
+    async fn release(&self, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
+        self.step(claim_id, ReservationOp::Release, ctx).await
     }
 }
 

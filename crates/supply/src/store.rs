@@ -7,9 +7,12 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::domain::{Supply, SupplyError, SupplyStatus};
+use crate::reservation::ReservationOp;
+use platform::clients::Step;
 use platform::db::{Database, Migrations};
 use platform::outbox::{EventContext, NewEvent};
 
@@ -51,6 +54,9 @@ pub struct Guard {
 /// A change to a locked supply; returns the event to record with it.
 pub type Mutation = Box<dyn FnOnce(&mut Supply) -> Result<NewEvent, SupplyError> + Send>;
 
+/// Builds the event for a supply a reservation step changed.
+pub type EventFn = Box<dyn Fn(&Supply) -> NewEvent + Send>;
+
 /// Storage of supplies.
 #[async_trait]
 pub trait SupplyStore: Send + Sync {
@@ -67,6 +73,20 @@ pub trait SupplyStore: Send + Sync {
 
     /// Live supplies matching the filter, newest first.
     async fn list(&self, filter: &SupplyFilter) -> Result<Vec<Supply>, SupplyError>;
+
+    /// An active supply of the user in the currency with at least `amount` available (the largest).
+    async fn find_available(&self, user_id: Uuid, currency: &str, amount: Decimal)
+    -> Result<Option<Uuid>, SupplyError>;
+
+    /// Runs one reservation step for a claim (see [`crate::reservation::plan`]) in one transaction,
+    /// with the supply's event when the supply changes.
+    async fn reservation_step(
+        &self,
+        claim_id: Uuid,
+        op: ReservationOp,
+        ctx: &EventContext,
+        event_of: EventFn,
+    ) -> Result<Step, SupplyError>;
 }
 
 /// The store for the process's database.

@@ -20,8 +20,10 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use platform::auth::store::IdentityStore;
 use platform::auth::{self, AuthService, TokenKeys};
+use platform::clients::NoSettlement;
 use platform::config::Settings;
 use platform::db::{Database, mask_url};
+use platform::events::{ConsumerOptions, EventHandler};
 use platform::{ApiError, health, http, outbox, telemetry};
 
 /// A service that `serve --services` can run.
@@ -67,7 +69,7 @@ pub fn parse_services(list: &str) -> anyhow::Result<Vec<ServiceName>> {
 
 /// Every service this build has.
 pub fn all_services() -> Vec<ServiceName> {
-    vec![ServiceName::Supply, ServiceName::Order]
+    vec![ServiceName::Supply, ServiceName::Order, ServiceName::Claim]
 }
 
 #[derive(OpenApi)]
@@ -83,6 +85,7 @@ pub struct Server {
     pub http_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub database: Database,
+    consumers: Vec<Arc<dyn EventHandler>>,
     settings: Settings,
 }
 
@@ -96,13 +99,24 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
     let auth = Arc::new(AuthService::new(IdentityStore::new(database.clone()), keys.clone(), &settings));
 
     let mut protected = auth::http::protected_router(auth.clone()).merge(outbox::admin_router(database.clone()));
+    let (assets, region) = (settings.assets.clone(), settings.region.clone());
+    let supplies = Arc::new(supply::SupplyService::new(&database, assets.clone(), region.clone()));
+    let orders = Arc::new(order::OrderService::new(&database, assets.clone(), region.clone()));
     if services.contains(&ServiceName::Supply) {
-        let svc = Arc::new(supply::SupplyService::new(&database, settings.assets.clone(), settings.region.clone()));
-        protected = protected.merge(supply::http::router(svc));
+        protected = protected.merge(supply::http::router(supplies.clone()));
     }
     if services.contains(&ServiceName::Order) {
-        let svc = Arc::new(order::OrderService::new(&database, settings.assets.clone(), settings.region.clone()));
-        protected = protected.merge(order::http::router(svc));
+        protected = protected.merge(order::http::router(orders.clone()));
+    }
+    let mut consumers: Vec<Arc<dyn EventHandler>> = Vec::new();
+    if services.contains(&ServiceName::Claim) {
+        // Co-located: the claim service reaches orders and supplies in process. (Remote clients
+        // come with gRPC; until then the claim service runs in the same process as both.)
+        let claims = Arc::new(claim::ClaimService::new(&database, orders.clone(), supplies.clone(), assets, region));
+        if settings.run_consumers {
+            consumers.push(Arc::new(claims.processor(orders, supplies, Arc::new(NoSettlement))));
+        }
+        protected = protected.merge(claim::http::router(claims));
     }
     let protected = protected.layer(axum::middleware::from_fn_with_state(keys, auth::require_token));
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -153,6 +167,7 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         app,
         metrics_app,
         database,
+        consumers,
         settings,
     })
 }
@@ -174,6 +189,7 @@ pub async fn migrate(database: &Database) -> anyhow::Result<()> {
     database.migrate(&outbox::MIGRATIONS).await?;
     database.migrate(&supply::MIGRATIONS).await?;
     database.migrate(&order::MIGRATIONS).await?;
+    database.migrate(&claim::MIGRATIONS).await?;
     Ok(())
 }
 
@@ -190,6 +206,19 @@ impl Server {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let mut rx_metrics = rx.clone();
         let mut rx_http = rx;
+        let (stop_consumers, consumers_rx) = tokio::sync::watch::channel(false);
+        let consumer_tasks: Vec<_> = self
+            .consumers
+            .into_iter()
+            .map(|h| {
+                tokio::spawn(platform::events::run(
+                    self.database.clone(),
+                    h,
+                    ConsumerOptions::default(),
+                    consumers_rx.clone(),
+                ))
+            })
+            .collect();
         let metrics = tokio::spawn(async move {
             axum::serve(self.metrics, self.metrics_app)
                 .with_graceful_shutdown(async move {
@@ -208,6 +237,11 @@ impl Server {
         match tokio::time::timeout(timeout, http).await {
             Ok(joined) => joined.context("HTTP server task")?.context("HTTP server")?,
             Err(_) => tracing::warn!(timeout_s = timeout.as_secs(), "in-flight requests did not finish in time"),
+        }
+        // Consumers finish the event in hand; an unfinished one is redelivered after restart.
+        let _ = stop_consumers.send(true);
+        if tokio::time::timeout(timeout, futures::future::join_all(consumer_tasks)).await.is_err() {
+            tracing::warn!("consumers did not stop in time");
         }
         metrics.abort();
         tracing::info!("stopped");

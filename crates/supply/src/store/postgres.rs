@@ -6,8 +6,12 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::{Guard, Mutation, SupplyFilter, SupplyStore, check_guard};
+use rust_decimal::Decimal;
+
+use super::{EventFn, Guard, Mutation, SupplyFilter, SupplyStore, check_guard};
 use crate::domain::{Supply, SupplyError, SupplyStatus};
+use crate::reservation::{Reservation, ReservationOp, ReservationStatus, plan};
+use platform::clients::Step;
 use platform::clock;
 use platform::outbox::{self, EventContext, NewEvent};
 
@@ -68,7 +72,9 @@ impl SupplyStore for PgSupplyStore {
         .await
         .map_err(db_err)?;
         outbox::insert_pg(&tx, ctx, event).await.map_err(db_err)?;
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        outbox::notify_written();
+        Ok(())
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Supply>, SupplyError> {
@@ -105,6 +111,7 @@ impl SupplyStore for PgSupplyStore {
         .map_err(db_err)?;
         outbox::insert_pg(&tx, ctx, &event).await.map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
+        outbox::notify_written();
         Ok(s)
     }
 
@@ -133,5 +140,98 @@ impl SupplyStore for PgSupplyStore {
         let client = self.client().await?;
         let rows = client.query(&sql, &params).await.map_err(db_err)?;
         rows.iter().map(from_row).collect()
+    }
+
+    async fn find_available(
+        &self,
+        user_id: Uuid,
+        currency: &str,
+        amount: Decimal,
+    ) -> Result<Option<Uuid>, SupplyError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id FROM supplies WHERE user_id = $1 AND currency = $2 AND status = 'active'
+                 AND amount - reserved >= $3 ORDER BY amount - reserved DESC, id LIMIT 1",
+                &[&user_id, &currency, &amount],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn reservation_step(
+        &self,
+        claim_id: Uuid,
+        op: ReservationOp,
+        ctx: &EventContext,
+        event_of: EventFn,
+    ) -> Result<Step, SupplyError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let current = tx
+            .query_opt(
+                "SELECT supply_id, amount, status, created_at, updated_at FROM supply_reservations
+                 WHERE claim_id = $1 FOR UPDATE",
+                &[&claim_id],
+            )
+            .await
+            .map_err(db_err)?
+            .map(|r| -> Result<Reservation, SupplyError> {
+                let status: String = r.get(2);
+                Ok(Reservation {
+                    claim_id,
+                    supply_id: r.get(0),
+                    amount: r.get(1),
+                    status: ReservationStatus::parse(&status)
+                        .ok_or_else(|| anyhow::anyhow!("unknown reservation status {status}"))?,
+                    created_at: r.get(3),
+                    updated_at: r.get(4),
+                })
+            })
+            .transpose()?;
+        let supply_id = match op {
+            ReservationOp::Reserve { supply_id, .. } => Some(supply_id),
+            _ => current.as_ref().and_then(|r| r.supply_id),
+        };
+        let supply = match supply_id {
+            Some(id) => tx
+                .query_opt(&format!("SELECT {COLS} FROM supplies WHERE id = $1 FOR UPDATE"), &[&id])
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(from_row)
+                .transpose()?,
+            None => None,
+        };
+        let p = plan(claim_id, op, current, supply, platform::clock::now());
+        if let Some(s) = &p.supply {
+            tx.execute(
+                "UPDATE supplies SET amount = $2, reserved = $3, status = $4, version = $5, updated_at = $6 WHERE id = $1",
+                &[&s.id, &s.amount, &s.reserved, &s.status.as_str(), &s.version, &s.updated_at],
+            )
+            .await
+            .map_err(db_err)?;
+        }
+        if let Some((r, insert)) = &p.reservation {
+            let sql = if *insert {
+                "INSERT INTO supply_reservations (claim_id, supply_id, amount, status, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)"
+            } else {
+                "UPDATE supply_reservations SET supply_id = $2, amount = $3, status = $4, created_at = $5, updated_at = $6
+                 WHERE claim_id = $1"
+            };
+            tx.execute(sql, &[&r.claim_id, &r.supply_id, &r.amount, &r.status.as_str(), &r.created_at, &r.updated_at])
+                .await
+                .map_err(db_err)?;
+        }
+        if let Some(s) = &p.supply {
+            outbox::insert_pg(&tx, ctx, &event_of(s)).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        if p.supply.is_some() {
+            outbox::notify_written();
+        }
+        Ok(p.outcome)
     }
 }

@@ -7,8 +7,10 @@ use rusqlite::{OptionalExtension, Row, TransactionBehavior, params_from_iter};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::{Guard, Mutation, SupplyFilter, SupplyStore, check_guard};
+use super::{EventFn, Guard, Mutation, SupplyFilter, SupplyStore, check_guard};
 use crate::domain::{Supply, SupplyError, SupplyStatus};
+use crate::reservation::{Reservation, ReservationOp, ReservationStatus, plan};
+use platform::clients::Step;
 use platform::clock;
 use platform::outbox::{self, EventContext, NewEvent};
 use platform::sqlite::SqlitePool;
@@ -23,6 +25,26 @@ impl SqliteSupplyStore {
     pub fn new(pool: SqlitePool) -> Self {
         Self { pool }
     }
+}
+
+fn update_supply(tx: &rusqlite::Transaction<'_>, s: &Supply) -> Result<(), SupplyError> {
+    tx.execute(
+        "UPDATE supplies SET amount = ?2, reserved = ?3, status = ?4, version = ?5, updated_at = ?6 WHERE id = ?1",
+        rusqlite::params![
+            s.id.to_string(),
+            s.amount.to_string(),
+            s.reserved.to_string(),
+            s.status.as_str(),
+            s.version,
+            clock::to_text(s.updated_at)
+        ],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+fn unexpected(e: impl Into<anyhow::Error>) -> SupplyError {
+    SupplyError::Unexpected(e.into())
 }
 
 fn db_err(e: rusqlite::Error) -> SupplyError {
@@ -78,7 +100,9 @@ impl SupplyStore for SqliteSupplyStore {
                 outbox::insert_sqlite(&tx, &ctx, &event).map_err(db_err)?;
                 tx.commit().map_err(db_err)
             })
-            .await
+            .await?;
+        outbox::notify_written();
+        Ok(())
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Supply>, SupplyError> {
@@ -114,23 +138,13 @@ impl SupplyStore for SqliteSupplyStore {
                 s.version += 1;
                 s.updated_at = clock::now();
                 let event = change(&mut s)?;
-                tx.execute(
-                    "UPDATE supplies SET amount = ?2, reserved = ?3, status = ?4, version = ?5, updated_at = ?6 WHERE id = ?1",
-                    rusqlite::params![
-                        s.id.to_string(),
-                        s.amount.to_string(),
-                        s.reserved.to_string(),
-                        s.status.as_str(),
-                        s.version,
-                        clock::to_text(s.updated_at)
-                    ],
-                )
-                .map_err(db_err)?;
+                update_supply(&tx, &s)?;
                 outbox::insert_sqlite(&tx, &ctx, &event).map_err(db_err)?;
                 tx.commit().map_err(db_err)?;
                 Ok(s)
             })
             .await
+            .inspect(|_| outbox::notify_written())
     }
 
     async fn list(&self, f: &SupplyFilter) -> Result<Vec<Supply>, SupplyError> {
@@ -160,5 +174,115 @@ impl SupplyStore for SqliteSupplyStore {
                 rows.map(|r| r.map_err(db_err).and_then(from_raw)).collect()
             })
             .await
+    }
+
+    async fn find_available(
+        &self,
+        user_id: Uuid,
+        currency: &str,
+        amount: Decimal,
+    ) -> Result<Option<Uuid>, SupplyError> {
+        let filter = SupplyFilter {
+            user_id: Some(user_id),
+            currency: Some(currency.to_string()),
+            status: Some(SupplyStatus::Active),
+            before: None,
+            limit: 1000,
+        };
+        // Amounts are text here: compare them as decimals, not in SQL.
+        let best =
+            self.list(&filter).await?.into_iter().filter(|s| s.available() >= amount).max_by_key(|s| s.available());
+        Ok(best.map(|s| s.id))
+    }
+
+    async fn reservation_step(
+        &self,
+        claim_id: Uuid,
+        op: ReservationOp,
+        ctx: &EventContext,
+        event_of: EventFn,
+    ) -> Result<Step, SupplyError> {
+        let ctx = ctx.clone();
+        let (outcome, changed) = self
+            .pool
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let current = tx
+                    .query_row(
+                        "SELECT supply_id, amount, status, created_at, updated_at FROM supply_reservations WHERE claim_id = ?1",
+                        [claim_id.to_string()],
+                        |r| {
+                            Ok((
+                                r.get::<_, Option<String>>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, String>(3)?,
+                                r.get::<_, String>(4)?,
+                            ))
+                        },
+                    )
+                    .optional()
+                    .map_err(db_err)?
+                    .map(|(supply_id, amount, status, created, updated)| -> Result<Reservation, SupplyError> {
+                        Ok(Reservation {
+                            claim_id,
+                            supply_id: supply_id.map(|s| s.parse()).transpose().map_err(unexpected)?,
+                            amount: Decimal::from_str(&amount).map_err(unexpected)?,
+                            status: ReservationStatus::parse(&status)
+                                .ok_or_else(|| anyhow::anyhow!("unknown reservation status {status}"))?,
+                            created_at: clock::from_text(&created).map_err(unexpected)?,
+                            updated_at: clock::from_text(&updated).map_err(unexpected)?,
+                        })
+                    })
+                    .transpose()?;
+                let supply_id = match op {
+                    ReservationOp::Reserve { supply_id, .. } => Some(supply_id),
+                    _ => current.as_ref().and_then(|r| r.supply_id),
+                };
+                let supply = match supply_id {
+                    Some(id) => tx
+                        .query_row(&format!("SELECT {COLS} FROM supplies WHERE id = ?1"), [id.to_string()], raw)
+                        .optional()
+                        .map_err(db_err)?
+                        .map(from_raw)
+                        .transpose()?,
+                    None => None,
+                };
+                let p = plan(claim_id, op, current, supply, clock::now());
+                if let Some(s) = &p.supply {
+                    update_supply(&tx, s)?;
+                }
+                if let Some((r, insert)) = &p.reservation {
+                    let sql = if *insert {
+                        "INSERT INTO supply_reservations (claim_id, supply_id, amount, status, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                    } else {
+                        "UPDATE supply_reservations SET supply_id = ?2, amount = ?3, status = ?4, created_at = ?5,
+                         updated_at = ?6 WHERE claim_id = ?1"
+                    };
+                    tx.execute(
+                        sql,
+                        rusqlite::params![
+                            r.claim_id.to_string(),
+                            r.supply_id.map(|s| s.to_string()),
+                            r.amount.to_string(),
+                            r.status.as_str(),
+                            clock::to_text(r.created_at),
+                            clock::to_text(r.updated_at)
+                        ],
+                    )
+                    .map_err(db_err)?;
+                }
+                if let Some(s) = &p.supply {
+                    outbox::insert_sqlite(&tx, &ctx, &event_of(s)).map_err(db_err)?;
+                }
+                tx.commit().map_err(db_err)?;
+                Ok::<_, SupplyError>((p.outcome, p.supply.is_some()))
+            })
+            .await?;
+        if changed {
+            outbox::notify_written();
+        }
+        Ok(outcome)
     }
 }

@@ -1,0 +1,225 @@
+//! The claim use cases shared by the HTTP handlers and the processor.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{Claim, ClaimStatus};
+use crate::store::{self, ClaimFilter, ClaimStore};
+use platform::auth::Principal;
+use platform::clients::{OrderClient, SupplyClient};
+use platform::db::Database;
+use platform::http::RequestId;
+use platform::money::{AssetRegistry, format_amount};
+use platform::outbox::{EventContext, NewEvent};
+use platform::{ApiError, FieldError, clock, cursor};
+
+/// Topic of claim lifecycle events; `order.claimed` goes to the order topic, keyed by the order.
+pub const TOPIC: &str = "claim-events";
+pub const ORDER_TOPIC: &str = "order-events";
+
+/// A claim as clients and events see it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ClaimView {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    /// The claimer.
+    pub user_id: Uuid,
+    pub status: ClaimStatus,
+    pub failure_reason: Option<String>,
+    pub currency: String,
+    pub amount: String,
+    pub supply_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub claimed_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub processed_at: Option<OffsetDateTime>,
+    pub version: i64,
+}
+
+/// List parameters as received.
+#[derive(Debug, Default)]
+pub struct ListParams {
+    pub user_id: Option<Uuid>,
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// The claim service.
+pub struct ClaimService {
+    pub(crate) store: Arc<dyn ClaimStore>,
+    orders: Arc<dyn OrderClient>,
+    supplies: Arc<dyn SupplyClient>,
+    pub(crate) assets: AssetRegistry,
+    pub(crate) region: String,
+}
+
+impl ClaimService {
+    pub fn new(
+        db: &Database,
+        orders: Arc<dyn OrderClient>,
+        supplies: Arc<dyn SupplyClient>,
+        assets: AssetRegistry,
+        region: String,
+    ) -> Self {
+        Self { store: store::open(db), orders, supplies, assets, region }
+    }
+
+    pub fn view(&self, c: &Claim) -> ClaimView {
+        view_of(&self.assets, c)
+    }
+
+    /// Claims a pending order for the caller. Every loser of a race gets 409 and nothing else.
+    #[tracing::instrument(skip_all, fields(order.id = %order_id, user.id = %who.user_id))]
+    pub async fn claim(&self, who: &Principal, rid: &RequestId, order_id: Uuid) -> Result<Claim, ApiError> {
+        let order = self.orders.get(order_id).await?.filter(|o| o.status != "deleted");
+        let Some(order) = order else { return Err(ApiError::not_found("order")) };
+        if order.user_id == who.user_id {
+            return Err(ApiError::unprocessable_field(
+                "CANNOT_CLAIM_OWN_ORDER",
+                "order_id",
+                "you cannot claim your own order",
+            ));
+        }
+        match order.status.as_str() {
+            "pending" => {}
+            "claimed" | "completed" => {
+                return Err(ApiError::conflict("ORDER_ALREADY_CLAIMED", "the order is already claimed"));
+            }
+            other => {
+                return Err(ApiError::unprocessable_field(
+                    "ORDER_NOT_CLAIMABLE",
+                    "order_id",
+                    format!("the order is {other}, not pending"),
+                ));
+            }
+        }
+        let Some(supply_id) = self.supplies.find_available(who.user_id, &order.currency, order.amount).await? else {
+            return Err(ApiError::unprocessable_field(
+                "INSUFFICIENT_SUPPLY",
+                "order_id",
+                format!("you have no active {} supply with {} available", order.currency, order.amount),
+            ));
+        };
+        let claim =
+            Claim::new(order.id, who.user_id, order.user_id, supply_id, order.currency, order.amount, clock::now());
+        let event = NewEvent {
+            event_type: "order.claimed",
+            version: 1,
+            topic: ORDER_TOPIC,
+            aggregate_id: order.id,
+            data: serde_json::to_value(self.view(&claim)).unwrap_or_default(),
+        };
+        let ctx =
+            EventContext { region: self.region.clone(), correlation_id: rid.0.clone(), actor_id: Some(who.user_id) };
+        match self.store.insert(&claim, &event, &ctx).await {
+            Ok(()) => {
+                metrics::counter!("claims_total", "outcome" => "won").increment(1);
+                tracing::info!(claim.id = %claim.id, "order claimed");
+                Ok(claim)
+            }
+            Err(e) => {
+                metrics::counter!("claims_total", "outcome" => "lost").increment(1);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A claim its claimer, the order's buyer or an admin may see; anyone else gets 404.
+    pub async fn get(&self, who: &Principal, id: Uuid) -> Result<Claim, ApiError> {
+        self.store.get(id).await?.filter(|c| visible(who, c)).ok_or_else(|| ApiError::not_found("claim"))
+    }
+
+    /// The newest claim on an order, under the same visibility.
+    pub async fn for_order(&self, who: &Principal, order_id: Uuid) -> Result<Claim, ApiError> {
+        self.store
+            .latest_for_order(order_id)
+            .await?
+            .filter(|c| visible(who, c))
+            .ok_or_else(|| ApiError::not_found("claim"))
+    }
+
+    /// The claimer gives up a pending claim; the processor then frees the order.
+    #[tracing::instrument(skip_all, fields(claim.id = %id))]
+    pub async fn release(&self, who: &Principal, rid: &RequestId, id: Uuid) -> Result<Claim, ApiError> {
+        let claim = self.get(who, id).await?;
+        if claim.user_id != who.user_id && !who.is_admin() {
+            return Err(ApiError::forbidden("only the claimer can release a claim"));
+        }
+        let ctx =
+            EventContext { region: self.region.clone(), correlation_id: rid.0.clone(), actor_id: Some(who.user_id) };
+        let assets = self.assets.clone();
+        let released = self
+            .store
+            .modify(
+                id,
+                &ctx,
+                Box::new(move |c| {
+                    c.release()?;
+                    Ok(claim_event(&assets, "claim.released", c))
+                }),
+            )
+            .await?;
+        tracing::info!("claim released");
+        Ok(released)
+    }
+
+    /// The caller's claims (admins: anyone's), newest first.
+    pub async fn list(&self, who: &Principal, p: ListParams) -> Result<(Vec<Claim>, Option<String>), ApiError> {
+        let limit = cursor::limit(p.limit)?;
+        let before = p.cursor.as_deref().map(cursor::decode).transpose()?;
+        let status = match p.status.as_deref() {
+            None => None,
+            Some(s) => Some(ClaimStatus::parse(s).ok_or_else(|| {
+                ApiError::validation(vec![FieldError::new("status", "must be pending, processed, failed or released")])
+            })?),
+        };
+        let user_id = match (who.is_privileged(), p.user_id) {
+            (true, u) => u,
+            (false, Some(u)) if u != who.user_id => return Err(ApiError::forbidden("users list their own claims")),
+            (false, _) => Some(who.user_id),
+        };
+        let mut items = self.store.list(&ClaimFilter { user_id, status, before, limit: limit + 1 }).await?;
+        let next = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|c| cursor::encode(c.id))
+        } else {
+            None
+        };
+        Ok((items, next))
+    }
+}
+
+fn visible(who: &Principal, c: &Claim) -> bool {
+    who.is_privileged() || c.user_id == who.user_id || c.buyer_id == who.user_id
+}
+
+pub(crate) fn view_of(assets: &AssetRegistry, c: &Claim) -> ClaimView {
+    let decimals = assets.get(&c.currency).map_or(c.amount.scale(), |a| a.decimals);
+    ClaimView {
+        id: c.id,
+        order_id: c.order_id,
+        user_id: c.user_id,
+        status: c.status,
+        failure_reason: c.failure_reason.clone(),
+        currency: c.currency.clone(),
+        amount: format_amount(c.amount, decimals),
+        supply_id: c.supply_id,
+        claimed_at: c.claimed_at,
+        processed_at: c.processed_at,
+        version: c.version,
+    }
+}
+
+pub(crate) fn claim_event(assets: &AssetRegistry, event_type: &'static str, c: &Claim) -> NewEvent {
+    NewEvent {
+        event_type,
+        version: 1,
+        topic: TOPIC,
+        aggregate_id: c.id,
+        data: serde_json::to_value(view_of(assets, c)).unwrap_or_default(),
+    }
+}

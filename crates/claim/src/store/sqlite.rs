@@ -1,0 +1,177 @@
+//! Claims in the embedded SQLite database.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params_from_iter};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::{COLS, ClaimFilter, ClaimStore, Mutation};
+use crate::domain::{Claim, ClaimError, ClaimStatus};
+use platform::clock;
+use platform::outbox::{self, EventContext, NewEvent};
+use platform::sqlite::SqlitePool;
+
+pub struct SqliteClaimStore {
+    pool: SqlitePool,
+}
+
+impl SqliteClaimStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+fn db_err(e: rusqlite::Error) -> ClaimError {
+    ClaimError::Unexpected(anyhow::Error::new(e))
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+}
+
+fn read(r: &Row<'_>) -> rusqlite::Result<Result<Claim, anyhow::Error>> {
+    let text = |i: usize| r.get::<_, String>(i);
+    let opt = |i: usize| r.get::<_, Option<String>>(i);
+    let (id, order_id, user_id, buyer_id, supply_id) = (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
+    let (currency, amount, status, failure_reason) = (text(5)?, text(6)?, text(7)?, opt(8)?);
+    let (claimed_at, processed_at, updated_at, version) = (text(9)?, opt(10)?, text(11)?, r.get::<_, i64>(12)?);
+    Ok((|| {
+        Ok(Claim {
+            id: id.parse()?,
+            order_id: order_id.parse()?,
+            user_id: user_id.parse()?,
+            buyer_id: buyer_id.parse()?,
+            supply_id: supply_id.parse()?,
+            currency,
+            amount: Decimal::from_str(&amount)?,
+            status: ClaimStatus::parse(&status).ok_or_else(|| anyhow::anyhow!("unknown claim status {status}"))?,
+            failure_reason,
+            claimed_at: clock::from_text(&claimed_at)?,
+            processed_at: processed_at.map(|p| clock::from_text(&p)).transpose()?,
+            updated_at: clock::from_text(&updated_at)?,
+            version,
+        })
+    })())
+}
+
+fn one(c: &rusqlite::Connection, sql: &str, param: String) -> Result<Option<Claim>, ClaimError> {
+    let row = c.query_row(sql, [param], read).optional().map_err(db_err)?;
+    row.map(|r| r.map_err(ClaimError::Unexpected)).transpose()
+}
+
+#[async_trait]
+impl ClaimStore for SqliteClaimStore {
+    async fn insert(&self, c: &Claim, event: &NewEvent, ctx: &EventContext) -> Result<(), ClaimError> {
+        let (c, event, ctx) = (c.clone(), event.clone(), ctx.clone());
+        self.pool
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let inserted = tx.execute(
+                    &format!(
+                        "INSERT INTO claims ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                    ),
+                    rusqlite::params![
+                        c.id.to_string(),
+                        c.order_id.to_string(),
+                        c.user_id.to_string(),
+                        c.buyer_id.to_string(),
+                        c.supply_id.to_string(),
+                        c.currency,
+                        c.amount.to_string(),
+                        c.status.as_str(),
+                        c.failure_reason,
+                        clock::to_text(c.claimed_at),
+                        c.processed_at.map(clock::to_text),
+                        clock::to_text(c.updated_at),
+                        c.version
+                    ],
+                );
+                match inserted {
+                    Err(e) if is_unique_violation(&e) => return Err(ClaimError::AlreadyClaimed),
+                    other => other.map_err(db_err)?,
+                };
+                outbox::insert_sqlite(&tx, &ctx, &event).map_err(db_err)?;
+                tx.commit().map_err(db_err)
+            })
+            .await?;
+        outbox::notify_written();
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Claim>, ClaimError> {
+        self.pool.call(move |c| one(c, &format!("SELECT {COLS} FROM claims WHERE id = ?1"), id.to_string())).await
+    }
+
+    async fn latest_for_order(&self, order_id: Uuid) -> Result<Option<Claim>, ClaimError> {
+        self.pool
+            .call(move |c| {
+                one(
+                    c,
+                    &format!("SELECT {COLS} FROM claims WHERE order_id = ?1 ORDER BY id DESC LIMIT 1"),
+                    order_id.to_string(),
+                )
+            })
+            .await
+    }
+
+    async fn modify(&self, id: Uuid, ctx: &EventContext, change: Mutation) -> Result<Claim, ClaimError> {
+        let ctx = ctx.clone();
+        let claim = self
+            .pool
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let mut c = one(&tx, &format!("SELECT {COLS} FROM claims WHERE id = ?1"), id.to_string())?
+                    .ok_or(ClaimError::NotFound)?;
+                let event = change(&mut c)?;
+                c.version += 1;
+                c.updated_at = clock::now();
+                tx.execute(
+                    "UPDATE claims SET status = ?2, failure_reason = ?3, processed_at = ?4, updated_at = ?5, version = ?6
+                     WHERE id = ?1",
+                    rusqlite::params![
+                        c.id.to_string(),
+                        c.status.as_str(),
+                        c.failure_reason,
+                        c.processed_at.map(clock::to_text),
+                        clock::to_text(c.updated_at),
+                        c.version
+                    ],
+                )
+                .map_err(db_err)?;
+                outbox::insert_sqlite(&tx, &ctx, &event).map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                Ok::<_, ClaimError>(c)
+            })
+            .await?;
+        outbox::notify_written();
+        Ok(claim)
+    }
+
+    async fn list(&self, f: &ClaimFilter) -> Result<Vec<Claim>, ClaimError> {
+        let mut sql = format!("SELECT {COLS} FROM claims WHERE 1 = 1");
+        let mut params: Vec<String> = Vec::new();
+        let mut add = |clause: &str, value: String| {
+            params.push(value);
+            sql.push_str(&format!(" AND {clause} ?{}", params.len()));
+        };
+        if let Some(u) = f.user_id {
+            add("user_id =", u.to_string());
+        }
+        if let Some(s) = f.status {
+            add("status =", s.as_str().to_string());
+        }
+        if let Some(b) = f.before {
+            add("id <", b.to_string());
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000)));
+        self.pool
+            .call(move |c| {
+                let mut st = c.prepare_cached(&sql).map_err(db_err)?;
+                let rows = st.query_map(params_from_iter(params.iter()), read).map_err(db_err)?;
+                rows.map(|r| r.map_err(db_err).and_then(|c| c.map_err(ClaimError::Unexpected))).collect()
+            })
+            .await
+    }
+}

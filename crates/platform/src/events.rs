@@ -1,0 +1,351 @@
+//! Durable delivery of the event log to in-process consumers (DESIGN D4).
+//!
+//! A consumer group reads the outbox in order from its persisted position, skips events its
+//! inbox already holds, retries a failing event with backoff, and parks it after
+//! `max_attempts` so one poison event never blocks the log. The handled event id and the new
+//! position are committed together. Handlers must be idempotent: a crash between a handler's
+//! effect and that commit redelivers the event. The transport is the only thing the Kafka
+//! consumer will replace; [`EventHandler`] stays as it is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::clock;
+use crate::db::Database;
+use crate::outbox::{self, EventEnvelope};
+
+/// Something that reacts to events. It must be idempotent.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    /// The consumer group: its position and inbox are its own.
+    fn group(&self) -> &'static str;
+    /// Whether this handler wants events of this type; others are skipped.
+    fn wants(&self, event_type: &str) -> bool;
+    async fn handle(&self, event: &EventEnvelope) -> anyhow::Result<()>;
+}
+
+/// Delivery settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    pub batch: i64,
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt.
+    pub backoff: Duration,
+    /// How often to look for events when nothing wakes the consumer.
+    pub idle_poll: Duration,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self { batch: 200, max_attempts: 5, backoff: Duration::from_millis(50), idle_poll: Duration::from_millis(500) }
+    }
+}
+
+/// A parked event, for admins.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ParkedEvent {
+    pub group: String,
+    pub event_id: Uuid,
+    pub seq: i64,
+    pub event_type: String,
+    pub attempts: i32,
+    pub last_error: String,
+}
+
+/// Runs a consumer until `shutdown` turns true, finishing the event in hand first.
+pub async fn run(
+    db: Database,
+    handler: Arc<dyn EventHandler>,
+    opts: ConsumerOptions,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let group = handler.group();
+    tracing::info!(consumer.group = group, "consumer started");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let woken = outbox::written();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        match drain_once(&db, handler.as_ref(), &opts).await {
+            Ok(0) => {
+                tokio::select! {
+                    () = woken => {}
+                    () = tokio::time::sleep(opts.idle_poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(
+                    consumer.group = group,
+                    error = format!("{e:#}"),
+                    "consumer cannot read the log; retrying"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+    tracing::info!(consumer.group = group, "consumer stopped");
+}
+
+/// Handles one batch from the group's position; returns how many events it moved past.
+pub async fn drain_once(db: &Database, handler: &dyn EventHandler, opts: &ConsumerOptions) -> anyhow::Result<usize> {
+    let group = handler.group();
+    let position = load_position(db, group).await?;
+    let events = outbox::list(db, position, opts.batch).await?;
+    let Some(last) = events.last().map(|e| e.seq) else {
+        metrics::gauge!("events_consumer_lag", "group" => group).set(0.0);
+        return Ok(0);
+    };
+    for event in events.iter().filter(|e| handler.wants(&e.event_type)) {
+        if in_inbox(db, group, event.id).await? {
+            save_position(db, group, event.seq).await?;
+        } else {
+            deliver(db, handler, opts, event).await?;
+        }
+    }
+    save_position(db, group, last).await?;
+    let head = outbox::head(db).await?;
+    metrics::gauge!("events_consumer_lag", "group" => group).set((head - last).max(0) as f64);
+    Ok(events.len())
+}
+
+async fn deliver(
+    db: &Database,
+    handler: &dyn EventHandler,
+    opts: &ConsumerOptions,
+    event: &EventEnvelope,
+) -> anyhow::Result<()> {
+    let group = handler.group();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match handler.handle(event).await {
+            Ok(()) => {
+                mark_handled(db, group, event).await?;
+                metrics::counter!("events_handled_total", "group" => group, "type" => event.event_type.clone(), "outcome" => "ok")
+                    .increment(1);
+                return Ok(());
+            }
+            Err(e) if attempt >= opts.max_attempts => {
+                tracing::error!(
+                    consumer.group = group, event.id = %event.id, event.type = %event.event_type, attempts = attempt,
+                    error = format!("{e:#}"), "event parked after its retries"
+                );
+                park(db, group, event, attempt, &format!("{e:#}")).await?;
+                metrics::counter!("events_parked_total", "group" => group, "type" => event.event_type.clone())
+                    .increment(1);
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(
+                    consumer.group = group, event.id = %event.id, attempt, error = format!("{e:#}"), "event failed; retrying"
+                );
+                metrics::counter!("events_handled_total", "group" => group, "type" => event.event_type.clone(), "outcome" => "retry")
+                    .increment(1);
+                tokio::time::sleep(opts.backoff * 2u32.saturating_pow(attempt - 1)).await;
+            }
+        }
+    }
+}
+
+/// The group's position (0 before its first event).
+pub async fn load_position(db: &Database, group: &str) -> anyhow::Result<i64> {
+    match db {
+        Database::Postgres(pool) => {
+            let row = pool
+                .get()
+                .await?
+                .query_opt("SELECT position FROM consumer_offsets WHERE group_name = $1", &[&group])
+                .await?;
+            Ok(row.map_or(0, |r| r.get(0)))
+        }
+        Database::Sqlite(pool) => {
+            let group = group.to_string();
+            pool.call(move |c| {
+                use rusqlite::OptionalExtension;
+                let p = c
+                    .query_row("SELECT position FROM consumer_offsets WHERE group_name = ?1", [group], |r| r.get(0))
+                    .optional()?;
+                Ok::<_, anyhow::Error>(p.unwrap_or(0))
+            })
+            .await
+        }
+    }
+}
+
+/// Moves the group's position (forwards or, for a replay, backwards).
+pub async fn save_position(db: &Database, group: &str, position: i64) -> anyhow::Result<()> {
+    let now = clock::now();
+    match db {
+        Database::Postgres(pool) => {
+            pool.get()
+                .await?
+                .execute(
+                    "INSERT INTO consumer_offsets (group_name, position, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (group_name) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at",
+                    &[&group, &position, &now],
+                )
+                .await?;
+        }
+        Database::Sqlite(pool) => {
+            let group = group.to_string();
+            pool.call(move |c| {
+                c.execute(
+                    "INSERT INTO consumer_offsets (group_name, position, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (group_name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                    rusqlite::params![group, position, clock::to_text(now)],
+                )?;
+                Ok::<_, anyhow::Error>(())
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn in_inbox(db: &Database, group: &str, event_id: Uuid) -> anyhow::Result<bool> {
+    match db {
+        Database::Postgres(pool) => Ok(pool
+            .get()
+            .await?
+            .query_opt("SELECT 1 FROM inbox WHERE group_name = $1 AND event_id = $2", &[&group, &event_id])
+            .await?
+            .is_some()),
+        Database::Sqlite(pool) => {
+            let group = group.to_string();
+            pool.call(move |c| {
+                use rusqlite::OptionalExtension;
+                let hit = c
+                    .query_row(
+                        "SELECT 1 FROM inbox WHERE group_name = ?1 AND event_id = ?2",
+                        [group, event_id.to_string()],
+                        |_| Ok(()),
+                    )
+                    .optional()?;
+                Ok::<_, anyhow::Error>(hit.is_some())
+            })
+            .await
+        }
+    }
+}
+
+/// Records the event as handled and moves the position past it, together.
+async fn mark_handled(db: &Database, group: &str, event: &EventEnvelope) -> anyhow::Result<()> {
+    let (now, seq, id) = (clock::now(), event.seq, event.id);
+    match db {
+        Database::Postgres(pool) => {
+            let mut c = pool.get().await?;
+            let tx = c.transaction().await?;
+            tx.execute(
+                "INSERT INTO inbox (group_name, event_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&group, &id, &now],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO consumer_offsets (group_name, position, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (group_name) DO UPDATE SET position = GREATEST(consumer_offsets.position, EXCLUDED.position),
+                 updated_at = EXCLUDED.updated_at",
+                &[&group, &seq, &now],
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        Database::Sqlite(pool) => {
+            let group = group.to_string();
+            pool.call(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                tx.execute(
+                    "INSERT INTO inbox (group_name, event_id, handled_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    rusqlite::params![group, id.to_string(), clock::to_text(now)],
+                )?;
+                tx.execute(
+                    "INSERT INTO consumer_offsets (group_name, position, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (group_name) DO UPDATE SET position = max(position, excluded.position),
+                     updated_at = excluded.updated_at",
+                    rusqlite::params![group, seq, clock::to_text(now)],
+                )?;
+                tx.commit()?;
+                Ok::<_, anyhow::Error>(())
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn park(db: &Database, group: &str, event: &EventEnvelope, attempts: u32, error: &str) -> anyhow::Result<()> {
+    let (now, attempts) = (clock::now(), attempts as i32);
+    let error: String = error.chars().take(2000).collect();
+    match db {
+        Database::Postgres(pool) => {
+            pool.get()
+                .await?
+                .execute(
+                    "INSERT INTO parked_events (group_name, event_id, seq, event_type, attempts, last_error, parked_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                    &[&group, &event.id, &event.seq, &event.event_type, &attempts, &error, &now],
+                )
+                .await?;
+        }
+        Database::Sqlite(pool) => {
+            let (group, id, seq, ty) = (group.to_string(), event.id.to_string(), event.seq, event.event_type.clone());
+            pool.call(move |c| {
+                c.execute(
+                    "INSERT INTO parked_events (group_name, event_id, seq, event_type, attempts, last_error, parked_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                    rusqlite::params![group, id, seq, ty, attempts, error, clock::to_text(now)],
+                )?;
+                Ok::<_, anyhow::Error>(())
+            })
+            .await?;
+        }
+    }
+    save_position(db, group, event.seq.max(load_position(db, group).await?)).await
+}
+
+/// Every parked event, oldest first.
+pub async fn parked(db: &Database) -> anyhow::Result<Vec<ParkedEvent>> {
+    const SQL: &str =
+        "SELECT group_name, event_id, seq, event_type, attempts, last_error FROM parked_events ORDER BY seq LIMIT 1000";
+    match db {
+        Database::Postgres(pool) => Ok(pool
+            .get()
+            .await?
+            .query(SQL, &[])
+            .await?
+            .iter()
+            .map(|r| ParkedEvent {
+                group: r.get(0),
+                event_id: r.get(1),
+                seq: r.get(2),
+                event_type: r.get(3),
+                attempts: r.get(4),
+                last_error: r.get(5),
+            })
+            .collect()),
+        Database::Sqlite(pool) => {
+            pool.call(|c| {
+                let mut st = c.prepare(SQL)?;
+                let rows = st.query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (group, id, seq, event_type, attempts, last_error) = row?;
+                    out.push(ParkedEvent { group, event_id: id.parse()?, seq, event_type, attempts, last_error });
+                }
+                Ok::<_, anyhow::Error>(out)
+            })
+            .await
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Claims: every refusal, processing end to end, release, and races with real concurrency, on
+//! both backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rstest::rstest;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use testkit::{Backend, Session, TestApp, assert_problem, wait_until};
+
+async fn order(app: &TestApp, buyer: &Session, price: &str) -> Value {
+    let body = json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "Thing", "price": price, "quantity": 1}]});
+    let res = app.post("/v1/orders", &buyer.access).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    res.json().await.unwrap()
+}
+
+async fn claim(app: &TestApp, who: &Session, order_id: &str) -> reqwest::Response {
+    app.post(&format!("/v1/orders/{order_id}/claim"), &who.access).send().await.unwrap()
+}
+
+async fn json_of(app: &TestApp, path: &str, token: &str) -> Value {
+    app.get(path, token).send().await.unwrap().json().await.unwrap()
+}
+
+fn dec(v: &Value) -> Decimal {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+/// Waits until no claim is pending and the processor has read the whole log.
+async fn settle(app: &TestApp, admin: &str) {
+    let done = wait_until(Duration::from_secs(60), || async {
+        let pending = json_of(app, "/v1/claims?status=pending&limit=1", admin).await;
+        pending["items"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    assert!(done, "claims still pending after 60 s");
+}
+
+async fn event_types(app: &TestApp, admin: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut after = "0".to_string();
+    loop {
+        let page = json_of(app, &format!("/v1/admin/events?after={after}&limit=500"), admin).await;
+        out.extend(page["items"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => after = c.to_string(),
+            None => return out,
+        }
+    }
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_claim_is_processed_end_to_end(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let (buyer, shopper) = (app.new_user().await, app.new_user().await);
+    let o = order(&app, &buyer, "10").await;
+    let oid = o["id"].as_str().unwrap();
+    let supply = app.create_supply(&shopper.access, "USDC", "25").await;
+
+    let res = claim(&app, &shopper, oid).await;
+    assert_eq!(res.status(), 201);
+    let c: Value = res.json().await.unwrap();
+    assert_eq!(c["user_id"], shopper.user_id.to_string());
+    assert_eq!(c["amount"], "10.000000");
+    settle(&app, &admin).await;
+
+    let c = json_of(&app, &format!("/v1/claims/{}", c["id"].as_str().unwrap()), &shopper.access).await;
+    assert_eq!(c["status"], "processed");
+    assert!(c["processed_at"].is_string());
+    let o = json_of(&app, &format!("/v1/orders/{oid}"), &buyer.access).await;
+    assert_eq!(o["status"], "completed");
+    assert_eq!(o["claim_id"], c["id"]);
+    let s = json_of(&app, &format!("/v1/supplies/{}", supply["id"].as_str().unwrap()), &shopper.access).await;
+    assert_eq!((s["amount"].as_str(), s["reserved"].as_str()), (Some("15.000000"), Some("0.000000")));
+    // The buyer sees the claim too, by id and through the order.
+    assert_eq!(json_of(&app, &format!("/v1/orders/{oid}/claim"), &buyer.access).await["id"], c["id"]);
+    let stranger = app.new_user().await;
+    assert_problem(
+        app.get(&format!("/v1/claims/{}", c["id"].as_str().unwrap()), &stranger.access).send().await.unwrap(),
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+
+    let types = event_types(&app, &admin).await;
+    for t in ["order.claimed", "order.updated", "supply.updated", "claim.processed", "order.completed"] {
+        assert!(types.iter().any(|x| x == t), "{t} missing from {types:?}");
+    }
+    assert_eq!(types.iter().filter(|t| *t == "claim.processed").count(), 1);
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn every_refusal_has_its_code(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let (buyer, shopper, poor) = (app.new_user().await, app.new_user().await, app.new_user().await);
+    let o = order(&app, &buyer, "10").await;
+    let oid = o["id"].as_str().unwrap().to_string();
+    app.create_supply(&shopper.access, "USDC", "100").await;
+    app.create_supply(&poor.access, "USDC", "9.999999").await;
+    app.create_supply(&poor.access, "ETH", "1000").await;
+
+    assert_problem(claim(&app, &buyer, &oid).await, 422, "CANNOT_CLAIM_OWN_ORDER").await;
+    assert_problem(claim(&app, &poor, &oid).await, 422, "INSUFFICIENT_SUPPLY").await;
+    let nobody = app.new_user().await;
+    assert_problem(claim(&app, &nobody, &oid).await, 422, "INSUFFICIENT_SUPPLY").await;
+    assert_problem(claim(&app, &shopper, &uuid::Uuid::now_v7().to_string()).await, 404, "NOT_FOUND").await;
+    assert_problem(claim(&app, &shopper, "not-an-id").await, 422, "VALIDATION_FAILED").await;
+
+    // A paused supply does not count.
+    let paused_owner = app.new_user().await;
+    let paused = app.create_supply(&paused_owner.access, "USDC", "50").await;
+    let path = format!("/v1/supplies/{}", paused["id"].as_str().unwrap());
+    app.patch(&path, &paused_owner.access).json(&json!({"status": "paused"})).send().await.unwrap();
+    assert_problem(claim(&app, &paused_owner, &oid).await, 422, "INSUFFICIENT_SUPPLY").await;
+
+    // A cancelled order cannot be claimed.
+    let cancelled = order(&app, &buyer, "1").await;
+    let cid = cancelled["id"].as_str().unwrap();
+    app.patch(&format!("/v1/orders/{cid}"), &buyer.access).json(&json!({"status": "cancelled"})).send().await.unwrap();
+    assert_problem(claim(&app, &shopper, cid).await, 422, "ORDER_NOT_CLAIMABLE").await;
+
+    assert_eq!(claim(&app, &shopper, &oid).await.status(), 201);
+    let loser = app.new_user().await;
+    app.create_supply(&loser.access, "USDC", "100").await;
+    let body = assert_problem(claim(&app, &loser, &oid).await, 409, "ORDER_ALREADY_CLAIMED").await;
+    assert!(!body.to_string().contains(&shopper.user_id.to_string()), "a loser learns nothing about the winner");
+    settle(&app, &admin).await;
+    assert_problem(claim(&app, &loser, &oid).await, 409, "ORDER_ALREADY_CLAIMED").await;
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn only_the_claimer_releases_and_only_while_pending(#[case] backend: Backend) {
+    // An API-only instance: claims stay pending until a processing instance starts.
+    let api = TestApp::spawn_with(backend, |s| s.run_consumers = false).await;
+    let admin = api.admin_token().await;
+    let (buyer, shopper, stranger) = (api.new_user().await, api.new_user().await, api.new_user().await);
+    let o = order(&api, &buyer, "5").await;
+    let oid = o["id"].as_str().unwrap();
+    api.create_supply(&shopper.access, "USDC", "5").await;
+    let c: Value = claim(&api, &shopper, oid).await.json().await.unwrap();
+    let release = format!("/v1/claims/{}/release", c["id"].as_str().unwrap());
+
+    assert_problem(api.post(&release, &stranger.access).send().await.unwrap(), 404, "NOT_FOUND").await;
+    assert_problem(api.post(&release, &buyer.access).send().await.unwrap(), 403, "FORBIDDEN").await;
+    let released: Value = api.post(&release, &shopper.access).send().await.unwrap().json().await.unwrap();
+    assert_eq!(released["status"], "released");
+    assert_problem(api.post(&release, &shopper.access).send().await.unwrap(), 409, "CLAIM_NOT_PENDING").await;
+
+    // A processing instance on the same database picks up the log from the start.
+    let url = api.settings.database_url();
+    let worker = TestApp::spawn_with(backend, |s| s.database_url = Some(url)).await;
+    settle(&worker, &admin).await;
+    let reopened = wait_until(Duration::from_secs(30), || async {
+        json_of(&worker, &format!("/v1/orders/{oid}"), &buyer.access).await["status"] == "pending"
+    })
+    .await;
+    assert!(reopened, "the order was not claimable again");
+    // And someone else can now claim it.
+    let next = worker.new_user().await;
+    worker.create_supply(&next.access, "USDC", "5").await;
+    assert_eq!(claim(&worker, &next, oid).await.status(), 201);
+    settle(&worker, &admin).await;
+    let done = json_of(&worker, &format!("/v1/orders/{oid}"), &buyer.access).await;
+    assert_eq!(done["status"], "completed");
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn five_hundred_concurrent_claims_over_fifty_orders(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let buyers = futures::future::join_all((0..5).map(|_| app.new_user())).await;
+    let shoppers = futures::future::join_all((0..100).map(|_| app.new_user())).await;
+    let mut orders = Vec::new();
+    for i in 0..50 {
+        let o = order(&app, &buyers[i % 5], &format!("{}.5", i + 1)).await;
+        orders.push((o["id"].as_str().unwrap().to_string(), dec(&o["amount"])));
+    }
+    let mut supplies = Vec::new();
+    for s in &shoppers {
+        supplies.push(app.create_supply(&s.access, "USDC", "1000").await["id"].as_str().unwrap().to_string());
+    }
+
+    let app_ref = &app;
+    let statuses = futures::future::join_all((0..500).map(|i| {
+        let (who, (oid, _)) = (&shoppers[i % 100], &orders[(i * 7) % 50]);
+        async move {
+            let res = claim(app_ref, who, oid).await;
+            let status = res.status().as_u16();
+            let body: Value = res.json().await.unwrap();
+            (status, body)
+        }
+    }))
+    .await;
+    let won = statuses.iter().filter(|(s, _)| *s == 201).count();
+    let lost: Vec<_> = statuses.iter().filter(|(s, _)| *s == 409).collect();
+    assert_eq!(won, 50, "exactly one claim per order");
+    assert_eq!(lost.len(), 450);
+    assert!(lost.iter().all(|(_, b)| b["code"] == "ORDER_ALREADY_CLAIMED"));
+
+    settle(&app, &admin).await;
+    let completed = wait_until(Duration::from_secs(60), || async {
+        let mut all = true;
+        for (oid, _) in &orders {
+            all &= json_of(&app, &format!("/v1/orders/{oid}"), &admin).await["status"] == "completed";
+        }
+        all
+    })
+    .await;
+    assert!(completed, "every order ends completed");
+
+    let processed = json_of(&app, "/v1/claims?status=processed&limit=500", &admin).await;
+    assert_eq!(processed["items"].as_array().unwrap().len(), 50);
+    let types = event_types(&app, &admin).await;
+    assert_eq!(types.iter().filter(|t| *t == "claim.processed").count(), 50, "each claim processed exactly once");
+    assert_eq!(types.iter().filter(|t| *t == "order.completed").count(), 50);
+
+    let mut consumed = Decimal::ZERO;
+    for sid in &supplies {
+        let s = json_of(&app, &format!("/v1/supplies/{sid}"), &admin).await;
+        assert!(dec(&s["available"]) >= Decimal::ZERO && dec(&s["amount"]) >= Decimal::ZERO);
+        assert_eq!(dec(&s["reserved"]), Decimal::ZERO);
+        consumed += Decimal::from(1000) - dec(&s["amount"]);
+    }
+    let ordered: Decimal = orders.iter().map(|(_, a)| *a).sum();
+    assert_eq!(consumed, ordered, "consumed supply equals the sum of order amounts");
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn shoppers_who_can_afford_one_order_race_for_many(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let buyer = app.new_user().await;
+    let shoppers = futures::future::join_all((0..10).map(|_| app.new_user())).await;
+    let mut orders = Vec::new();
+    for _ in 0..20 {
+        orders.push(order(&app, &buyer, "10").await["id"].as_str().unwrap().to_string());
+    }
+    let mut supplies = HashMap::new();
+    for s in &shoppers {
+        supplies
+            .insert(s.user_id, app.create_supply(&s.access, "USDC", "10").await["id"].as_str().unwrap().to_string());
+    }
+    let app_ref = &app;
+    let results = futures::future::join_all(
+        shoppers
+            .iter()
+            .flat_map(|s| orders.iter().map(move |o| (s, o)))
+            .map(|(s, o)| async move { claim(app_ref, s, o).await.status().as_u16() }),
+    )
+    .await;
+    assert!(results.iter().all(|s| [201, 409, 422].contains(s)), "{results:?}");
+    assert!(results.iter().filter(|s| **s == 201).count() >= 10);
+    settle(&app, &admin).await;
+
+    let claims = json_of(&app, "/v1/claims?limit=500", &admin).await;
+    let claims = claims["items"].as_array().unwrap();
+    let mut processed_per_shopper: HashMap<String, usize> = HashMap::new();
+    for c in claims {
+        match c["status"].as_str().unwrap() {
+            "processed" => *processed_per_shopper.entry(c["user_id"].as_str().unwrap().to_string()).or_default() += 1,
+            "failed" => assert!(c["failure_reason"].as_str().is_some_and(|r| r.starts_with("supply:")), "{c}"),
+            other => panic!("claim left {other}: {c}"),
+        }
+    }
+    assert!(processed_per_shopper.values().all(|n| *n == 1), "{processed_per_shopper:?}");
+    assert!(claims.iter().any(|c| c["status"] == "failed"), "some shoppers won more than they could afford");
+
+    // Orders of failed claims are claimable again; completed ones have their processed claim.
+    let mut completed = 0;
+    for oid in &orders {
+        let status = json_of(&app, &format!("/v1/orders/{oid}"), &admin).await["status"].as_str().unwrap().to_string();
+        assert!(status == "completed" || status == "pending", "{status}");
+        completed += usize::from(status == "completed");
+    }
+    assert_eq!(completed, processed_per_shopper.len());
+    for (user, sid) in &supplies {
+        let s = json_of(&app, &format!("/v1/supplies/{sid}"), &admin).await;
+        assert_eq!(dec(&s["reserved"]), Decimal::ZERO);
+        let spent = processed_per_shopper.contains_key(&user.to_string());
+        assert_eq!(dec(&s["amount"]), if spent { Decimal::ZERO } else { Decimal::from(10) }, "{s}");
+    }
+    let rich = app.new_user().await;
+    app.create_supply(&rich.access, "USDC", "1000").await;
+    let mut claimed_again = false;
+    for oid in &orders {
+        if json_of(&app, &format!("/v1/orders/{oid}"), &admin).await["status"] == "pending" {
+            assert_eq!(claim(&app, &rich, oid).await.status(), 201);
+            claimed_again = true;
+            break;
+        }
+    }
+    assert!(claimed_again || completed == orders.len(), "a reopened order can be claimed");
+}
