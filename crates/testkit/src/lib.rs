@@ -84,7 +84,8 @@ pub struct TestApp {
     pub settings: Settings,
     pub backend: Backend,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    _dir: TempDir,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    dir: Option<TempDir>,
 }
 
 /// A signed-in user.
@@ -122,11 +123,23 @@ impl TestApp {
         let base = format!("http://{}", server.http_addr);
         let metrics_base = format!("http://{}", server.metrics_addr);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(server.run(async move {
+        let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Self { base, metrics_base, client, settings, backend, shutdown: Some(tx), _dir: dir }
+        Self { base, metrics_base, client, settings, backend, shutdown: Some(tx), task: Some(task), dir: Some(dir) }
+    }
+
+    /// Shuts the server down as SIGTERM would, waits for it, and hands back its directory so a
+    /// SQLite database outlives it (for a restart on the same data).
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        self.dir.take().unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -226,6 +226,7 @@ async fn five_hundred_concurrent_claims_over_fifty_orders(#[case] backend: Backe
     .await;
     assert!(completed, "every order ends completed");
 
+    assert_nothing_parked(&app, &admin).await;
     let processed = json_of(&app, "/v1/claims?status=processed&limit=500", &admin).await;
     assert_eq!(processed["items"].as_array().unwrap().len(), 50);
     let types = event_types(&app, &admin).await;
@@ -273,6 +274,7 @@ async fn shoppers_who_can_afford_one_order_race_for_many(#[case] backend: Backen
     assert!(results.iter().filter(|s| **s == 201).count() >= 10);
     settle(&app, &admin).await;
 
+    assert_nothing_parked(&app, &admin).await;
     let claims = json_of(&app, "/v1/claims?limit=500", &admin).await;
     let claims = claims["items"].as_array().unwrap();
     let mut processed_per_shopper: HashMap<String, usize> = HashMap::new();
@@ -311,4 +313,72 @@ async fn shoppers_who_can_afford_one_order_race_for_many(#[case] backend: Backen
         }
     }
     assert!(claimed_again || completed == orders.len(), "a reopened order can be claimed");
+}
+
+/// Everything a redelivery could disturb, as the API shows it.
+async fn snapshot(app: &TestApp, admin: &str, orders: &[String], supplies: &[String]) -> Value {
+    let mut out = Vec::new();
+    for oid in orders {
+        out.push(json_of(app, &format!("/v1/orders/{oid}"), admin).await);
+    }
+    for sid in supplies {
+        out.push(json_of(app, &format!("/v1/supplies/{sid}"), admin).await);
+    }
+    out.push(json_of(app, "/v1/claims?limit=500", admin).await);
+    out.push(json!(event_types(app, admin).await));
+    Value::Array(out)
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn redelivered_events_and_a_restarted_consumer_change_nothing(#[case] backend: Backend) {
+    use testkit::platform::{db::Database, events, outbox};
+    let first = TestApp::spawn(backend).await;
+    let admin = first.admin_token().await;
+    let buyer = first.new_user().await;
+    let mut orders = Vec::new();
+    let mut supplies = Vec::new();
+    let mut shoppers = Vec::new();
+    for i in 0..12 {
+        orders.push(order(&first, &buyer, &format!("{}", i + 1)).await["id"].as_str().unwrap().to_string());
+        let s = first.new_user().await;
+        supplies.push(first.create_supply(&s.access, "USDC", "20").await["id"].as_str().unwrap().to_string());
+        shoppers.push(s);
+    }
+    // Claim, and stop the processing instance while it works through them.
+    let first_ref = &first;
+    let statuses = futures::future::join_all(
+        orders.iter().zip(&shoppers).map(|(o, s)| async move { claim(first_ref, s, o).await.status() }),
+    )
+    .await;
+    assert!(statuses.iter().all(|s| *s == 201));
+    let url = first.settings.database_url();
+    let _data = first.stop().await;
+
+    // A new instance resumes from the group's persisted position.
+    let app = TestApp::spawn_with(backend, |s| s.database_url = Some(url.clone())).await;
+    settle(&app, &admin).await;
+    let db = Database::connect(&url, &app.settings.db_options()).await.unwrap();
+    let caught_up =
+        || async { events::load_position(&db, "claim-processor").await.unwrap() >= outbox::head(&db).await.unwrap() };
+    assert!(wait_until(Duration::from_secs(30), caught_up).await);
+    let before = snapshot(&app, &admin, &orders, &supplies).await;
+    let types = before.as_array().unwrap().last().unwrap().as_array().unwrap().clone();
+    assert_eq!(types.iter().filter(|t| *t == "claim.processed").count(), 12, "each claim processed exactly once");
+
+    // The whole log again: first the inbox turns every event away, then the handler itself sees
+    // every event a second time.
+    for forget in [false, true] {
+        events::replay(&db, "claim-processor", 0, forget).await.unwrap();
+        assert!(wait_until(Duration::from_secs(30), caught_up).await, "replay did not finish");
+        assert_eq!(snapshot(&app, &admin, &orders, &supplies).await, before, "a redelivery changed something");
+        assert_nothing_parked(&app, &admin).await;
+    }
+}
+
+async fn assert_nothing_parked(app: &TestApp, admin: &str) {
+    let parked = json_of(app, "/v1/admin/parked-events", admin).await;
+    assert_eq!(parked["items"], json!([]), "events were parked");
 }
