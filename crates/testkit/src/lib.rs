@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test harness: failing loudly is the point")]
 
 pub mod pg;
+pub mod process;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,0 +1,107 @@
+//! The real `walletd` binary as a child process, for tests that kill or restart it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use platform::auth::eth::{LocalWallet, to_checksum};
+
+/// A running `walletd serve`.
+pub struct WalletdProcess {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+}
+
+/// A `walletd` command in `dir` with a clean environment plus `envs`.
+pub fn command(bin: &str, dir: &Path, envs: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(bin);
+    c.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c
+}
+
+impl WalletdProcess {
+    /// Starts `walletd serve` on ephemeral ports and waits for its ready line.
+    pub fn start(bin: &str, dir: &Path, envs: &[(&str, &str)]) -> Self {
+        let mut child = command(bin, dir, envs)
+            .arg("serve")
+            .env("WALLETD_HTTP_ADDR", "127.0.0.1:0")
+            .env("WALLETD_METRICS_ADDR", "127.0.0.1:0")
+            .env("WALLETD_LOG_FORMAT", "json")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == "walletd ready"
+                {
+                    let _ = tx.send(v["http.addr"].as_str().unwrap_or_default().to_string());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("walletd did not log its ready line");
+        Self { child, base: format!("http://{addr}") }
+    }
+
+    /// `kill -9`: no shutdown, no draining.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait (bounded) for the exit.
+    pub fn terminate(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok);
+        let start = Instant::now();
+        while start.elapsed() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for WalletdProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Signs in to a server at `base` with a fresh key; returns (access token, user id).
+pub async fn sign_in(http: &reqwest::Client, base: &str) -> (String, String) {
+    let wallet = LocalWallet::random().unwrap();
+    let nonce: Value = http
+        .post(format!("{base}/v1/auth/nonce"))
+        .json(&json!({"address": to_checksum(&wallet.address())}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let message = nonce["message"].as_str().unwrap();
+    let login: Value = http
+        .post(format!("{base}/v1/auth/login"))
+        .json(&json!({"message": message, "signature": wallet.sign_message(message).unwrap()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (login["access_token"].as_str().unwrap().to_string(), login["user"]["id"].as_str().unwrap().to_string())
+}
