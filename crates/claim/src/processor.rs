@@ -160,6 +160,12 @@ impl EventHandler for ClaimProcessor {
         matches!(event_type, "order.claimed" | "claim.released")
     }
 
+    /// Claims are independent of each other, and processing converges on a claim's status
+    /// whatever order its events arrive in.
+    fn concurrency(&self) -> usize {
+        16
+    }
+
     async fn handle(&self, event: &EventEnvelope) -> anyhow::Result<()> {
         let claim_id: Uuid = event.data["id"]
             .as_str()

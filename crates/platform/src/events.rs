@@ -2,15 +2,16 @@
 //!
 //! A consumer group reads the outbox in order from its persisted position, skips events its
 //! inbox already holds, retries a failing event with backoff, and parks it after
-//! `max_attempts` so one poison event never blocks the log. The handled event id and the new
-//! position are committed together. Handlers must be idempotent: a crash between a handler's
-//! effect and that commit redelivers the event. The transport is the only thing the Kafka
+//! `max_attempts` so one poison event never blocks the log. Each handled event id goes to the
+//! inbox; the position moves after a whole batch. Handlers must be idempotent: a crash between a
+//! handler's effect and its inbox entry redelivers the event. The transport is the only thing the Kafka
 //! consumer will replace; [`EventHandler`] stays as it is.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use uuid::Uuid;
 
 use crate::clock;
@@ -25,6 +26,11 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Whether this handler wants events of this type; others are skipped.
     fn wants(&self, event_type: &str) -> bool;
     async fn handle(&self, event: &EventEnvelope) -> anyhow::Result<()>;
+    /// How many events of a batch may be handled at once. 1 (the default) keeps log order;
+    /// more is for handlers whose events are independent of each other's order.
+    fn concurrency(&self) -> usize {
+        1
+    }
 }
 
 /// Delivery settings.
@@ -105,17 +111,29 @@ pub async fn drain_once(db: &Database, handler: &dyn EventHandler, opts: &Consum
         metrics::gauge!("events_consumer_lag", "group" => group).set(0.0);
         return Ok(0);
     };
-    for event in events.iter().filter(|e| handler.wants(&e.event_type)) {
-        if in_inbox(db, group, event.id).await? {
-            save_position(db, group, event.seq).await?;
-        } else {
-            deliver(db, handler, opts, event).await?;
-        }
-    }
+    // Each handled event is recorded in the inbox as it completes; the position moves only once
+    // the whole batch is through, so a crash mid-batch re-reads it and the inbox skips what was done.
+    let wanted: Vec<&EventEnvelope> = events.iter().filter(|e| handler.wants(&e.event_type)).collect();
+    let work: Vec<_> = wanted.into_iter().map(|event| handle_one(db, handler, opts, event)).collect();
+    futures::stream::iter(work)
+        .buffer_unordered(handler.concurrency().max(1))
+        .collect::<Vec<anyhow::Result<()>>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
     save_position(db, group, last).await?;
     let head = outbox::head(db).await?;
     metrics::gauge!("events_consumer_lag", "group" => group).set((head - last).max(0) as f64);
     Ok(events.len())
+}
+
+async fn handle_one(
+    db: &Database,
+    handler: &dyn EventHandler,
+    opts: &ConsumerOptions,
+    event: &EventEnvelope,
+) -> anyhow::Result<()> {
+    if in_inbox(db, handler.group(), event.id).await? { Ok(()) } else { deliver(db, handler, opts, event).await }
 }
 
 async fn deliver(
@@ -238,42 +256,26 @@ async fn in_inbox(db: &Database, group: &str, event_id: Uuid) -> anyhow::Result<
     }
 }
 
-/// Records the event as handled and moves the position past it, together.
+/// Records the event as handled in the group's inbox.
 async fn mark_handled(db: &Database, group: &str, event: &EventEnvelope) -> anyhow::Result<()> {
-    let (now, seq, id) = (clock::now(), event.seq, event.id);
+    let (now, id) = (clock::now(), event.id);
     match db {
         Database::Postgres(pool) => {
-            let mut c = pool.get().await?;
-            let tx = c.transaction().await?;
-            tx.execute(
-                "INSERT INTO inbox (group_name, event_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[&group, &id, &now],
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO consumer_offsets (group_name, position, updated_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (group_name) DO UPDATE SET position = GREATEST(consumer_offsets.position, EXCLUDED.position),
-                 updated_at = EXCLUDED.updated_at",
-                &[&group, &seq, &now],
-            )
-            .await?;
-            tx.commit().await?;
+            pool.get()
+                .await?
+                .execute(
+                    "INSERT INTO inbox (group_name, event_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[&group, &id, &now],
+                )
+                .await?;
         }
         Database::Sqlite(pool) => {
             let group = group.to_string();
             pool.call(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                tx.execute(
+                c.execute(
                     "INSERT INTO inbox (group_name, event_id, handled_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
                     rusqlite::params![group, id.to_string(), clock::to_text(now)],
                 )?;
-                tx.execute(
-                    "INSERT INTO consumer_offsets (group_name, position, updated_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (group_name) DO UPDATE SET position = max(position, excluded.position),
-                     updated_at = excluded.updated_at",
-                    rusqlite::params![group, seq, clock::to_text(now)],
-                )?;
-                tx.commit()?;
                 Ok::<_, anyhow::Error>(())
             })
             .await?;
@@ -309,7 +311,8 @@ async fn park(db: &Database, group: &str, event: &EventEnvelope, attempts: u32, 
             .await?;
         }
     }
-    save_position(db, group, event.seq.max(load_position(db, group).await?)).await
+    // A parked event counts as handled: a re-read batch must not retry it forever.
+    mark_handled(db, group, event).await
 }
 
 /// Every parked event, oldest first.

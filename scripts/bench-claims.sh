@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The claim benchmark against a real server: builds release binaries, starts walletd on SQLite or
+# on a throwaway PostgreSQL (scripts/test-infra.sh), mints an admin token, runs walletd-bench.
+# Usage: scripts/bench-claims.sh [sqlite|postgres] [walletd-bench options, e.g. --orders 2000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+backend="${1:-sqlite}"
+[ $# -gt 0 ] && shift
+cargo build --release -q -p walletd -p bench
+root="$PWD"
+dir="$(mktemp -d /tmp/walletd-bench.XXXXXX)"
+pid=""
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  [ "$backend" = postgres ] && stop_test_infra
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+case "$backend" in
+  sqlite) url="sqlite://$dir/walletd.db" ;;
+  postgres) source scripts/test-infra.sh; start_test_infra; url="$WALLETD_TEST_POSTGRES_URL" ;;
+  *) echo "usage: $0 [sqlite|postgres] [bench options]" >&2; exit 2 ;;
+esac
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export WALLETD_DATABASE_URL="$url" WALLETD_HTTP_ADDR="127.0.0.1:$port" WALLETD_METRICS_ADDR="127.0.0.1:$mport"
+(cd "$dir" && exec "$root/target/release/walletd" serve >"$dir/server.log" 2>&1) &
+pid=$!
+until curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null; do
+  kill -0 "$pid" 2>/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+  sleep 0.05
+done
+admin=$(cd "$dir" && "$root/target/release/walletd" token --role admin --address 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --ttl-secs 3600)
+echo "backend: $backend ($(nproc) cores)"
+"$root/target/release/walletd-bench" --url "http://127.0.0.1:$port" --admin-token "$admin" --server-pid "$pid" "$@"
