@@ -218,7 +218,9 @@ async fn main() -> anyhow::Result<()> {
     let drain = Instant::now();
     loop {
         let pending = api.get("/v1/claims?status=pending&limit=1", &admin).await?;
-        if pending["items"].as_array().is_some_and(Vec::is_empty) {
+        let consumers = api.get("/v1/admin/consumers", &admin).await?;
+        let caught_up = consumers["items"].as_array().is_some_and(|c| !c.is_empty() && c.iter().all(|g| g["lag"] == 0));
+        if pending["items"].as_array().is_some_and(Vec::is_empty) && caught_up {
             break;
         }
         if drain.elapsed() > Duration::from_secs(600) {

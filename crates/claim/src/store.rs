@@ -11,23 +11,10 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{Claim, ClaimError, ClaimStatus};
-use platform::db::{Database, Migrations};
+use platform::db::Database;
 use platform::outbox::{EventContext, NewEvent};
 
-pub const MIGRATIONS: Migrations = Migrations {
-    name: "claim",
-    postgres: embedded::postgres::migrations::runner,
-    sqlite: embedded::sqlite::migrations::runner,
-};
-
-mod embedded {
-    pub mod postgres {
-        refinery::embed_migrations!("migrations/postgres");
-    }
-    pub mod sqlite {
-        refinery::embed_migrations!("migrations/sqlite");
-    }
-}
+platform::migrations!(pub MIGRATIONS, "claim");
 
 /// Which claims a list returns (newest first).
 #[derive(Debug, Clone, Default)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,7 +16,7 @@ use crate::service::{ItemView, ListParams, OrderService, OrderView};
 use platform::ApiError;
 use platform::auth::Principal;
 use platform::error::Problem;
-use platform::http::{ApiJson, ApiQuery, IdPath, RequestId, if_match};
+use platform::http::{ApiJson, ApiQuery, IdPath, RequestId, if_match, with_etag};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -65,15 +65,6 @@ pub fn router(service: Arc<OrderService>) -> OpenApiRouter {
         .with_state(service)
 }
 
-fn with_etag(status: StatusCode, view: OrderView) -> Response {
-    let etag = HeaderValue::from_str(&format!("\"{}\"", view.version)).ok();
-    let mut res = (status, Json(view)).into_response();
-    if let Some(etag) = etag {
-        res.headers_mut().insert(header::ETAG, etag);
-    }
-    res
-}
-
 /// Place an order.
 #[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = CreateOrder, security(("bearer" = [])),
     responses((status = 201, body = OrderView), (status = 422, body = Problem)))]
@@ -84,7 +75,10 @@ async fn create_order(
     ApiJson(req): ApiJson<CreateOrder>,
 ) -> Result<Response, ApiError> {
     let order = svc.create(&who, &rid, &req.currency, &req.items).await?;
-    let mut res = with_etag(StatusCode::CREATED, svc.view(&order));
+    let mut res = {
+        let view = svc.view(&order);
+        with_etag(StatusCode::CREATED, view.version, view)
+    };
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/orders/{}", order.id)) {
         res.headers_mut().insert(header::LOCATION, loc);
     }
@@ -100,7 +94,10 @@ async fn get_order(
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     let order = svc.get(&who, id).await?;
-    Ok(with_etag(StatusCode::OK, svc.view(&order)))
+    Ok({
+        let view = svc.view(&order);
+        with_etag(StatusCode::OK, view.version, view)
+    })
 }
 
 /// An order's items.
@@ -130,7 +127,10 @@ async fn patch_order(
 ) -> Result<Response, ApiError> {
     let version = if_match(&headers)?.or(req.version);
     let order = svc.patch(&who, &rid, id, version, req.items.as_deref(), req.status.as_deref()).await?;
-    Ok(with_etag(StatusCode::OK, svc.view(&order)))
+    Ok({
+        let view = svc.view(&order);
+        with_etag(StatusCode::OK, view.version, view)
+    })
 }
 
 /// Delete a pending or cancelled order.

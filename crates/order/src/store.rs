@@ -10,24 +10,10 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{Order, OrderError, OrderStatus};
-use platform::db::{Database, Migrations};
+use platform::db::Database;
 use platform::outbox::{EventContext, NewEvent};
 
-/// The service's migrations, one set per backend.
-pub const MIGRATIONS: Migrations = Migrations {
-    name: "order",
-    postgres: embedded::postgres::migrations::runner,
-    sqlite: embedded::sqlite::migrations::runner,
-};
-
-mod embedded {
-    pub mod postgres {
-        refinery::embed_migrations!("migrations/postgres");
-    }
-    pub mod sqlite {
-        refinery::embed_migrations!("migrations/sqlite");
-    }
-}
+platform::migrations!(pub MIGRATIONS, "order");
 
 /// Which orders a list returns (newest first).
 #[derive(Debug, Clone, Default)]

@@ -31,6 +31,28 @@ pub enum Database {
     Sqlite(SqlitePool),
 }
 
+/// Declares a service's [`Migrations`] from its `migrations/postgres` and `migrations/sqlite`
+/// folders: `platform::migrations!(MIGRATIONS, "supply");`
+#[macro_export]
+macro_rules! migrations {
+    ($vis:vis $name:ident, $service:literal) => {
+        mod embedded_migrations {
+            pub mod postgres {
+                refinery::embed_migrations!("migrations/postgres");
+            }
+            pub mod sqlite {
+                refinery::embed_migrations!("migrations/sqlite");
+            }
+        }
+        /// This service's migrations, one set per backend.
+        $vis const $name: $crate::db::Migrations = $crate::db::Migrations {
+            name: $service,
+            postgres: embedded_migrations::postgres::migrations::runner,
+            sqlite: embedded_migrations::sqlite::migrations::runner,
+        };
+    };
+}
+
 /// A service's embedded migrations, one set per backend.
 pub struct Migrations {
     /// Names refinery's history table, so services migrate independently.

@@ -375,3 +375,21 @@ pub async fn replay(db: &Database, group: &str, from: i64, forget_handled: bool)
     outbox::notify_written();
     Ok(())
 }
+
+/// Every consumer group's position.
+pub async fn positions(db: &Database) -> anyhow::Result<Vec<(String, i64)>> {
+    const SQL: &str = "SELECT group_name, position FROM consumer_offsets ORDER BY group_name";
+    match db {
+        Database::Postgres(pool) => {
+            Ok(pool.get().await?.query(SQL, &[]).await?.iter().map(|r| (r.get(0), r.get(1))).collect())
+        }
+        Database::Sqlite(pool) => {
+            pool.call(|c| {
+                let mut st = c.prepare(SQL)?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok::<_, anyhow::Error>(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+        }
+    }
+}

@@ -142,6 +142,17 @@ pub fn if_match(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError
         .map_err(|_| ApiError::validation(vec![FieldError::new("If-Match", "must be an ETag such as \"3\"")]))
 }
 
+/// A JSON answer with the resource's version as its `ETag`.
+pub fn with_etag<T: serde::Serialize>(status: StatusCode, version: i64, body: T) -> Response {
+    use axum::response::IntoResponse;
+    let etag = axum::http::HeaderValue::from_str(&format!("\"{version}\"")).ok();
+    let mut res = (status, axum::Json(body)).into_response();
+    if let Some(etag) = etag {
+        res.headers_mut().insert(header::ETAG, etag);
+    }
+    res
+}
+
 /// The request id (ours or the caller's), as a correlation id for events.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Option<String>);

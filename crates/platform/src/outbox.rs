@@ -60,22 +60,7 @@ pub fn written() -> tokio::sync::futures::Notified<'static> {
     WRITTEN.notified()
 }
 
-/// The migrations of the platform's own tables (outbox, users, nonces, refresh tokens).
-pub mod migrations {
-    pub mod postgres {
-        refinery::embed_migrations!("migrations/postgres");
-    }
-    pub mod sqlite {
-        refinery::embed_migrations!("migrations/sqlite");
-    }
-}
-
-/// The platform's migration set.
-pub const MIGRATIONS: crate::db::Migrations = crate::db::Migrations {
-    name: "platform",
-    postgres: migrations::postgres::migrations::runner,
-    sqlite: migrations::sqlite::migrations::runner,
-};
+crate::migrations!(pub MIGRATIONS, "platform");
 
 /// Writes `event` inside the caller's PostgreSQL transaction. Call it last in the transaction:
 /// it takes a transaction-scoped lock so that log positions are assigned in commit order, which
@@ -234,6 +219,7 @@ pub fn admin_router(db: Database) -> utoipa_axum::router::OpenApiRouter {
     utoipa_axum::router::OpenApiRouter::new()
         .routes(utoipa_axum::routes!(list_events))
         .routes(utoipa_axum::routes!(list_parked))
+        .routes(utoipa_axum::routes!(list_consumers))
         .with_state(db)
 }
 
@@ -273,4 +259,37 @@ async fn list_parked(
 ) -> Result<axum::Json<ParkedList>, crate::ApiError> {
     who.require_admin()?;
     Ok(axum::Json(ParkedList { items: crate::events::parked(&db).await? }))
+}
+
+/// A consumer group's progress through the log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConsumerStatus {
+    pub group: String,
+    pub position: i64,
+    /// Events in the log after the group's position.
+    pub lag: i64,
+}
+
+/// The log's head and every consumer group's position.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConsumerList {
+    pub head: i64,
+    pub items: Vec<ConsumerStatus>,
+}
+
+/// Admin: consumer groups, their positions and lag.
+#[utoipa::path(get, path = "/v1/admin/consumers", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = ConsumerList), (status = 403, body = crate::error::Problem)))]
+async fn list_consumers(
+    axum::extract::State(db): axum::extract::State<Database>,
+    who: crate::auth::Principal,
+) -> Result<axum::Json<ConsumerList>, crate::ApiError> {
+    who.require_admin()?;
+    let head = head(&db).await?;
+    let items = crate::events::positions(&db)
+        .await?
+        .into_iter()
+        .map(|(group, position)| ConsumerStatus { lag: (head - position).max(0), group, position })
+        .collect();
+    Ok(axum::Json(ConsumerList { head, items }))
 }

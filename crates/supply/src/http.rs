@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -15,7 +15,7 @@ use crate::service::{ListParams, SupplyService, SupplyView};
 use platform::ApiError;
 use platform::auth::Principal;
 use platform::error::Problem;
-use platform::http::{ApiJson, ApiQuery, IdPath, RequestId, if_match};
+use platform::http::{ApiJson, ApiQuery, IdPath, RequestId, if_match, with_etag};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -60,15 +60,6 @@ pub fn router(service: Arc<SupplyService>) -> OpenApiRouter {
         .with_state(service)
 }
 
-fn with_etag(status: StatusCode, view: SupplyView) -> Response {
-    let etag = HeaderValue::from_str(&format!("\"{}\"", view.version)).ok();
-    let mut res = (status, Json(view)).into_response();
-    if let Some(etag) = etag {
-        res.headers_mut().insert(header::ETAG, etag);
-    }
-    res
-}
-
 /// Declare supply.
 #[utoipa::path(post, path = "/v1/supplies", tag = "supplies", request_body = CreateSupply, security(("bearer" = [])),
     responses((status = 201, body = SupplyView), (status = 422, body = Problem), (status = 415, body = Problem)))]
@@ -79,7 +70,10 @@ async fn create_supply(
     ApiJson(req): ApiJson<CreateSupply>,
 ) -> Result<Response, ApiError> {
     let supply = svc.create(&who, &rid, &req.currency, &req.amount).await?;
-    let mut res = with_etag(StatusCode::CREATED, svc.view(&supply));
+    let mut res = {
+        let view = svc.view(&supply);
+        with_etag(StatusCode::CREATED, view.version, view)
+    };
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/supplies/{}", supply.id)) {
         res.headers_mut().insert(header::LOCATION, loc);
     }
@@ -95,7 +89,10 @@ async fn get_supply(
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     let supply = svc.get(&who, id).await?;
-    Ok(with_etag(StatusCode::OK, svc.view(&supply)))
+    Ok({
+        let view = svc.view(&supply);
+        with_etag(StatusCode::OK, view.version, view)
+    })
 }
 
 /// Change amount or status; honours `If-Match` (412 when stale).
@@ -113,7 +110,10 @@ async fn patch_supply(
 ) -> Result<Response, ApiError> {
     let version = if_match(&headers)?.or(req.version);
     let supply = svc.patch(&who, &rid, id, version, req.amount.as_deref(), req.status.as_deref()).await?;
-    Ok(with_etag(StatusCode::OK, svc.view(&supply)))
+    Ok({
+        let view = svc.view(&supply);
+        with_etag(StatusCode::OK, view.version, view)
+    })
 }
 
 /// Soft-delete; 409 `SUPPLY_RESERVED` while anything is reserved.

@@ -13,24 +13,10 @@ use uuid::Uuid;
 use crate::domain::{Supply, SupplyError, SupplyStatus};
 use crate::reservation::ReservationOp;
 use platform::clients::Step;
-use platform::db::{Database, Migrations};
+use platform::db::Database;
 use platform::outbox::{EventContext, NewEvent};
 
-/// The service's migrations, one set per backend.
-pub const MIGRATIONS: Migrations = Migrations {
-    name: "supply",
-    postgres: embedded::postgres::migrations::runner,
-    sqlite: embedded::sqlite::migrations::runner,
-};
-
-mod embedded {
-    pub mod postgres {
-        refinery::embed_migrations!("migrations/postgres");
-    }
-    pub mod sqlite {
-        refinery::embed_migrations!("migrations/sqlite");
-    }
-}
+platform::migrations!(pub MIGRATIONS, "supply");
 
 /// Which supplies a list returns (newest first), and where a page starts.
 #[derive(Debug, Clone, Default)]

@@ -45,6 +45,11 @@ enum Command {
         #[arg(long)]
         ttl_secs: Option<u64>,
     },
+    /// Operate on the event log's consumers.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Generate an Ethereum key for trying sign-in; writes the private key (hex) to FILE and prints the address.
     Keygen {
         #[arg(long)]
@@ -57,6 +62,22 @@ enum Command {
         #[arg(long)]
         message_file: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Rewind a consumer group to redeliver the log from a position (handlers are idempotent).
+    Replay {
+        #[arg(long, default_value = "claim-processor")]
+        group: String,
+        #[arg(long, default_value_t = 0)]
+        from: i64,
+        /// Also clear the group's inbox, so handlers see already-handled events again.
+        #[arg(long)]
+        forget_handled: bool,
+    },
+    /// Show each consumer group's position, the head of the log, and parked events.
+    Status,
 }
 
 fn main() {
@@ -120,6 +141,28 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             };
             let ttl = ttl_secs.map_or(settings.access_token_ttl, std::time::Duration::from_secs);
             println!("{}", keys.issue(user.id, &address, &roles, ttl)?);
+            Ok(())
+        }
+        Command::Events { command } => {
+            let db = walletd::open_database(&settings).await?;
+            match command {
+                EventsCommand::Replay { group, from, forget_handled } => {
+                    platform::events::replay(&db, &group, from, forget_handled).await?;
+                    println!("{group} rewound to {from}; a running walletd redelivers within a poll interval");
+                }
+                EventsCommand::Status => {
+                    let head = platform::outbox::head(&db).await?;
+                    let position = platform::events::load_position(&db, "claim-processor").await?;
+                    println!("log head: {head}");
+                    println!("claim-processor: position {position}, lag {}", head - position);
+                    for p in platform::events::parked(&db).await? {
+                        println!(
+                            "parked: group={} seq={} type={} attempts={} error={}",
+                            p.group, p.seq, p.event_type, p.attempts, p.last_error
+                        );
+                    }
+                }
+            }
             Ok(())
         }
         Command::Keygen { out } => {

@@ -3,62 +3,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::TempDir;
 use testkit::platform::auth::eth::{LocalWallet, to_checksum};
+use testkit::process::{WalletdProcess, command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_walletd");
 
 fn walletd(dir: &TempDir) -> Command {
-    let mut c = Command::new(BIN);
-    c.current_dir(&dir.0).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    c
-}
-
-/// Starts `walletd serve` with ephemeral ports and waits for its ready line; returns the HTTP base URL.
-fn serve(dir: &TempDir) -> (Child, String) {
-    let mut child = walletd(dir)
-        .args(["serve"])
-        .env("WALLETD_HTTP_ADDR", "127.0.0.1:0")
-        .env("WALLETD_METRICS_ADDR", "127.0.0.1:0")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["message"] == "walletd ready"
-            {
-                let _ = tx.send(v["http.addr"].as_str().unwrap_or_default().to_string());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("walletd did not log its ready line");
-    (child, format!("http://{addr}"))
-}
-
-fn wait_exit(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+    command(BIN, &dir.0, &[])
 }
 
 #[tokio::test]
 async fn the_readme_flow_on_embedded_defaults() {
     let dir = TempDir::new();
-    let (mut child, base) = serve(&dir);
+    let mut server = WalletdProcess::start(BIN, &dir.0, &[]);
+    let base = server.base.clone();
     assert!(dir.0.join("data/walletd.db").exists(), "SQLite database under ./data");
     assert!(dir.0.join("data/jwt-signing-key.pem").exists(), "signing key under ./data");
     let http = reqwest::Client::new();
@@ -140,9 +103,7 @@ async fn the_readme_flow_on_embedded_defaults() {
     assert_eq!(types, ["supply.created", "supply.updated", "supply.deleted"]);
 
     // SIGTERM: a clean, prompt exit.
-    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
-    assert!(ok);
-    let status = wait_exit(&mut child, Duration::from_secs(20)).expect("walletd did not stop on SIGTERM");
+    let status = server.terminate(Duration::from_secs(20)).expect("walletd did not stop on SIGTERM");
     assert!(status.success(), "{status:?}");
 }
 
