@@ -77,7 +77,7 @@ impl ClaimProcessor {
 
     /// The pending steps; `Some(reason)` when one is refused.
     async fn advance(&self, c: &Claim, ctx: &EventContext) -> anyhow::Result<Option<String>> {
-        if let Step::Refused(r) = self.orders.mark_claimed(c.order_id, c.id, ctx).await? {
+        if let Step::Refused(r) = self.mark_claimed(c, ctx).await? {
             return Ok(Some(format!("order: {r}")));
         }
         if let Step::Refused(r) = self.supplies.reserve(c.id, c.supply_id, c.amount, ctx).await? {
@@ -89,6 +89,25 @@ impl ClaimProcessor {
             return Ok(Some(format!("settlement: {r}")));
         }
         Ok(None)
+    }
+
+    /// Marks the order claimed by `c`. An order can still be held by an earlier claim that has
+    /// just failed or been released but not yet been undone; the unique index guarantees that
+    /// claim is no longer live, so finish undoing it first and try again.
+    async fn mark_claimed(&self, c: &Claim, ctx: &EventContext) -> anyhow::Result<Step> {
+        let step = self.orders.mark_claimed(c.order_id, c.id, ctx).await?;
+        if step == Step::Done {
+            return Ok(step);
+        }
+        let holder = self.orders.get(c.order_id).await?.filter(|o| o.status == "claimed").and_then(|o| o.claim_id);
+        match holder {
+            Some(earlier) if earlier != c.id => {
+                tracing::info!(claim.earlier = %earlier, "order still held by an earlier claim; undoing it first");
+                Box::pin(self.converge(earlier, ctx.correlation_id.clone())).await?;
+                self.orders.mark_claimed(c.order_id, c.id, ctx).await
+            }
+            _ => Ok(step),
+        }
     }
 
     /// `pending -> processed`, or `-> failed` with a reason. Losing to a release is fine: the

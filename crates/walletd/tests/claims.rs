@@ -93,6 +93,21 @@ async fn a_claim_is_processed_end_to_end(#[case] backend: Backend) {
     )
     .await;
 
+    // A completed order can be neither changed nor deleted.
+    let res = app
+        .patch(&format!("/v1/orders/{oid}"), &buyer.access)
+        .json(&json!({"status": "cancelled"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 409, "ORDER_NOT_PENDING").await;
+    assert_problem(
+        app.delete(&format!("/v1/orders/{oid}"), &buyer.access).send().await.unwrap(),
+        409,
+        "ORDER_NOT_DELETABLE",
+    )
+    .await;
+
     let types = event_types(&app, &admin).await;
     for t in ["order.claimed", "order.updated", "supply.updated", "claim.processed", "order.completed"] {
         assert!(types.iter().any(|x| x == t), "{t} missing from {types:?}");
@@ -180,6 +195,10 @@ async fn only_the_claimer_releases_and_only_while_pending(#[case] backend: Backe
     settle(&worker, &admin).await;
     let done = json_of(&worker, &format!("/v1/orders/{oid}"), &buyer.access).await;
     assert_eq!(done["status"], "completed");
+    // Released before processing marked the order claimed: nothing to reopen, the order stayed pending.
+    let types = event_types(&worker, &admin).await;
+    assert_eq!(types.iter().filter(|t| *t == "claim.released").count(), 1);
+    assert_eq!(types.iter().filter(|t| *t == "claim.processed").count(), 1);
 }
 
 #[rstest]
@@ -290,6 +309,10 @@ async fn shoppers_who_can_afford_one_order_race_for_many(#[case] backend: Backen
     }
     assert!(processed_per_shopper.values().all(|n| *n == 1), "{processed_per_shopper:?}");
     assert!(claims.iter().any(|c| c["status"] == "failed"), "some shoppers won more than they could afford");
+    let types = event_types(&app, &admin).await;
+    let failed = claims.iter().filter(|c| c["status"] == "failed").count();
+    assert_eq!(types.iter().filter(|t| *t == "claim.failed").count(), failed);
+    assert_eq!(types.iter().filter(|t| *t == "order.reopened").count(), failed, "each failed claim reopened its order");
 
     // Orders of failed claims are claimable again; completed ones have their processed claim.
     let mut completed = 0;

@@ -1,0 +1,120 @@
+//! Durable delivery on the embedded log, on both backends: retries with backoff, a poison event
+//! parked after its attempts without blocking the events behind it, positions that persist.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rstest::rstest;
+use serde_json::json;
+use testkit::platform::db::Database;
+use testkit::platform::events::{self, ConsumerOptions, EventHandler};
+use testkit::platform::outbox::{self, EventContext, EventEnvelope, NewEvent};
+use testkit::{Backend, TempDir};
+use uuid::Uuid;
+
+struct Flaky {
+    transient_failures: AtomicU32,
+    handled: Mutex<Vec<String>>,
+    attempts_on_poison: AtomicU32,
+}
+
+#[async_trait]
+impl EventHandler for Flaky {
+    fn group(&self) -> &'static str {
+        "test-group"
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        event_type.starts_with("test.")
+    }
+
+    async fn handle(&self, event: &EventEnvelope) -> anyhow::Result<()> {
+        let name = event.data["name"].as_str().unwrap().to_string();
+        if name == "poison" {
+            self.attempts_on_poison.fetch_add(1, Ordering::SeqCst);
+            anyhow::bail!("cannot digest this");
+        }
+        if name == "flaky" && self.transient_failures.load(Ordering::SeqCst) > 0 {
+            self.transient_failures.fetch_sub(1, Ordering::SeqCst);
+            anyhow::bail!("temporary trouble");
+        }
+        self.handled.lock().unwrap().push(name);
+        Ok(())
+    }
+}
+
+async fn write(db: &Database, event_type: &'static str, name: &str) {
+    let event = NewEvent {
+        event_type,
+        version: 1,
+        topic: "test-events",
+        aggregate_id: Uuid::now_v7(),
+        data: json!({"name": name}),
+    };
+    let ctx = EventContext { region: "test".into(), ..Default::default() };
+    match db {
+        Database::Postgres(pool) => {
+            let mut c = pool.get().await.unwrap();
+            let tx = c.transaction().await.unwrap();
+            outbox::insert_pg(&tx, &ctx, &event).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        Database::Sqlite(pool) => {
+            pool.call(move |c| {
+                let tx = c.transaction()?;
+                outbox::insert_sqlite(&tx, &ctx, &event)?;
+                tx.commit()?;
+                Ok::<_, anyhow::Error>(())
+            })
+            .await
+            .unwrap();
+        }
+    }
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn retries_then_parks_a_poison_event_without_blocking_the_log(#[case] backend: Backend) {
+    let dir = TempDir::new();
+    let url = testkit::fresh_database_url(backend, &dir).await;
+    let db = Database::connect(&url, &Default::default()).await.unwrap();
+    walletd::migrate(&db).await.unwrap();
+    for (ty, name) in
+        [("test.a", "first"), ("other.x", "skipped"), ("test.b", "flaky"), ("test.c", "poison"), ("test.d", "last")]
+    {
+        write(&db, ty, name).await;
+    }
+    let handler = Flaky {
+        transient_failures: AtomicU32::new(2),
+        handled: Mutex::new(Vec::new()),
+        attempts_on_poison: AtomicU32::new(0),
+    };
+    let opts = ConsumerOptions { max_attempts: 4, backoff: Duration::from_millis(5), ..Default::default() };
+
+    assert_eq!(events::drain_once(&db, &handler, &opts).await.unwrap(), 5);
+    assert_eq!(*handler.handled.lock().unwrap(), ["first", "flaky", "last"], "the flaky event got through on a retry");
+    assert_eq!(handler.attempts_on_poison.load(Ordering::SeqCst), 4);
+    let parked = events::parked(&db).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(
+        (parked[0].group.as_str(), parked[0].event_type.as_str(), parked[0].attempts),
+        ("test-group", "test.c", 4)
+    );
+    assert!(parked[0].last_error.contains("cannot digest"));
+    let head = outbox::head(&db).await.unwrap();
+    assert_eq!(events::load_position(&db, "test-group").await.unwrap(), head);
+
+    // The position persists: a new drain (as after a restart) finds nothing to do.
+    assert_eq!(events::drain_once(&db, &handler, &opts).await.unwrap(), 0);
+    // A replay through the inbox re-handles nothing, the parked event included.
+    events::replay(&db, "test-group", 0, false).await.unwrap();
+    events::drain_once(&db, &handler, &opts).await.unwrap();
+    assert_eq!(handler.handled.lock().unwrap().len(), 3);
+    assert_eq!(handler.attempts_on_poison.load(Ordering::SeqCst), 4);
+}
