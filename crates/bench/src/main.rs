@@ -219,7 +219,9 @@ async fn main() -> anyhow::Result<()> {
     loop {
         let pending = api.get("/v1/claims?status=pending&limit=1", &admin).await?;
         let consumers = api.get("/v1/admin/consumers", &admin).await?;
-        let caught_up = consumers["items"].as_array().is_some_and(|c| !c.is_empty() && c.iter().all(|g| g["lag"] == 0));
+        let caught_up = consumers["items"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty() && c.iter().any(|g| g["group"] == "claim-processor" && g["lag"] == 0));
         if pending["items"].as_array().is_some_and(Vec::is_empty) && caught_up {
             break;
         }

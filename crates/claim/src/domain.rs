@@ -38,8 +38,8 @@ impl ClaimStatus {
     }
 }
 
-/// A claim as stored.
-#[derive(Debug, Clone, PartialEq)]
+/// A claim as stored (and cached).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claim {
     pub id: Uuid,
     pub order_id: Uuid,

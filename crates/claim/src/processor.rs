@@ -26,6 +26,7 @@ pub const GROUP: &str = "claim-processor";
 
 pub struct ClaimProcessor {
     store: Arc<dyn ClaimStore>,
+    cache: Arc<platform::cache::Cache>,
     orders: Arc<dyn OrderClient>,
     supplies: Arc<dyn SupplyClient>,
     settlement: Arc<dyn SettlementClient>,
@@ -43,6 +44,7 @@ impl ClaimService {
     ) -> ClaimProcessor {
         ClaimProcessor {
             store: self.store.clone(),
+            cache: self.cache.clone(),
             orders,
             supplies,
             settlement,
@@ -132,6 +134,8 @@ impl ClaimProcessor {
                 }),
             )
             .await;
+        let stale = vec![platform::cache::keys::claim(c.id), platform::cache::keys::claim_of_order(c.order_id)];
+        self.cache.invalidate(stale).await;
         match result {
             Ok(claim) => {
                 let outcome = if failed { "failed" } else { "processed" };

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::domain::{Claim, ClaimStatus};
 use crate::store::{self, ClaimFilter, ClaimStore};
 use platform::auth::Principal;
+use platform::cache::{Cache, keys};
 use platform::clients::{OrderClient, SupplyClient};
 use platform::db::Database;
 use platform::http::RequestId;
@@ -51,6 +52,7 @@ pub struct ListParams {
 /// The claim service.
 pub struct ClaimService {
     pub(crate) store: Arc<dyn ClaimStore>,
+    pub(crate) cache: Arc<Cache>,
     orders: Arc<dyn OrderClient>,
     supplies: Arc<dyn SupplyClient>,
     pub(crate) assets: AssetRegistry,
@@ -60,12 +62,13 @@ pub struct ClaimService {
 impl ClaimService {
     pub fn new(
         db: &Database,
+        cache: Arc<Cache>,
         orders: Arc<dyn OrderClient>,
         supplies: Arc<dyn SupplyClient>,
         assets: AssetRegistry,
         region: String,
     ) -> Self {
-        Self { store: store::open(db), orders, supplies, assets, region }
+        Self { store: store::open(db), cache, orders, supplies, assets, region }
     }
 
     pub fn view(&self, c: &Claim) -> ClaimView {
@@ -117,6 +120,7 @@ impl ClaimService {
             EventContext { region: self.region.clone(), correlation_id: rid.0.clone(), actor_id: Some(who.user_id) };
         match self.store.insert(&claim, &event, &ctx).await {
             Ok(()) => {
+                self.cache.invalidate(vec![keys::claim_of_order(order.id), keys::claim(claim.id)]).await;
                 metrics::counter!("claims_total", "outcome" => "won").increment(1);
                 tracing::info!(claim.id = %claim.id, "order claimed");
                 Ok(claim)
@@ -130,7 +134,8 @@ impl ClaimService {
 
     /// A claim its claimer, the order's buyer or an admin may see; anyone else gets 404.
     pub async fn get(&self, who: &Principal, id: Uuid) -> Result<Claim, ApiError> {
-        self.store.get(id).await?.filter(|c| visible(who, c)).ok_or_else(|| ApiError::not_found("claim"))
+        let cached = self.cache.get_or_load("claim", keys::claim(id), || async { self.store.get(id).await }).await?;
+        cached.filter(|c| visible(who, c)).ok_or_else(|| ApiError::not_found("claim"))
     }
 
     /// The newest claim on an order, under the same visibility.
@@ -163,6 +168,7 @@ impl ClaimService {
                 }),
             )
             .await?;
+        self.cache.invalidate(vec![keys::claim(id), keys::claim_of_order(released.order_id)]).await;
         tracing::info!("claim released");
         Ok(released)
     }

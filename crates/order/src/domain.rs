@@ -51,7 +51,7 @@ impl OrderStatus {
 }
 
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderItem {
     pub id: Uuid,
     pub product_id: String,
@@ -60,8 +60,8 @@ pub struct OrderItem {
     pub quantity: i32,
 }
 
-/// An order as stored.
-#[derive(Debug, Clone, PartialEq)]
+/// An order as stored (and cached, with its items).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     pub id: Uuid,
     pub user_id: Uuid,

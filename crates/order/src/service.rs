@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::domain::{ItemInput, NewOrder, Order, OrderError, OrderItem, OrderStatus, parse_items};
 use crate::store::{self, Guard, OrderFilter, OrderStore};
 use platform::auth::Principal;
+use platform::cache::{Cache, keys};
 use platform::clients::{OrderClient, OrderSnapshot, Step};
 use platform::db::Database;
 use platform::http::RequestId;
@@ -61,13 +62,14 @@ pub struct ListParams {
 /// The order service.
 pub struct OrderService {
     store: Arc<dyn OrderStore>,
+    cache: Arc<Cache>,
     assets: AssetRegistry,
     region: String,
 }
 
 impl OrderService {
-    pub fn new(db: &Database, assets: AssetRegistry, region: String) -> Self {
-        Self { store: store::open(db), assets, region }
+    pub fn new(db: &Database, cache: Arc<Cache>, assets: AssetRegistry, region: String) -> Self {
+        Self { store: store::open(db), cache, assets, region }
     }
 
     fn ctx(&self, who: &Principal, rid: &RequestId) -> EventContext {
@@ -92,6 +94,7 @@ impl OrderService {
     ) -> Result<Order, ApiError> {
         let order = Order::new(who.user_id, NewOrder::parse(currency, items, &self.assets)?, clock::now());
         self.store.insert(&order, &event_of(&self.assets, "order.created", &order), &self.ctx(who, rid)).await?;
+        self.cache.invalidate(vec![keys::order(order.id)]).await;
         tracing::info!(order.id = %order.id, "order created");
         Ok(order)
     }
@@ -99,7 +102,8 @@ impl OrderService {
     /// An order the caller may see: their own, any (admins), or any pending one (shoppers browse
     /// claimable orders). Anything else is 404.
     pub async fn get(&self, who: &Principal, id: Uuid) -> Result<Order, ApiError> {
-        match self.store.get(id).await? {
+        let cached = self.cache.get_or_load("order", keys::order(id), || async { self.store.get(id).await }).await?;
+        match cached {
             Some(o)
                 if o.status != OrderStatus::Deleted
                     && (who.is_privileged() || o.user_id == who.user_id || o.status == OrderStatus::Pending) =>
@@ -154,6 +158,7 @@ impl OrderService {
                 }),
             )
             .await?;
+        self.cache.invalidate(vec![keys::order(id)]).await;
         tracing::info!(order.status = updated.status.as_str(), "order updated");
         Ok(updated)
     }
@@ -178,6 +183,7 @@ impl OrderService {
                 }),
             )
             .await?;
+        self.cache.invalidate(vec![keys::order(id)]).await;
         tracing::info!("order deleted");
         Ok(())
     }
@@ -247,6 +253,7 @@ impl OrderService {
                 Box::new(move |o| Ok(step(o)?.then(|| event_of(&assets, event_type, o)))),
             )
             .await;
+        self.cache.invalidate(vec![keys::order(order_id)]).await;
         match result {
             Ok(_) => Ok(Step::Done),
             Err(OrderError::Unexpected(e)) => Err(e),

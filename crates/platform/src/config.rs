@@ -40,6 +40,11 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Run the event consumers (claim processing) in this process.
     pub run_consumers: bool,
+    /// Redis for the cache (and shared rate limits); the in-process cache when unset.
+    pub redis_url: Option<String>,
+    pub redis_timeout: Duration,
+    /// Entries of the in-process cache.
+    pub cache_capacity: u64,
 }
 
 /// Log output format.
@@ -77,6 +82,9 @@ impl Default for Settings {
             log_format: LogFormat::Auto,
             shutdown_timeout: Duration::from_secs(20),
             run_consumers: true,
+            redis_url: None,
+            redis_timeout: Duration::from_millis(100),
+            cache_capacity: 100_000,
         }
     }
 }
@@ -114,6 +122,9 @@ pub const KEYS: &[&str] = &[
     "log_format",
     "shutdown_timeout_secs",
     "run_consumers",
+    "redis_url",
+    "redis_timeout_ms",
+    "cache_capacity",
 ];
 
 impl Settings {
@@ -178,6 +189,19 @@ impl Settings {
                 self.migrate_on_start =
                     boolean(value).ok_or_else(|| invalid(format!("`{value}` is not true or false")))?
             }
+            "redis_url" => {
+                if !(value.starts_with("redis://") || value.starts_with("rediss://")) {
+                    return Err(invalid("must start with redis:// or rediss://".into()));
+                }
+                self.redis_url = Some(value.to_string());
+            }
+            "redis_timeout_ms" => {
+                self.redis_timeout = Some(number(value)?)
+                    .filter(|n| *n > 0)
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| invalid("must be > 0".into()))?
+            }
+            "cache_capacity" => self.cache_capacity = number(value)?,
             "run_consumers" => {
                 self.run_consumers = boolean(value).ok_or_else(|| invalid(format!("`{value}` is not true or false")))?
             }
@@ -260,6 +284,9 @@ impl Settings {
             ("log_format", format!("{:?}", self.log_format).to_lowercase()),
             ("shutdown_timeout_secs", self.shutdown_timeout.as_secs().to_string()),
             ("run_consumers", self.run_consumers.to_string()),
+            ("redis_url", self.redis_url.as_deref().map(mask_url).unwrap_or_default()),
+            ("redis_timeout_ms", self.redis_timeout.as_millis().to_string()),
+            ("cache_capacity", self.cache_capacity.to_string()),
         ];
         pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }

@@ -31,6 +31,11 @@ pub trait EventHandler: Send + Sync + 'static {
     fn concurrency(&self) -> usize {
         1
     }
+    /// A group that belongs to one process (it only cares about events from its start on); its
+    /// position is removed when the process stops cleanly.
+    fn ephemeral(&self) -> bool {
+        false
+    }
 }
 
 /// Delivery settings.
@@ -98,6 +103,11 @@ pub async fn run(
                 }
             }
         }
+    }
+    if handler.ephemeral()
+        && let Err(e) = forget_group(&db, group).await
+    {
+        tracing::warn!(consumer.group = group, error = format!("{e:#}"), "could not remove the group's position");
     }
     tracing::info!(consumer.group = group, "consumer stopped");
 }
@@ -392,4 +402,25 @@ pub async fn positions(db: &Database) -> anyhow::Result<Vec<(String, i64)>> {
             .await
         }
     }
+}
+
+/// Removes a group's position and inbox.
+pub async fn forget_group(db: &Database, group: &str) -> anyhow::Result<()> {
+    match db {
+        Database::Postgres(pool) => {
+            let c = pool.get().await?;
+            c.execute("DELETE FROM consumer_offsets WHERE group_name = $1", &[&group]).await?;
+            c.execute("DELETE FROM inbox WHERE group_name = $1", &[&group]).await?;
+        }
+        Database::Sqlite(pool) => {
+            let group = group.to_string();
+            pool.call(move |c| {
+                c.execute("DELETE FROM consumer_offsets WHERE group_name = ?1", [&group])?;
+                c.execute("DELETE FROM inbox WHERE group_name = ?1", [&group])?;
+                Ok::<_, anyhow::Error>(())
+            })
+            .await?;
+        }
+    }
+    Ok(())
 }

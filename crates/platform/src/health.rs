@@ -15,6 +15,8 @@ use crate::db::Database;
 #[derive(Clone)]
 pub struct Readiness {
     pub database: Database,
+    /// Reported, never failing: without the cache, reads go to the database.
+    pub cache: std::sync::Arc<crate::cache::Cache>,
 }
 
 /// `/health/live` and `/health/ready`.

@@ -3,6 +3,7 @@
 //! and telemetry.
 
 pub mod auth;
+pub mod cache;
 pub mod clients;
 pub mod clock;
 pub mod config;

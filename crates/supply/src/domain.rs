@@ -41,8 +41,8 @@ impl SupplyStatus {
     }
 }
 
-/// A supply as stored.
-#[derive(Debug, Clone, PartialEq)]
+/// A supply as stored (and cached).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Supply {
     pub id: Uuid,
     pub user_id: Uuid,

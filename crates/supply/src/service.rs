@@ -12,6 +12,7 @@ use crate::domain::{NewSupply, Supply, SupplyPatch, SupplyStatus};
 use crate::reservation::ReservationOp;
 use crate::store::{self, Guard, SupplyFilter, SupplyStore};
 use platform::auth::Principal;
+use platform::cache::{Cache, keys};
 use platform::clients::{Step, SupplyClient};
 use platform::db::Database;
 use platform::http::RequestId;
@@ -53,13 +54,14 @@ pub struct ListParams {
 /// The supply service.
 pub struct SupplyService {
     store: Arc<dyn SupplyStore>,
+    cache: Arc<Cache>,
     assets: AssetRegistry,
     region: String,
 }
 
 impl SupplyService {
-    pub fn new(db: &Database, assets: AssetRegistry, region: String) -> Self {
-        Self { store: store::open(db), assets, region }
+    pub fn new(db: &Database, cache: Arc<Cache>, assets: AssetRegistry, region: String) -> Self {
+        Self { store: store::open(db), cache, assets, region }
     }
 
     fn ctx(&self, who: &Principal, rid: &RequestId) -> EventContext {
@@ -82,6 +84,7 @@ impl SupplyService {
         let new = NewSupply::parse(currency, amount, &self.assets)?;
         let supply = Supply::new(who.user_id, new, clock::now());
         self.store.insert(&supply, &event_of(&self.assets, "supply.created", &supply), &self.ctx(who, rid)).await?;
+        self.cache.invalidate(vec![keys::supply(supply.id)]).await;
         tracing::info!(supply.id = %supply.id, "supply created");
         Ok(supply)
     }
@@ -89,7 +92,8 @@ impl SupplyService {
     /// A live supply the caller may see; anything else is 404.
     #[tracing::instrument(skip_all, fields(supply.id = %id))]
     pub async fn get(&self, who: &Principal, id: Uuid) -> Result<Supply, ApiError> {
-        match self.store.get(id).await? {
+        let cached = self.cache.get_or_load("supply", keys::supply(id), || async { self.store.get(id).await }).await?;
+        match cached {
             Some(s) if s.status != SupplyStatus::Deleted && (who.is_privileged() || s.user_id == who.user_id) => Ok(s),
             _ => Err(ApiError::not_found("supply")),
         }
@@ -127,6 +131,7 @@ impl SupplyService {
                 }),
             )
             .await?;
+        self.cache.invalidate(vec![keys::supply(id)]).await;
         tracing::info!(supply.version = updated.version, "supply updated");
         Ok(updated)
     }
@@ -151,6 +156,7 @@ impl SupplyService {
                 }),
             )
             .await?;
+        self.cache.invalidate(vec![keys::supply(id)]).await;
         tracing::info!("supply deleted");
         Ok(())
     }
@@ -208,11 +214,14 @@ impl SupplyService {
 
 impl SupplyService {
     async fn step(&self, claim_id: Uuid, op: ReservationOp, ctx: &EventContext) -> anyhow::Result<Step> {
-        let outcome = self
+        let (outcome, changed) = self
             .store
             .reservation_step(claim_id, op, ctx, Box::new(self.event_builder("supply.updated")))
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
+        if let Some(id) = changed {
+            self.cache.invalidate(vec![keys::supply(id)]).await;
+        }
         tracing::debug!(claim.id = %claim_id, op = ?op, outcome = ?outcome, "reservation step");
         Ok(outcome)
     }

@@ -65,14 +65,14 @@ pub trait SupplyStore: Send + Sync {
     -> Result<Option<Uuid>, SupplyError>;
 
     /// Runs one reservation step for a claim (see [`crate::reservation::plan`]) in one transaction,
-    /// with the supply's event when the supply changes.
+    /// with the supply's event when the supply changes; returns the outcome and the changed supply.
     async fn reservation_step(
         &self,
         claim_id: Uuid,
         op: ReservationOp,
         ctx: &EventContext,
         event_of: EventFn,
-    ) -> Result<Step, SupplyError>;
+    ) -> Result<(Step, Option<Uuid>), SupplyError>;
 }
 
 /// The store for the process's database.

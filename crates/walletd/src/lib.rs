@@ -20,6 +20,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use platform::auth::store::IdentityStore;
 use platform::auth::{self, AuthService, TokenKeys};
+use platform::cache::{self, Cache};
 use platform::clients::NoSettlement;
 use platform::config::Settings;
 use platform::db::{Database, mask_url};
@@ -100,19 +101,32 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
 
     let mut protected = auth::http::protected_router(auth.clone()).merge(outbox::admin_router(database.clone()));
     let (assets, region) = (settings.assets.clone(), settings.region.clone());
-    let supplies = Arc::new(supply::SupplyService::new(&database, assets.clone(), region.clone()));
-    let orders = Arc::new(order::OrderService::new(&database, assets.clone(), region.clone()));
+    let cache = match &settings.redis_url {
+        Some(url) => Cache::redis(url, settings.redis_timeout).context("WALLETD_REDIS_URL")?,
+        None => Cache::local(settings.cache_capacity),
+    };
+    let supplies = Arc::new(supply::SupplyService::new(&database, cache.clone(), assets.clone(), region.clone()));
+    let orders = Arc::new(order::OrderService::new(&database, cache.clone(), assets.clone(), region.clone()));
     if services.contains(&ServiceName::Supply) {
         protected = protected.merge(supply::http::router(supplies.clone()));
     }
     if services.contains(&ServiceName::Order) {
         protected = protected.merge(order::http::router(orders.clone()));
     }
-    let mut consumers: Vec<Arc<dyn EventHandler>> = Vec::new();
+    // Writes by other instances (and regions) reach this instance's cache through the log.
+    let mut consumers: Vec<Arc<dyn EventHandler>> =
+        vec![Arc::new(cache::Invalidator::start(cache.clone(), &database).await?)];
     if services.contains(&ServiceName::Claim) {
         // Co-located: the claim service reaches orders and supplies in process. (Remote clients
         // come with gRPC; until then the claim service runs in the same process as both.)
-        let claims = Arc::new(claim::ClaimService::new(&database, orders.clone(), supplies.clone(), assets, region));
+        let claims = Arc::new(claim::ClaimService::new(
+            &database,
+            cache.clone(),
+            orders.clone(),
+            supplies.clone(),
+            assets,
+            region,
+        ));
         if settings.run_consumers {
             consumers.push(Arc::new(claims.processor(orders, supplies, Arc::new(NoSettlement))));
         }
@@ -130,7 +144,7 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
 
     let app = api
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
-        .merge(health::router(health::Readiness { database: database.clone() }))
+        .merge(health::router(health::Readiness { database: database.clone(), cache: cache.clone() }))
         .fallback(|| async { ApiError::not_found("route").into_response() })
         .layer(DefaultBodyLimit::max(http::BODY_LIMIT))
         .layer(axum::middleware::from_fn(http::observe))

@@ -166,7 +166,7 @@ impl SupplyStore for PgSupplyStore {
         op: ReservationOp,
         ctx: &EventContext,
         event_of: EventFn,
-    ) -> Result<Step, SupplyError> {
+    ) -> Result<(Step, Option<Uuid>), SupplyError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
         let current = tx
@@ -232,6 +232,6 @@ impl SupplyStore for PgSupplyStore {
         if p.supply.is_some() {
             outbox::notify_written();
         }
-        Ok(p.outcome)
+        Ok((p.outcome, p.supply.map(|s| s.id)))
     }
 }

@@ -201,7 +201,7 @@ impl SupplyStore for SqliteSupplyStore {
         op: ReservationOp,
         ctx: &EventContext,
         event_of: EventFn,
-    ) -> Result<Step, SupplyError> {
+    ) -> Result<(Step, Option<Uuid>), SupplyError> {
         let ctx = ctx.clone();
         let (outcome, changed) = self
             .pool
@@ -277,12 +277,12 @@ impl SupplyStore for SqliteSupplyStore {
                     outbox::insert_sqlite(&tx, &ctx, &event_of(s)).map_err(db_err)?;
                 }
                 tx.commit().map_err(db_err)?;
-                Ok::<_, SupplyError>((p.outcome, p.supply.is_some()))
+                Ok::<_, SupplyError>((p.outcome, p.supply.map(|s| s.id)))
             })
             .await?;
-        if changed {
+        if changed.is_some() {
             outbox::notify_written();
         }
-        Ok(outcome)
+        Ok((outcome, changed))
     }
 }

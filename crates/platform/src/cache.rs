@@ -1,0 +1,443 @@
+//! Cache-aside (DESIGN D5): Redis when configured, an in-process cache otherwise, behind one
+//! interface. Never the source of truth: every failure is a miss, every miss reads the database.
+//!
+//! - Concurrent misses for one key load once (single-flight).
+//! - A missing entity is remembered briefly (negative caching), so 404 storms do not reach the database.
+//! - Every Redis call has a timeout; repeated failures open a circuit breaker, and while it is open
+//!   the cache is skipped (reads go to the database, writes still invalidate when they can).
+//! - Invalidation deletes now and once more shortly after, which closes the cache-aside race where a
+//!   reader that loaded before a commit stores the old value after the writer's delete.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+
+/// TTL of single entities (`supply:{id}`, `order:{id}`, `claim:{id}`, ...).
+pub const ENTITY_TTL: Duration = Duration::from_secs(3600);
+/// How long "not found" is remembered.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// The marker stored for "not found".
+const NEGATIVE: &[u8] = b"\x00absent";
+/// A delete repeated this long after the first closes the stale-set race.
+const SECOND_DELETE: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+struct Entry {
+    bytes: Arc<[u8]>,
+    ttl: Duration,
+}
+
+struct EntryExpiry;
+
+impl moka::Expiry<String, Entry> for EntryExpiry {
+    fn expire_after_create(&self, _key: &String, value: &Entry, _created_at: std::time::Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+enum Backend {
+    Local(moka::future::Cache<String, Entry>),
+    Redis(RedisBackend),
+}
+
+struct RedisBackend {
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    timeout: Duration,
+}
+
+impl RedisBackend {
+    async fn connection(&self) -> anyhow::Result<redis::aio::ConnectionManager> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let c = tokio::time::timeout(self.timeout * 4, self.client.get_connection_manager_with_config(config))
+            .await
+            .map_err(|_| anyhow::anyhow!("connecting to Redis timed out"))??;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
+        let mut conn = self.connection().await?;
+        let start = Instant::now();
+        let result = tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await;
+        metrics::histogram!("redis_command_duration_seconds").record(start.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => Ok(r?),
+            Err(_) => anyhow::bail!("Redis call timed out after {:?}", self.timeout),
+        }
+    }
+}
+
+/// Consecutive failures before the breaker opens, and how long it stays open.
+const BREAKER_THRESHOLD: u32 = 5;
+const BREAKER_OPEN_FOR: Duration = Duration::from_secs(3);
+
+#[derive(Default)]
+struct Breaker {
+    failures: AtomicU32,
+    open_until: Mutex<Option<Instant>>,
+}
+
+impl Breaker {
+    /// Closed, or open long enough that one probe may go through (half-open).
+    fn allow(&self) -> bool {
+        let mut open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
+        match *open {
+            Some(until) if Instant::now() < until => false,
+            Some(_) => {
+                // Half-open: let this call probe; re-arm so concurrent calls keep skipping.
+                *open = Some(Instant::now() + BREAKER_OPEN_FOR);
+                true
+            }
+            None => true,
+        }
+    }
+
+    fn success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        let mut open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
+        if open.take().is_some() {
+            tracing::info!("cache circuit breaker closed: Redis answers again");
+            metrics::gauge!("cache_breaker_open").set(0.0);
+        }
+    }
+
+    fn failure(&self, error: &anyhow::Error) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= BREAKER_THRESHOLD {
+            let mut open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
+            if open.is_none() {
+                tracing::warn!(error = format!("{error:#}"), "cache circuit breaker open: reading from the database");
+                metrics::gauge!("cache_breaker_open").set(1.0);
+            }
+            *open = Some(Instant::now() + BREAKER_OPEN_FOR);
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.open_until.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+}
+
+type Flight = Arc<OnceCell<Option<Arc<[u8]>>>>;
+
+/// The process's cache.
+pub struct Cache {
+    backend: Backend,
+    breaker: Breaker,
+    flights: Mutex<HashMap<String, Flight>>,
+}
+
+impl Cache {
+    /// The in-process cache (moka), bounded to `capacity` entries.
+    pub fn local(capacity: u64) -> Arc<Self> {
+        let cache = moka::future::Cache::builder().max_capacity(capacity).expire_after(EntryExpiry).build();
+        Arc::new(Self { backend: Backend::Local(cache), breaker: Breaker::default(), flights: Mutex::default() })
+    }
+
+    /// Redis at `url`; connects lazily, so a Redis that is down at start only makes reads slower.
+    pub fn redis(url: &str, timeout: Duration) -> anyhow::Result<Arc<Self>> {
+        let client = redis::Client::open(url)?;
+        let backend = RedisBackend { client, conn: tokio::sync::Mutex::new(None), timeout };
+        Ok(Arc::new(Self { backend: Backend::Redis(backend), breaker: Breaker::default(), flights: Mutex::default() }))
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Local(_) => "local",
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    /// `ok`, or `degraded` while the breaker is open or Redis does not answer a ping.
+    pub async fn status(&self) -> &'static str {
+        match &self.backend {
+            Backend::Local(_) => "ok",
+            Backend::Redis(r) => match r.run::<String>(&redis::cmd("PING")).await {
+                Ok(_) => {
+                    self.breaker.success();
+                    "ok"
+                }
+                Err(e) => {
+                    self.breaker.failure(&e);
+                    "degraded"
+                }
+            },
+        }
+    }
+
+    async fn raw_get(&self, kind: &'static str, key: &str) -> Option<Arc<[u8]>> {
+        let found = match &self.backend {
+            Backend::Local(c) => Ok(c.get(key).await.map(|e| e.bytes)),
+            Backend::Redis(r) => {
+                if !self.breaker.allow() {
+                    metrics::counter!("cache_requests_total", "kind" => kind, "result" => "skipped").increment(1);
+                    return None;
+                }
+                match r.run::<Option<Vec<u8>>>(redis::cmd("GET").arg(key)).await {
+                    Ok(v) => {
+                        self.breaker.success();
+                        Ok(v.map(Arc::from))
+                    }
+                    Err(e) => {
+                        self.breaker.failure(&e);
+                        Err(e)
+                    }
+                }
+            }
+        };
+        let result = match &found {
+            Ok(Some(_)) => "hit",
+            Ok(None) => "miss",
+            Err(_) => "error",
+        };
+        metrics::counter!("cache_requests_total", "kind" => kind, "result" => result).increment(1);
+        found.ok().flatten()
+    }
+
+    async fn raw_set(&self, key: &str, bytes: Arc<[u8]>, ttl: Duration) {
+        match &self.backend {
+            Backend::Local(c) => c.insert(key.to_string(), Entry { bytes, ttl }).await,
+            Backend::Redis(r) => {
+                if !self.breaker.allow() {
+                    return;
+                }
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(key).arg(&*bytes).arg("PX").arg(ttl.as_millis() as u64);
+                match r.run::<()>(&cmd).await {
+                    Ok(()) => self.breaker.success(),
+                    Err(e) => self.breaker.failure(&e),
+                }
+            }
+        }
+    }
+
+    async fn raw_delete(&self, keys: &[String]) {
+        match &self.backend {
+            Backend::Local(c) => {
+                for k in keys {
+                    c.invalidate(k).await;
+                }
+            }
+            Backend::Redis(r) => {
+                // Deletes are tried even with the breaker open: a stale entry is worse than a slow write.
+                let mut cmd = redis::cmd("DEL");
+                for k in keys {
+                    cmd.arg(k);
+                }
+                match r.run::<i64>(&cmd).await {
+                    Ok(_) => self.breaker.success(),
+                    Err(e) => {
+                        tracing::warn!(error = format!("{e:#}"), keys = ?keys, "cache invalidation failed; entries expire by TTL");
+                        self.breaker.failure(&e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads `key`, or loads it once (whatever the concurrency) and caches it; `None` is cached
+    /// briefly as "not found".
+    pub async fn get_or_load<T, E, F, Fut>(&self, kind: &'static str, key: String, load: F) -> Result<Option<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        if let Some(bytes) = self.raw_get(kind, &key).await {
+            if &*bytes == NEGATIVE {
+                return Ok(None);
+            }
+            if let Ok(v) = serde_json::from_slice(&bytes) {
+                return Ok(Some(v));
+            }
+        }
+        let flight: Flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            flights.entry(key.clone()).or_default().clone()
+        };
+        let loaded = flight
+            .get_or_try_init(|| async {
+                let value = load().await?;
+                metrics::counter!("cache_loads_total", "kind" => kind).increment(1);
+                let (bytes, ttl): (Arc<[u8]>, Duration) = match &value {
+                    Some(v) => (Arc::from(serde_json::to_vec(v).unwrap_or_default()), ENTITY_TTL),
+                    None => (Arc::from(NEGATIVE), NEGATIVE_TTL),
+                };
+                self.raw_set(&key, bytes.clone(), ttl).await;
+                Ok::<_, E>(value.map(|_| bytes))
+            })
+            .await
+            .cloned();
+        {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                flights.remove(&key);
+            }
+        }
+        match loaded? {
+            Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes keys after a commit, and once more shortly after.
+    pub async fn invalidate(self: &Arc<Self>, keys: Vec<String>) {
+        self.raw_delete(&keys).await;
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(SECOND_DELETE).await;
+            me.raw_delete(&keys).await;
+        });
+    }
+
+    /// Whether the breaker is open now (for readiness and metrics).
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn concurrent_misses_load_once_and_absence_is_remembered() {
+        let cache = Cache::local(1000);
+        let loads = Arc::new(AtomicUsize::new(0));
+        let results = futures::future::join_all((0..200).map(|_| {
+            let (cache, loads) = (cache.clone(), loads.clone());
+            async move {
+                cache
+                    .get_or_load("t", "k".into(), || async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok::<_, ()>(Some(42u32))
+                    })
+                    .await
+            }
+        }))
+        .await;
+        assert!(results.iter().all(|r| *r == Ok(Some(42))));
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+
+        let absent = || async { Ok::<Option<u32>, ()>(None) };
+        assert_eq!(cache.get_or_load("t", "gone".into(), absent).await, Ok(None));
+        let never = || async { Ok::<Option<u32>, ()>(Some(1)) };
+        assert_eq!(cache.get_or_load("t", "gone".into(), never).await, Ok(None), "absence is cached");
+        cache.invalidate(vec!["gone".into()]).await;
+        assert_eq!(cache.get_or_load("t", "gone".into(), never).await, Ok(Some(1)));
+    }
+
+    #[test]
+    fn breaker_opens_after_repeated_failures() {
+        let b = Breaker::default();
+        let e = anyhow::anyhow!("down");
+        for _ in 0..BREAKER_THRESHOLD {
+            assert!(b.allow());
+            b.failure(&e);
+        }
+        assert!(!b.allow());
+        b.success();
+        assert!(b.allow());
+    }
+}
+
+/// The cache keys of DESIGN D5.
+pub mod keys {
+    use uuid::Uuid;
+
+    pub fn supply(id: Uuid) -> String {
+        format!("supply:{id}")
+    }
+
+    pub fn order(id: Uuid) -> String {
+        format!("order:{id}")
+    }
+
+    pub fn claim(id: Uuid) -> String {
+        format!("claim:{id}")
+    }
+
+    pub fn claim_of_order(order_id: Uuid) -> String {
+        format!("claim:order:{order_id}")
+    }
+}
+
+/// Invalidates this instance's cache from the event log, for writes made by other instances
+/// (and regions). Each process has a group of its own that starts at the head of the log.
+pub struct Invalidator {
+    cache: Arc<Cache>,
+    group: &'static str,
+}
+
+impl Invalidator {
+    /// A new group for this process, positioned at the head of the log.
+    pub async fn start(cache: Arc<Cache>, db: &crate::db::Database) -> anyhow::Result<Self> {
+        let group: &'static str = Box::leak(format!("cache-{}", uuid::Uuid::now_v7().simple()).into_boxed_str());
+        crate::events::save_position(db, group, crate::outbox::head(db).await?).await?;
+        Ok(Self { cache, group })
+    }
+
+    /// The keys an event makes stale.
+    pub fn keys_for(event: &crate::outbox::EventEnvelope) -> Vec<String> {
+        let id = event.aggregate_id;
+        let data_id = |field: &str| event.data[field].as_str().and_then(|s| s.parse().ok());
+        let t = event.event_type.as_str();
+        let mut out = Vec::new();
+        if t.starts_with("supply.") {
+            out.push(keys::supply(id));
+        } else if t == "order.claimed" {
+            out.push(keys::order(id));
+            out.push(keys::claim_of_order(id));
+            out.extend(data_id("id").map(keys::claim));
+        } else if t.starts_with("order.") {
+            out.push(keys::order(id));
+        } else if t.starts_with("claim.") {
+            out.push(keys::claim(id));
+            out.extend(data_id("order_id").map(keys::claim_of_order));
+        }
+        out
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::events::EventHandler for Invalidator {
+    fn group(&self) -> &'static str {
+        self.group
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        ["supply.", "order.", "claim."].iter().any(|p| event_type.starts_with(p))
+    }
+
+    async fn handle(&self, event: &crate::outbox::EventEnvelope) -> anyhow::Result<()> {
+        let keys = Self::keys_for(event);
+        if !keys.is_empty() {
+            self.cache.raw_delete(&keys).await;
+        }
+        Ok(())
+    }
+
+    fn concurrency(&self) -> usize {
+        16
+    }
+
+    fn ephemeral(&self) -> bool {
+        true
+    }
+}
