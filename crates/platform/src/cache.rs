@@ -225,7 +225,9 @@ impl Cache {
         }
     }
 
-    async fn raw_delete(&self, keys: &[String]) {
+    /// `source`: `write` (after a commit here), `second` (the repeat), `event` (a write elsewhere).
+    async fn raw_delete(&self, keys: &[String], source: &'static str) {
+        metrics::counter!("cache_invalidations_total", "source" => source).increment(1);
         match &self.backend {
             Backend::Local(c) => {
                 for k in keys {
@@ -296,11 +298,11 @@ impl Cache {
 
     /// Deletes keys after a commit, and once more shortly after.
     pub async fn invalidate(self: &Arc<Self>, keys: Vec<String>) {
-        self.raw_delete(&keys).await;
+        self.raw_delete(&keys, "write").await;
         let me = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(SECOND_DELETE).await;
-            me.raw_delete(&keys).await;
+            me.raw_delete(&keys, "second").await;
         });
     }
 
@@ -428,7 +430,7 @@ impl crate::events::EventHandler for Invalidator {
     async fn handle(&self, event: &crate::outbox::EventEnvelope) -> anyhow::Result<()> {
         let keys = Self::keys_for(event);
         if !keys.is_empty() {
-            self.cache.raw_delete(&keys).await;
+            self.cache.raw_delete(&keys, "event").await;
         }
         Ok(())
     }

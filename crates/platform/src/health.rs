@@ -33,15 +33,17 @@ async fn ready(State(r): State<Arc<Readiness>>) -> impl IntoResponse {
         Ok(Err(e)) => Err(format!("{e:#}")),
         Err(_) => Err("timed out".to_string()),
     };
+    let cache = r.cache.status().await;
     match db {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ok", "checks": {"database": "ok"}}))),
+        Ok(()) => {
+            (StatusCode::OK, Json(serde_json::json!({"status": "ok", "checks": {"database": "ok", "cache": cache}})))
+        }
         Err(reason) => {
             tracing::warn!(check = "database", reason = %reason, "not ready");
+            let checks = serde_json::json!({"database": "failing", "cache": cache});
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(
-                    serde_json::json!({"status": "unavailable", "checks": {"database": "failing"}, "failing": ["database"]}),
-                ),
+                Json(serde_json::json!({"status": "unavailable", "checks": checks, "failing": ["database"]})),
             )
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod pg;
 pub mod process;
+pub mod redis;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,0 +1,143 @@
+//! The cache (DESIGN D5) with real Redis servers: reads after writes, other instances, a cold key
+//! under 1000 concurrent GETs, and Redis killed under load.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::time::{Duration, Instant};
+
+use rstest::rstest;
+use serde_json::{Value, json};
+use testkit::redis::{PrivateRedis, server_url};
+use testkit::{Backend, TestApp, wait_until};
+
+/// The value of a counter in the app's /metrics (summed over the label sets that match).
+async fn metric(app: &TestApp, name: &str, labels: &[&str]) -> f64 {
+    let text = app.client.get(format!("{}/metrics", app.metrics_base)).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+async fn get_supply(app: &TestApp, token: &str, id: &str) -> Value {
+    let res = app.get(&format!("/v1/supplies/{id}"), token).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_write_is_visible_at_once_on_the_writing_instance(#[case] backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.redis_url = Some(server_url(1))).await;
+    let s = app.new_user().await;
+    let id = app.create_supply(&s.access, "USDC", "10").await["id"].as_str().unwrap().to_string();
+    get_supply(&app, &s.access, &id).await;
+    get_supply(&app, &s.access, &id).await;
+    assert!(
+        metric(&app, "cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await >= 1.0,
+        "served from Redis"
+    );
+    app.patch(&format!("/v1/supplies/{id}"), &s.access).json(&json!({"amount": "11"})).send().await.unwrap();
+    assert_eq!(get_supply(&app, &s.access, &id).await["amount"], "11.000000");
+    let ready: Value = app.client.get(app.url("/health/ready")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["checks"]["cache"], "ok");
+}
+
+#[rstest]
+#[case::redis_per_instance(true)]
+#[case::in_process(false)]
+#[tokio::test]
+async fn another_instance_sees_a_write_after_its_invalidation_event(#[case] redis: bool) {
+    // Two instances on one database, each with a cache of its own (two Redis databases stand for
+    // two regions' Redis, or two in-process caches): only the event log can tell B about A's write.
+    let a = TestApp::spawn_with(Backend::Postgres, |s| s.redis_url = redis.then(|| server_url(2))).await;
+    let url = a.settings.database_url();
+    let b = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.database_url = Some(url);
+        s.redis_url = redis.then(|| server_url(3));
+    })
+    .await;
+    let s = a.new_user().await;
+    let id = a.create_supply(&s.access, "USDC", "10").await["id"].as_str().unwrap().to_string();
+    assert_eq!(get_supply(&b, &s.access, &id).await["amount"], "10.000000");
+    get_supply(&b, &s.access, &id).await;
+
+    let res = a.patch(&format!("/v1/supplies/{id}"), &s.access).json(&json!({"amount": "12"})).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let written = Instant::now();
+    assert_eq!(get_supply(&a, &s.access, &id).await["amount"], "12.000000", "at once on the writer");
+    let seen =
+        wait_until(Duration::from_secs(10), || async { get_supply(&b, &s.access, &id).await["amount"] == "12.000000" })
+            .await;
+    assert!(seen, "the other instance kept the stale value");
+    if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
+        eprintln!("stale window on the other instance: {} ms", written.elapsed().as_millis());
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_gets_of_a_cold_key_read_the_database_once() {
+    let app = TestApp::spawn_with(Backend::Postgres, |s| s.redis_url = Some(server_url(4))).await;
+    let s = app.new_user().await;
+    let id = app.create_supply(&s.access, "USDC", "10").await["id"].as_str().unwrap().to_string();
+    // The create's invalidation deletes twice; wait for the second so the key is cold and stays so.
+    let deleted = wait_until(Duration::from_secs(5), || async {
+        metric(&app, "cache_invalidations_total", &["source=\"second\""]).await >= 1.0
+    })
+    .await;
+    assert!(deleted);
+    let before = metric(&app, "cache_loads_total", &["kind=\"supply\""]).await;
+    let app_ref = &app;
+    let statuses = futures::future::join_all((0..1000).map(|_| {
+        let (token, id) = (s.access.clone(), id.clone());
+        async move { app_ref.get(&format!("/v1/supplies/{id}"), &token).send().await.unwrap().status().as_u16() }
+    }))
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    assert_eq!(metric(&app, "cache_loads_total", &["kind=\"supply\""]).await - before, 1.0, "one database read");
+}
+
+#[tokio::test]
+async fn redis_down_means_slower_not_failing() {
+    let mut redis = PrivateRedis::start();
+    let app = TestApp::spawn_with(Backend::Postgres, |s| s.redis_url = Some(redis.url())).await;
+    let s = app.new_user().await;
+    let id = app.create_supply(&s.access, "USDC", "100").await["id"].as_str().unwrap().to_string();
+    get_supply(&app, &s.access, &id).await;
+
+    redis.stop();
+    // Reads and writes under Redis's absence: never a 5xx.
+    let mut statuses = Vec::new();
+    for i in 0..60 {
+        statuses.push(app.get(&format!("/v1/supplies/{id}"), &s.access).send().await.unwrap().status().as_u16());
+        let patch =
+            app.patch(&format!("/v1/supplies/{id}"), &s.access).json(&json!({"amount": format!("{}", 100 + i)}));
+        statuses.push(patch.send().await.unwrap().status().as_u16());
+        let create = app.post("/v1/orders", &s.access).json(&json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "n", "price": "1", "quantity": 1}]}));
+        statuses.push(create.send().await.unwrap().status().as_u16());
+    }
+    assert!(statuses.iter().all(|s| *s < 500), "{statuses:?}");
+    assert_eq!(get_supply(&app, &s.access, &id).await["amount"], "159.000000", "reads come from the database");
+    let res = app.client.get(app.url("/health/ready")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let ready: Value = res.json().await.unwrap();
+    assert_eq!(ready["checks"]["cache"], "degraded");
+    assert!(metric(&app, "cache_breaker_open", &[]).await >= 1.0, "the breaker opened");
+
+    redis.start_again();
+    let back = wait_until(Duration::from_secs(20), || async {
+        let ready: Value = app.client.get(app.url("/health/ready")).send().await.unwrap().json().await.unwrap();
+        ready["checks"]["cache"] == "ok"
+    })
+    .await;
+    assert!(back, "the cache did not come back");
+    let hits_before = metric(&app, "cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await;
+    let used = wait_until(Duration::from_secs(20), || async {
+        get_supply(&app, &s.access, &id).await;
+        metric(&app, "cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await > hits_before
+    })
+    .await;
+    assert!(used, "the cache is not used again after Redis returned");
+}
