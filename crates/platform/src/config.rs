@@ -45,6 +45,10 @@ pub struct Settings {
     pub redis_timeout: Duration,
     /// Entries of the in-process cache.
     pub cache_capacity: u64,
+    /// Per principal on `/v1` (0 turns it off).
+    pub rate_limit: crate::ratelimit::Rate,
+    /// Per client IP on sign-in (0 turns it off).
+    pub signin_rate_limit: crate::ratelimit::Rate,
 }
 
 /// Log output format.
@@ -85,6 +89,8 @@ impl Default for Settings {
             redis_url: None,
             redis_timeout: Duration::from_millis(100),
             cache_capacity: 100_000,
+            rate_limit: crate::ratelimit::Rate { per_minute: 3000, burst: 300 },
+            signin_rate_limit: crate::ratelimit::Rate { per_minute: 120, burst: 60 },
         }
     }
 }
@@ -125,6 +131,10 @@ pub const KEYS: &[&str] = &[
     "redis_url",
     "redis_timeout_ms",
     "cache_capacity",
+    "rate_limit_per_minute",
+    "rate_limit_burst",
+    "signin_rate_limit_per_minute",
+    "signin_rate_limit_burst",
 ];
 
 impl Settings {
@@ -202,6 +212,20 @@ impl Settings {
                     .ok_or_else(|| invalid("must be > 0".into()))?
             }
             "cache_capacity" => self.cache_capacity = number(value)?,
+            "rate_limit_per_minute" => {
+                self.rate_limit.per_minute = small(number(value)?).ok_or_else(|| invalid("too large".into()))?
+            }
+            "rate_limit_burst" => {
+                self.rate_limit.burst =
+                    small(number(value)?).filter(|b| *b > 0).ok_or_else(|| invalid("must be 1 or more".into()))?
+            }
+            "signin_rate_limit_per_minute" => {
+                self.signin_rate_limit.per_minute = small(number(value)?).ok_or_else(|| invalid("too large".into()))?
+            }
+            "signin_rate_limit_burst" => {
+                self.signin_rate_limit.burst =
+                    small(number(value)?).filter(|b| *b > 0).ok_or_else(|| invalid("must be 1 or more".into()))?
+            }
             "run_consumers" => {
                 self.run_consumers = boolean(value).ok_or_else(|| invalid(format!("`{value}` is not true or false")))?
             }
@@ -287,9 +311,17 @@ impl Settings {
             ("redis_url", self.redis_url.as_deref().map(mask_url).unwrap_or_default()),
             ("redis_timeout_ms", self.redis_timeout.as_millis().to_string()),
             ("cache_capacity", self.cache_capacity.to_string()),
+            ("rate_limit_per_minute", self.rate_limit.per_minute.to_string()),
+            ("rate_limit_burst", self.rate_limit.burst.to_string()),
+            ("signin_rate_limit_per_minute", self.signin_rate_limit.per_minute.to_string()),
+            ("signin_rate_limit_burst", self.signin_rate_limit.burst.to_string()),
         ];
         pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
+}
+
+fn small(n: u64) -> Option<u32> {
+    u32::try_from(n).ok().filter(|n| *n <= 1_000_000)
 }
 
 fn boolean(v: &str) -> Option<bool> {

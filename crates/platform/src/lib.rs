@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod money;
 pub mod outbox;
+pub mod ratelimit;
 pub mod sqlite;
 pub mod telemetry;
 

@@ -114,6 +114,9 @@ impl TestApp {
             data_dir: dir.0.clone(),
             jwt_private_key_file: Some(shared_jwt_key()),
             database_url: Some(fresh_database_url(backend, &dir).await),
+            // Tests sign in many users from one address; the rate-limit tests turn limits on.
+            rate_limit: platform::ratelimit::Rate { per_minute: 0, burst: 1 },
+            signin_rate_limit: platform::ratelimit::Rate { per_minute: 0, burst: 1 },
             ..Settings::default()
         };
         tweak(&mut settings);

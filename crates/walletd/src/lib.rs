@@ -25,7 +25,7 @@ use platform::clients::NoSettlement;
 use platform::config::Settings;
 use platform::db::{Database, mask_url};
 use platform::events::{ConsumerOptions, EventHandler};
-use platform::{ApiError, health, http, outbox, telemetry};
+use platform::{ApiError, health, http, outbox, ratelimit, telemetry};
 
 /// A service that `serve --services` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,11 +132,21 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         }
         protected = protected.merge(claim::http::router(claims));
     }
-    let protected = protected.layer(axum::middleware::from_fn_with_state(keys, auth::require_token));
-    let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(auth::http::public_router(auth))
-        .merge(protected)
-        .split_for_parts();
+    let limiter = ratelimit::Limiter::new(
+        settings.rate_limit,
+        settings.signin_rate_limit,
+        settings.redis_url.as_deref(),
+        settings.redis_timeout,
+    )
+    .context("WALLETD_REDIS_URL")?;
+    // Layers wrap what is above them: the token is checked first, then the principal's limit.
+    let protected = protected
+        .layer(axum::middleware::from_fn_with_state(limiter.clone(), ratelimit::per_principal))
+        .layer(axum::middleware::from_fn_with_state(keys, auth::require_token));
+    let public =
+        auth::http::public_router(auth).layer(axum::middleware::from_fn_with_state(limiter, ratelimit::per_ip));
+    let (api, mut doc) =
+        OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(public).merge(protected).split_for_parts();
     doc.components.get_or_insert_with(Default::default).add_security_scheme(
         "bearer",
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
@@ -241,7 +251,8 @@ impl Server {
                 .await
         });
         let timeout = self.settings.shutdown_timeout;
-        let http = axum::serve(self.http, self.app).with_graceful_shutdown(async move {
+        let app = self.app.into_make_service_with_connect_info::<SocketAddr>();
+        let http = axum::serve(self.http, app).with_graceful_shutdown(async move {
             let _ = rx_http.wait_for(|v| *v).await;
         });
         let http = tokio::spawn(async move { http.await });
