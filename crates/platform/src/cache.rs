@@ -44,6 +44,8 @@ impl moka::Expiry<String, Entry> for EntryExpiry {
 enum Backend {
     Local(moka::future::Cache<String, Entry>),
     Redis(RedisBackend),
+    /// Every read goes to the database (for comparisons and for debugging a suspected stale cache).
+    Disabled,
 }
 
 struct RedisBackend {
@@ -155,10 +157,16 @@ impl Cache {
         Ok(Arc::new(Self { backend: Backend::Redis(backend), breaker: Breaker::default(), flights: Mutex::default() }))
     }
 
+    /// No cache at all.
+    pub fn disabled() -> Arc<Self> {
+        Arc::new(Self { backend: Backend::Disabled, breaker: Breaker::default(), flights: Mutex::default() })
+    }
+
     pub fn kind(&self) -> &'static str {
         match self.backend {
             Backend::Local(_) => "local",
             Backend::Redis(_) => "redis",
+            Backend::Disabled => "disabled",
         }
     }
 
@@ -166,6 +174,7 @@ impl Cache {
     pub async fn status(&self) -> &'static str {
         match &self.backend {
             Backend::Local(_) => "ok",
+            Backend::Disabled => "disabled",
             Backend::Redis(r) => match r.run::<String>(&redis::cmd("PING")).await {
                 Ok(_) => {
                     self.breaker.success();
@@ -181,6 +190,7 @@ impl Cache {
 
     async fn raw_get(&self, kind: &'static str, key: &str) -> Option<Arc<[u8]>> {
         let found = match &self.backend {
+            Backend::Disabled => return None,
             Backend::Local(c) => Ok(c.get(key).await.map(|e| e.bytes)),
             Backend::Redis(r) => {
                 if !self.breaker.allow() {
@@ -210,6 +220,7 @@ impl Cache {
 
     async fn raw_set(&self, key: &str, bytes: Arc<[u8]>, ttl: Duration) {
         match &self.backend {
+            Backend::Disabled => {}
             Backend::Local(c) => c.insert(key.to_string(), Entry { bytes, ttl }).await,
             Backend::Redis(r) => {
                 if !self.breaker.allow() {
@@ -229,6 +240,7 @@ impl Cache {
     async fn raw_delete(&self, keys: &[String], source: &'static str) {
         metrics::counter!("cache_invalidations_total", "source" => source).increment(1);
         match &self.backend {
+            Backend::Disabled => {}
             Backend::Local(c) => {
                 for k in keys {
                     c.invalidate(k).await;
@@ -259,6 +271,9 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
+        if matches!(self.backend, Backend::Disabled) {
+            return load().await;
+        }
         if let Some(bytes) = self.raw_get(kind, &key).await {
             if &*bytes == NEGATIVE {
                 return Ok(None);

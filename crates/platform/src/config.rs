@@ -45,6 +45,8 @@ pub struct Settings {
     pub redis_timeout: Duration,
     /// Entries of the in-process cache.
     pub cache_capacity: u64,
+    /// `false` sends every read to the database.
+    pub cache_enabled: bool,
     /// Per principal on `/v1` (0 turns it off).
     pub rate_limit: crate::ratelimit::Rate,
     /// Per client IP on sign-in (0 turns it off).
@@ -89,6 +91,7 @@ impl Default for Settings {
             redis_url: None,
             redis_timeout: Duration::from_millis(100),
             cache_capacity: 100_000,
+            cache_enabled: true,
             rate_limit: crate::ratelimit::Rate { per_minute: 3000, burst: 300 },
             signin_rate_limit: crate::ratelimit::Rate { per_minute: 120, burst: 60 },
         }
@@ -131,6 +134,7 @@ pub const KEYS: &[&str] = &[
     "redis_url",
     "redis_timeout_ms",
     "cache_capacity",
+    "cache_enabled",
     "rate_limit_per_minute",
     "rate_limit_burst",
     "signin_rate_limit_per_minute",
@@ -212,6 +216,9 @@ impl Settings {
                     .ok_or_else(|| invalid("must be > 0".into()))?
             }
             "cache_capacity" => self.cache_capacity = number(value)?,
+            "cache_enabled" => {
+                self.cache_enabled = boolean(value).ok_or_else(|| invalid(format!("`{value}` is not true or false")))?
+            }
             "rate_limit_per_minute" => {
                 self.rate_limit.per_minute = small(number(value)?).ok_or_else(|| invalid("too large".into()))?
             }
@@ -311,6 +318,7 @@ impl Settings {
             ("redis_url", self.redis_url.as_deref().map(mask_url).unwrap_or_default()),
             ("redis_timeout_ms", self.redis_timeout.as_millis().to_string()),
             ("cache_capacity", self.cache_capacity.to_string()),
+            ("cache_enabled", self.cache_enabled.to_string()),
             ("rate_limit_per_minute", self.rate_limit.per_minute.to_string()),
             ("rate_limit_burst", self.rate_limit.burst.to_string()),
             ("signin_rate_limit_per_minute", self.signin_rate_limit.per_minute.to_string()),

@@ -10,7 +10,8 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber; `RUST_LOG` filters (default `info`). Safe to call twice.
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,refinery_core=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,refinery_core=warn,tokio_postgres=warn"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

@@ -102,6 +102,7 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
     let mut protected = auth::http::protected_router(auth.clone()).merge(outbox::admin_router(database.clone()));
     let (assets, region) = (settings.assets.clone(), settings.region.clone());
     let cache = match &settings.redis_url {
+        _ if !settings.cache_enabled => Cache::disabled(),
         Some(url) => Cache::redis(url, settings.redis_timeout).context("WALLETD_REDIS_URL")?,
         None => Cache::local(settings.cache_capacity),
     };
