@@ -188,13 +188,24 @@ impl ClaimService {
             (false, Some(u)) if u != who.user_id => return Err(ApiError::forbidden("users list their own claims")),
             (false, _) => Some(who.user_id),
         };
-        let mut items = self.store.list(&ClaimFilter { user_id, status, before, limit: limit + 1 }).await?;
-        let next = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|c| cursor::encode(c.id))
+        let mut ids = self.store.list_ids(&ClaimFilter { user_id, status, before, limit: limit + 1 }).await?;
+        let next = if ids.len() as i64 > limit {
+            ids.truncate(limit as usize);
+            ids.last().map(|id| cursor::encode(*id))
         } else {
             None
         };
+        let store = &self.store;
+        let items = self
+            .cache
+            .get_many_or_load(
+                "claim",
+                &ids,
+                keys::claim,
+                |c: &Claim| c.id,
+                |missing| async move { store.get_many(missing).await },
+            )
+            .await?;
         Ok((items, next))
     }
 }

@@ -37,7 +37,10 @@ pub trait ClaimStore: Send + Sync {
     async fn latest_for_order(&self, order_id: Uuid) -> Result<Option<Claim>, ClaimError>;
     /// Locks the claim, applies `change`, bumps the version, writes it with the event.
     async fn modify(&self, id: Uuid, ctx: &EventContext, change: Mutation) -> Result<Claim, ClaimError>;
-    async fn list(&self, filter: &ClaimFilter) -> Result<Vec<Claim>, ClaimError>;
+    /// Ids of claims matching the filter, newest first.
+    async fn list_ids(&self, filter: &ClaimFilter) -> Result<Vec<Uuid>, ClaimError>;
+    /// Claims by id, in any order; unknown ids are left out.
+    async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Claim>, ClaimError>;
 }
 
 pub fn open(db: &Database) -> Arc<dyn ClaimStore> {

@@ -221,13 +221,24 @@ impl OrderService {
             (false, _, _) => (Some(who.user_id), None),
         };
         let filter = OrderFilter { user_id, not_user_id, currency, status, before, limit: limit + 1 };
-        let mut items = self.store.list(&filter).await?;
-        let next = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|o| cursor::encode(o.id))
+        let mut ids = self.store.list_ids(&filter).await?;
+        let next = if ids.len() as i64 > limit {
+            ids.truncate(limit as usize);
+            ids.last().map(|id| cursor::encode(*id))
         } else {
             None
         };
+        let store = &self.store;
+        let items = self
+            .cache
+            .get_many_or_load(
+                "order",
+                &ids,
+                keys::order,
+                |o: &Order| o.id,
+                |missing| async move { store.get_many(missing).await },
+            )
+            .await?;
         Ok((items, next))
     }
 

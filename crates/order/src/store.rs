@@ -49,8 +49,11 @@ pub trait OrderStore: Send + Sync {
     /// version and writes the row (and the items, if they changed) with the event, in one transaction.
     async fn modify(&self, id: Uuid, guard: Guard, ctx: &EventContext, change: Mutation) -> Result<Order, OrderError>;
 
-    /// Live orders matching the filter, newest first, with items.
-    async fn list(&self, filter: &OrderFilter) -> Result<Vec<Order>, OrderError>;
+    /// Ids of live orders matching the filter, newest first.
+    async fn list_ids(&self, filter: &OrderFilter) -> Result<Vec<Uuid>, OrderError>;
+
+    /// Orders with their items by id, in any order; unknown ids are left out.
+    async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Order>, OrderError>;
 }
 
 pub fn open(db: &Database) -> Arc<dyn OrderStore> {

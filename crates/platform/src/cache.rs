@@ -71,6 +71,17 @@ impl RedisBackend {
         Ok(c)
     }
 
+    async fn run_pipe(&self, pipe: &redis::Pipeline) -> anyhow::Result<()> {
+        let mut conn = self.connection().await?;
+        let start = Instant::now();
+        let result = tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await;
+        metrics::histogram!("redis_command_duration_seconds").record(start.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => Ok(r?),
+            Err(_) => anyhow::bail!("Redis pipeline timed out after {:?}", self.timeout),
+        }
+    }
+
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
         let mut conn = self.connection().await?;
         let start = Instant::now();
@@ -309,6 +320,113 @@ impl Cache {
             Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
             None => Ok(None),
         }
+    }
+
+    async fn raw_get_many(&self, kind: &'static str, keys: &[String]) -> Vec<Option<Arc<[u8]>>> {
+        let found: Vec<Option<Arc<[u8]>>> = match &self.backend {
+            Backend::Disabled => return vec![None; keys.len()],
+            Backend::Local(c) => {
+                let mut out = Vec::with_capacity(keys.len());
+                for k in keys {
+                    out.push(c.get(k).await.map(|e| e.bytes));
+                }
+                out
+            }
+            Backend::Redis(r) => {
+                if !self.breaker.allow() {
+                    metrics::counter!("cache_requests_total", "kind" => kind, "result" => "skipped")
+                        .increment(keys.len() as u64);
+                    return vec![None; keys.len()];
+                }
+                let mut cmd = redis::cmd("MGET");
+                for k in keys {
+                    cmd.arg(k);
+                }
+                match r.run::<Vec<Option<Vec<u8>>>>(&cmd).await {
+                    Ok(v) => {
+                        self.breaker.success();
+                        v.into_iter().map(|b| b.map(Arc::from)).collect()
+                    }
+                    Err(e) => {
+                        self.breaker.failure(&e);
+                        metrics::counter!("cache_requests_total", "kind" => kind, "result" => "error")
+                            .increment(keys.len() as u64);
+                        return vec![None; keys.len()];
+                    }
+                }
+            }
+        };
+        let hits = found.iter().filter(|f| f.is_some()).count() as u64;
+        metrics::counter!("cache_requests_total", "kind" => kind, "result" => "hit").increment(hits);
+        metrics::counter!("cache_requests_total", "kind" => kind, "result" => "miss")
+            .increment(keys.len() as u64 - hits);
+        found
+    }
+
+    async fn raw_set_many(&self, entries: Vec<(String, Arc<[u8]>)>, ttl: Duration) {
+        match &self.backend {
+            Backend::Disabled => {}
+            Backend::Local(c) => {
+                for (k, bytes) in entries {
+                    c.insert(k, Entry { bytes, ttl }).await;
+                }
+            }
+            Backend::Redis(r) => {
+                if entries.is_empty() || !self.breaker.allow() {
+                    return;
+                }
+                let mut pipe = redis::pipe();
+                for (k, bytes) in &entries {
+                    pipe.cmd("SET").arg(k).arg(&**bytes).arg("PX").arg(ttl.as_millis() as u64).ignore();
+                }
+                match r.run_pipe(&pipe).await {
+                    Ok(()) => self.breaker.success(),
+                    Err(e) => self.breaker.failure(&e),
+                }
+            }
+        }
+    }
+
+    /// Entities by id, in the order of `ids`: one multi-get, then one `load` for the misses (whose
+    /// results are cached). Ids that no longer exist are left out.
+    pub async fn get_many_or_load<T, E, F, Fut>(
+        &self,
+        kind: &'static str,
+        ids: &[uuid::Uuid],
+        key_of: fn(uuid::Uuid) -> String,
+        id_of: fn(&T) -> uuid::Uuid,
+        load: F,
+    ) -> Result<Vec<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Vec<uuid::Uuid>) -> Fut,
+        Fut: Future<Output = Result<Vec<T>, E>>,
+    {
+        let keys: Vec<String> = ids.iter().map(|id| key_of(*id)).collect();
+        let cached = self.raw_get_many(kind, &keys).await;
+        let mut found: HashMap<uuid::Uuid, T> = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for (id, bytes) in ids.iter().zip(cached) {
+            match bytes.filter(|b| &**b != NEGATIVE).and_then(|b| serde_json::from_slice::<T>(&b).ok()) {
+                Some(v) => {
+                    found.insert(*id, v);
+                }
+                None => missing.push(*id),
+            }
+        }
+        if !missing.is_empty() {
+            let loaded = load(missing).await?;
+            metrics::counter!("cache_loads_total", "kind" => kind).increment(1);
+            let entries = loaded
+                .iter()
+                .filter_map(|v| serde_json::to_vec(v).ok().map(|b| (key_of(id_of(v)), Arc::from(b))))
+                .collect();
+            self.raw_set_many(entries, ENTITY_TTL).await;
+            for v in loaded {
+                found.insert(id_of(&v), v);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
     /// Deletes keys after a commit, and once more shortly after.

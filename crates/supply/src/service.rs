@@ -191,13 +191,24 @@ impl SupplyService {
             return Err(ApiError::validation(errors));
         }
         let filter = SupplyFilter { user_id, currency, status, before, limit: limit + 1 };
-        let mut items = self.store.list(&filter).await?;
-        let next = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|s| cursor::encode(s.id))
+        let mut ids = self.store.list_ids(&filter).await?;
+        let next = if ids.len() as i64 > limit {
+            ids.truncate(limit as usize);
+            ids.last().map(|id| cursor::encode(*id))
         } else {
             None
         };
+        let store = &self.store;
+        let items = self
+            .cache
+            .get_many_or_load(
+                "supply",
+                &ids,
+                keys::supply,
+                |s: &Supply| s.id,
+                |missing| async move { store.get_many(missing).await },
+            )
+            .await?;
         Ok((items, next))
     }
 

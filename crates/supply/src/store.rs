@@ -57,8 +57,11 @@ pub trait SupplyStore: Send + Sync {
     async fn modify(&self, id: Uuid, guard: Guard, ctx: &EventContext, change: Mutation)
     -> Result<Supply, SupplyError>;
 
-    /// Live supplies matching the filter, newest first.
-    async fn list(&self, filter: &SupplyFilter) -> Result<Vec<Supply>, SupplyError>;
+    /// Ids of live supplies matching the filter, newest first.
+    async fn list_ids(&self, filter: &SupplyFilter) -> Result<Vec<Uuid>, SupplyError>;
+
+    /// Supplies by id, in any order; unknown ids are left out.
+    async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Supply>, SupplyError>;
 
     /// An active supply of the user in the currency with at least `amount` available (the largest).
     async fn find_available(&self, user_id: Uuid, currency: &str, amount: Decimal)

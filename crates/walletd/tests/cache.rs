@@ -85,6 +85,7 @@ async fn a_thousand_concurrent_gets_of_a_cold_key_read_the_database_once() {
     // The create's invalidation deletes twice; wait for the second so the key is cold and stays so.
     let deleted = wait_until(Duration::from_secs(5), || async {
         metric(&app, "cache_invalidations_total", &["source=\"second\""]).await >= 1.0
+            && metric(&app, "cache_invalidations_total", &["source=\"event\""]).await >= 1.0
     })
     .await;
     assert!(deleted);
@@ -140,4 +141,42 @@ async fn redis_down_means_slower_not_failing() {
     })
     .await;
     assert!(used, "the cache is not used again after Redis returned");
+}
+
+#[rstest]
+#[case::redis(true)]
+#[case::in_process(false)]
+#[tokio::test]
+async fn lists_read_ids_from_the_database_and_entities_from_the_cache(#[case] redis: bool) {
+    let app = TestApp::spawn_with(Backend::Postgres, |s| s.redis_url = redis.then(|| server_url(7))).await;
+    let s = app.new_user().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(app.create_supply(&s.access, "USDC", &format!("{}", i + 1)).await["id"].as_str().unwrap().to_string());
+    }
+    // Let the creates' own invalidations (the repeat, and the events) land first.
+    let settled = wait_until(Duration::from_secs(10), || async {
+        metric(&app, "cache_invalidations_total", &["source=\"second\""]).await >= 5.0
+            && metric(&app, "cache_invalidations_total", &["source=\"event\""]).await >= 5.0
+    })
+    .await;
+    assert!(settled);
+    let list = || async { app.get("/v1/supplies", &s.access).send().await.unwrap().json::<Value>().await.unwrap() };
+    let first = list().await;
+    let loads = metric(&app, "cache_loads_total", &["kind=\"supply\""]).await;
+    let hits = metric(&app, "cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await;
+    let second = list().await;
+    assert_eq!(first, second);
+    assert_eq!(second["items"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        metric(&app, "cache_loads_total", &["kind=\"supply\""]).await,
+        loads,
+        "no entity read from the database"
+    );
+    assert_eq!(metric(&app, "cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await - hits, 5.0);
+    // A write shows in the next list.
+    app.patch(&format!("/v1/supplies/{}", ids[0]), &s.access).json(&json!({"amount": "9"})).send().await.unwrap();
+    let third = list().await;
+    let changed = third["items"].as_array().unwrap().iter().find(|i| i["id"] == ids[0].as_str()).unwrap();
+    assert_eq!(changed["amount"], "9.000000");
 }

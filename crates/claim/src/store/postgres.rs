@@ -124,8 +124,15 @@ impl ClaimStore for PgClaimStore {
         Ok(c)
     }
 
-    async fn list(&self, f: &ClaimFilter) -> Result<Vec<Claim>, ClaimError> {
-        let mut sql = format!("SELECT {COLS} FROM claims WHERE true");
+    async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Claim>, ClaimError> {
+        let client = self.client().await?;
+        let rows =
+            client.query(&format!("SELECT {COLS} FROM claims WHERE id = ANY($1)"), &[&ids]).await.map_err(db_err)?;
+        rows.iter().map(from_row).collect()
+    }
+
+    async fn list_ids(&self, f: &ClaimFilter) -> Result<Vec<Uuid>, ClaimError> {
+        let mut sql = "SELECT id FROM claims WHERE true".to_string();
         let status = f.status.map(|s| s.as_str().to_string());
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
         if let Some(u) = &f.user_id {
@@ -144,6 +151,6 @@ impl ClaimStore for PgClaimStore {
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", params.len()));
         let client = self.client().await?;
         let rows = client.query(&sql, &params).await.map_err(db_err)?;
-        rows.iter().map(from_row).collect()
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }

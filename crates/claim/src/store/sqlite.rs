@@ -149,8 +149,23 @@ impl ClaimStore for SqliteClaimStore {
         Ok(claim)
     }
 
-    async fn list(&self, f: &ClaimFilter) -> Result<Vec<Claim>, ClaimError> {
-        let mut sql = format!("SELECT {COLS} FROM claims WHERE 1 = 1");
+    async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Claim>, ClaimError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (1..=ids.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT {COLS} FROM claims WHERE id IN ({placeholders})");
+        self.pool
+            .call(move |c| {
+                let mut st = c.prepare(&sql).map_err(db_err)?;
+                let rows = st.query_map(params_from_iter(ids.iter().map(Uuid::to_string)), read).map_err(db_err)?;
+                rows.map(|r| r.map_err(db_err).and_then(|c| c.map_err(ClaimError::Unexpected))).collect()
+            })
+            .await
+    }
+
+    async fn list_ids(&self, f: &ClaimFilter) -> Result<Vec<Uuid>, ClaimError> {
+        let mut sql = "SELECT id FROM claims WHERE 1 = 1".to_string();
         let mut params: Vec<String> = Vec::new();
         let mut add = |clause: &str, value: String| {
             params.push(value);
@@ -169,8 +184,12 @@ impl ClaimStore for SqliteClaimStore {
         self.pool
             .call(move |c| {
                 let mut st = c.prepare_cached(&sql).map_err(db_err)?;
-                let rows = st.query_map(params_from_iter(params.iter()), read).map_err(db_err)?;
-                rows.map(|r| r.map_err(db_err).and_then(|c| c.map_err(ClaimError::Unexpected))).collect()
+                let rows = st.query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(0)).map_err(db_err)?;
+                rows.map(|r| {
+                    r.map_err(db_err)
+                        .and_then(|id| id.parse().map_err(|e| ClaimError::Unexpected(anyhow::Error::new(e))))
+                })
+                .collect()
             })
             .await
     }

@@ -169,8 +169,17 @@ impl OrderStore for PgOrderStore {
         Ok(order)
     }
 
-    async fn list(&self, f: &OrderFilter) -> Result<Vec<Order>, OrderError> {
-        let mut sql = format!("SELECT {COLS} FROM orders WHERE status <> 'deleted'");
+    async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Order>, OrderError> {
+        let client = self.client().await?;
+        let rows =
+            client.query(&format!("SELECT {COLS} FROM orders WHERE id = ANY($1)"), &[&ids]).await.map_err(db_err)?;
+        let mut orders = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        load_items(&**client, &mut orders).await?;
+        Ok(orders)
+    }
+
+    async fn list_ids(&self, f: &OrderFilter) -> Result<Vec<Uuid>, OrderError> {
+        let mut sql = "SELECT id FROM orders WHERE status <> 'deleted'".to_string();
         let status = f.status.map(|s| s.as_str().to_string());
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
         if let Some(u) = &f.user_id {
@@ -197,8 +206,6 @@ impl OrderStore for PgOrderStore {
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", params.len()));
         let client = self.client().await?;
         let rows = client.query(&sql, &params).await.map_err(db_err)?;
-        let mut orders = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-        load_items(&**client, &mut orders).await?;
-        Ok(orders)
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }

@@ -197,8 +197,34 @@ impl OrderStore for SqliteOrderStore {
         Ok(order)
     }
 
-    async fn list(&self, f: &OrderFilter) -> Result<Vec<Order>, OrderError> {
-        let mut sql = format!("SELECT {COLS} FROM orders WHERE status <> 'deleted'");
+    async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Order>, OrderError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (1..=ids.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT {COLS} FROM orders WHERE id IN ({placeholders})");
+        self.pool
+            .call(move |c| {
+                let rows: Vec<RawRow> = {
+                    let mut st = c.prepare(&sql).map_err(db_err)?;
+                    st.query_map(params_from_iter(ids.iter().map(Uuid::to_string)), raw)
+                        .map_err(db_err)?
+                        .collect::<Result<_, _>>()
+                        .map_err(db_err)?
+                };
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let mut order = from_raw(row)?;
+                    load_items(c, &mut order)?;
+                    out.push(order);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn list_ids(&self, f: &OrderFilter) -> Result<Vec<Uuid>, OrderError> {
+        let mut sql = "SELECT id FROM orders WHERE status <> 'deleted'".to_string();
         let mut params: Vec<String> = Vec::new();
         let mut add = |clause: &str, value: String| {
             params.push(value);
@@ -222,20 +248,13 @@ impl OrderStore for SqliteOrderStore {
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000)));
         self.pool
             .call(move |c| {
-                let rows: Vec<RawRow> = {
-                    let mut st = c.prepare_cached(&sql).map_err(db_err)?;
-                    st.query_map(params_from_iter(params.iter()), raw)
-                        .map_err(db_err)?
-                        .collect::<Result<_, _>>()
-                        .map_err(db_err)?
-                };
-                let mut out = Vec::with_capacity(rows.len());
-                for row in rows {
-                    let mut order = from_raw(row)?;
-                    load_items(c, &mut order)?;
-                    out.push(order);
-                }
-                Ok(out)
+                let mut st = c.prepare_cached(&sql).map_err(db_err)?;
+                let rows = st.query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(0)).map_err(db_err)?;
+                rows.map(|r| {
+                    r.map_err(db_err)
+                        .and_then(|id| id.parse().map_err(|e| OrderError::Unexpected(anyhow::Error::new(e))))
+                })
+                .collect()
             })
             .await
     }

@@ -115,8 +115,15 @@ impl SupplyStore for PgSupplyStore {
         Ok(s)
     }
 
-    async fn list(&self, f: &SupplyFilter) -> Result<Vec<Supply>, SupplyError> {
-        let mut sql = format!("SELECT {COLS} FROM supplies WHERE status <> 'deleted'");
+    async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Supply>, SupplyError> {
+        let client = self.client().await?;
+        let rows =
+            client.query(&format!("SELECT {COLS} FROM supplies WHERE id = ANY($1)"), &[&ids]).await.map_err(db_err)?;
+        rows.iter().map(from_row).collect()
+    }
+
+    async fn list_ids(&self, f: &SupplyFilter) -> Result<Vec<Uuid>, SupplyError> {
+        let mut sql = "SELECT id FROM supplies WHERE status <> 'deleted'".to_string();
         let status = f.status.map(|s| s.as_str().to_string());
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
         if let Some(u) = &f.user_id {
@@ -139,7 +146,7 @@ impl SupplyStore for PgSupplyStore {
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", params.len()));
         let client = self.client().await?;
         let rows = client.query(&sql, &params).await.map_err(db_err)?;
-        rows.iter().map(from_row).collect()
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn find_available(

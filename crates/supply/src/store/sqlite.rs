@@ -147,8 +147,23 @@ impl SupplyStore for SqliteSupplyStore {
             .inspect(|_| outbox::notify_written())
     }
 
-    async fn list(&self, f: &SupplyFilter) -> Result<Vec<Supply>, SupplyError> {
-        let mut sql = format!("SELECT {COLS} FROM supplies WHERE status <> 'deleted'");
+    async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Supply>, SupplyError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (1..=ids.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT {COLS} FROM supplies WHERE id IN ({placeholders})");
+        self.pool
+            .call(move |c| {
+                let mut st = c.prepare(&sql).map_err(db_err)?;
+                let rows = st.query_map(params_from_iter(ids.iter().map(Uuid::to_string)), raw).map_err(db_err)?;
+                rows.map(|r| r.map_err(db_err).and_then(from_raw)).collect()
+            })
+            .await
+    }
+
+    async fn list_ids(&self, f: &SupplyFilter) -> Result<Vec<Uuid>, SupplyError> {
+        let mut sql = "SELECT id FROM supplies WHERE status <> 'deleted'".to_string();
         let mut params: Vec<String> = Vec::new();
         let mut add = |clause: &str, value: String| {
             params.push(value);
@@ -170,8 +185,8 @@ impl SupplyStore for SqliteSupplyStore {
         self.pool
             .call(move |c| {
                 let mut st = c.prepare_cached(&sql).map_err(db_err)?;
-                let rows = st.query_map(params_from_iter(params.iter()), raw).map_err(db_err)?;
-                rows.map(|r| r.map_err(db_err).and_then(from_raw)).collect()
+                let rows = st.query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(0)).map_err(db_err)?;
+                rows.map(|r| r.map_err(db_err).and_then(|id| id.parse().map_err(unexpected))).collect()
             })
             .await
     }
@@ -190,8 +205,9 @@ impl SupplyStore for SqliteSupplyStore {
             limit: 1000,
         };
         // Amounts are text here: compare them as decimals, not in SQL.
+        let ids = self.list_ids(&filter).await?;
         let best =
-            self.list(&filter).await?.into_iter().filter(|s| s.available() >= amount).max_by_key(|s| s.available());
+            self.get_many(ids).await?.into_iter().filter(|s| s.available() >= amount).max_by_key(|s| s.available());
         Ok(best.map(|s| s.id))
     }
 
