@@ -521,11 +521,9 @@ pub struct Invalidator {
 }
 
 impl Invalidator {
-    /// A new group for this process, positioned at the head of the log.
-    pub async fn start(cache: Arc<Cache>, db: &crate::db::Database) -> anyhow::Result<Self> {
-        let group: &'static str = Box::leak(format!("cache-{}", uuid::Uuid::now_v7().simple()).into_boxed_str());
-        crate::events::save_position(db, group, crate::outbox::head(db).await?).await?;
-        Ok(Self { cache, group })
+    /// The invalidator of this process: an ephemeral group that starts at the head of the log.
+    pub fn new(cache: Arc<Cache>) -> Self {
+        Self { cache, group: "cache-invalidation" }
     }
 
     /// The keys an event makes stale.
@@ -574,5 +572,9 @@ impl crate::events::EventHandler for Invalidator {
 
     fn ephemeral(&self) -> bool {
         true
+    }
+
+    fn uses_inbox(&self) -> bool {
+        false
     }
 }

@@ -31,10 +31,15 @@ pub trait EventHandler: Send + Sync + 'static {
     fn concurrency(&self) -> usize {
         1
     }
-    /// A group that belongs to one process (it only cares about events from its start on); its
-    /// position is removed when the process stops cleanly.
+    /// A group that belongs to one process: it only cares about events from its start on, and
+    /// keeps its position in memory.
     fn ephemeral(&self) -> bool {
         false
+    }
+    /// Whether handled event ids are recorded (and checked) in the inbox. A handler whose effect is
+    /// harmless to repeat (deleting cache keys) can skip the write per event.
+    fn uses_inbox(&self) -> bool {
+        true
     }
 }
 
@@ -74,7 +79,9 @@ pub async fn run(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let group = handler.group();
-    tracing::info!(consumer.group = group, "consumer started");
+    tracing::info!(consumer.group = group, ephemeral = handler.ephemeral(), "consumer started");
+    // An ephemeral group keeps its position in memory, from the head of the log at start.
+    let mut memory = None;
     loop {
         if *shutdown.borrow() {
             break;
@@ -82,7 +89,19 @@ pub async fn run(
         let woken = outbox::written();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        match drain_once(&db, handler.as_ref(), &opts).await {
+        let pass = async {
+            if !handler.ephemeral() {
+                return drain_once(&db, handler.as_ref(), &opts).await;
+            }
+            let from = match memory {
+                Some(p) => p,
+                None => outbox::head(&db).await?,
+            };
+            let (n, to) = drain_from(&db, handler.as_ref(), &opts, from).await?;
+            memory = Some(to);
+            Ok(n)
+        };
+        match pass.await {
             Ok(0) => {
                 tokio::select! {
                     () = woken => {}
@@ -104,25 +123,35 @@ pub async fn run(
             }
         }
     }
-    if handler.ephemeral()
-        && let Err(e) = forget_group(&db, group).await
-    {
-        tracing::warn!(consumer.group = group, error = format!("{e:#}"), "could not remove the group's position");
-    }
     tracing::info!(consumer.group = group, "consumer stopped");
 }
 
-/// Handles one batch from the group's position; returns how many events it moved past.
+/// Handles one batch from the group's persisted position; returns how many events it moved past.
 pub async fn drain_once(db: &Database, handler: &dyn EventHandler, opts: &ConsumerOptions) -> anyhow::Result<usize> {
     let group = handler.group();
     let position = load_position(db, group).await?;
-    let events = outbox::list(db, position, opts.batch).await?;
-    let Some(last) = events.last().map(|e| e.seq) else {
+    let (n, to) = drain_from(db, handler, opts, position).await?;
+    if n > 0 {
+        save_position(db, group, to).await?;
+        let head = outbox::head(db).await?;
+        metrics::gauge!("events_consumer_lag", "group" => group).set((head - to).max(0) as f64);
+    } else {
         metrics::gauge!("events_consumer_lag", "group" => group).set(0.0);
-        return Ok(0);
-    };
-    // Each handled event is recorded in the inbox as it completes; the position moves only once
-    // the whole batch is through, so a crash mid-batch re-reads it and the inbox skips what was done.
+    }
+    Ok(n)
+}
+
+/// Handles the batch after `position`; returns how many events it moved past and the new position.
+/// Each handled event is recorded in the inbox as it completes; the caller moves the position only
+/// once the whole batch is through, so a crash mid-batch re-reads it and the inbox skips what was done.
+async fn drain_from(
+    db: &Database,
+    handler: &dyn EventHandler,
+    opts: &ConsumerOptions,
+    position: i64,
+) -> anyhow::Result<(usize, i64)> {
+    let events = outbox::list(db, position, opts.batch).await?;
+    let Some(last) = events.last().map(|e| e.seq) else { return Ok((0, position)) };
     let wanted: Vec<&EventEnvelope> = events.iter().filter(|e| handler.wants(&e.event_type)).collect();
     let work: Vec<_> = wanted.into_iter().map(|event| handle_one(db, handler, opts, event)).collect();
     futures::stream::iter(work)
@@ -131,10 +160,7 @@ pub async fn drain_once(db: &Database, handler: &dyn EventHandler, opts: &Consum
         .await
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
-    save_position(db, group, last).await?;
-    let head = outbox::head(db).await?;
-    metrics::gauge!("events_consumer_lag", "group" => group).set((head - last).max(0) as f64);
-    Ok(events.len())
+    Ok((events.len(), last))
 }
 
 async fn handle_one(
@@ -158,7 +184,9 @@ async fn deliver(
         attempt += 1;
         match handler.handle(event).await {
             Ok(()) => {
-                mark_handled(db, group, event).await?;
+                if handler.uses_inbox() {
+                    mark_handled(db, group, event).await?;
+                }
                 metrics::counter!("events_handled_total", "group" => group, "type" => event.event_type.clone(), "outcome" => "ok")
                     .increment(1);
                 return Ok(());

@@ -115,8 +115,7 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         protected = protected.merge(order::http::router(orders.clone()));
     }
     // Writes by other instances (and regions) reach this instance's cache through the log.
-    let mut consumers: Vec<Arc<dyn EventHandler>> =
-        vec![Arc::new(cache::Invalidator::start(cache.clone(), &database).await?)];
+    let mut consumers: Vec<Arc<dyn EventHandler>> = vec![Arc::new(cache::Invalidator::new(cache.clone()))];
     if services.contains(&ServiceName::Claim) {
         // Co-located: the claim service reaches orders and supplies in process. (Remote clients
         // come with gRPC; until then the claim service runs in the same process as both.)

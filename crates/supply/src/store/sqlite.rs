@@ -197,17 +197,21 @@ impl SupplyStore for SqliteSupplyStore {
         currency: &str,
         amount: Decimal,
     ) -> Result<Option<Uuid>, SupplyError> {
-        let filter = SupplyFilter {
-            user_id: Some(user_id),
-            currency: Some(currency.to_string()),
-            status: Some(SupplyStatus::Active),
-            before: None,
-            limit: 1000,
-        };
+        let currency = currency.to_string();
+        let candidates = self
+            .pool
+            .call(move |c| {
+                let mut st = c
+                    .prepare_cached(&format!(
+                        "SELECT {COLS} FROM supplies WHERE user_id = ?1 AND currency = ?2 AND status = 'active'"
+                    ))
+                    .map_err(db_err)?;
+                let rows = st.query_map([user_id.to_string(), currency], raw).map_err(db_err)?;
+                rows.map(|r| r.map_err(db_err).and_then(from_raw)).collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
         // Amounts are text here: compare them as decimals, not in SQL.
-        let ids = self.list_ids(&filter).await?;
-        let best =
-            self.get_many(ids).await?.into_iter().filter(|s| s.available() >= amount).max_by_key(|s| s.available());
+        let best = candidates.into_iter().filter(|s| s.available() >= amount).max_by_key(|s| s.available());
         Ok(best.map(|s| s.id))
     }
 
