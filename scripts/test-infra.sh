@@ -66,6 +66,28 @@ start_test_infra() {
   done
   redis-cli -p "$redis_port" ping >/dev/null
 
+  # The Kafka-protocol broker (DESIGN.md, "Real components"): building it takes minutes, so an
+  # installed one is reused.
+  if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+    log "installing the tansu broker with cargo (takes several minutes, once)"
+    cargo install tansu --locked --features dynostore,libsql >&2
+  fi
+  local tansu_bin kafka_port i
+  tansu_bin="$(command -v tansu || echo "$HOME/.cargo/bin/tansu")"
+  kafka_port="$(free_port)"
+  log "Kafka-protocol broker (tansu) on 127.0.0.1:$kafka_port"
+  (cd "$TEST_INFRA_DIR" && exec "$tansu_bin" broker --listener-url "tcp://127.0.0.1:$kafka_port" \
+    --advertised-listener-url "tcp://127.0.0.1:$kafka_port" --storage-engine memory://tansu/ \
+    >"$TEST_INFRA_DIR/tansu.log" 2>&1) &
+  echo $! >"$TEST_INFRA_DIR/tansu.pid"
+  for i in $(seq 1 100); do
+    (echo >"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && break
+    sleep 0.1
+  done
+  (echo >"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null || { cat "$TEST_INFRA_DIR/tansu.log" >&2; return 1; }
+  export WALLETD_TEST_KAFKA_BROKERS="127.0.0.1:$kafka_port"
+  export WALLETD_TEST_TANSU_BIN="$tansu_bin"
+
   export WALLETD_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
   export WALLETD_TEST_PG_BIN="$PG_BIN"
   export WALLETD_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
@@ -74,6 +96,7 @@ start_test_infra() {
 
 stop_test_infra() {
   [ -n "${TEST_INFRA_DIR:-}" ] || return 0
+  if [ -f "$TEST_INFRA_DIR/tansu.pid" ]; then kill "$(cat "$TEST_INFRA_DIR/tansu.pid")" 2>/dev/null || true; fi
   if [ -f "$TEST_INFRA_DIR/redis.pid" ]; then kill "$(cat "$TEST_INFRA_DIR/redis.pid")" 2>/dev/null || true; fi
   if [ -d "$TEST_INFRA_DIR/pg" ]; then as_pg "$PG_BIN/pg_ctl" -D "$TEST_INFRA_DIR/pg" -m immediate stop >/dev/null 2>&1 || true; fi
   rm -rf "$TEST_INFRA_DIR"

@@ -51,6 +51,8 @@ pub struct Settings {
     pub rate_limit: crate::ratelimit::Rate,
     /// Per client IP on sign-in (0 turns it off).
     pub signin_rate_limit: crate::ratelimit::Rate,
+    /// Kafka: the outbox is published there when set; the embedded log stays the default.
+    pub kafka: Option<crate::kafka::KafkaSettings>,
 }
 
 /// Log output format.
@@ -94,6 +96,7 @@ impl Default for Settings {
             cache_enabled: true,
             rate_limit: crate::ratelimit::Rate { per_minute: 3000, burst: 300 },
             signin_rate_limit: crate::ratelimit::Rate { per_minute: 120, burst: 60 },
+            kafka: None,
         }
     }
 }
@@ -139,6 +142,10 @@ pub const KEYS: &[&str] = &[
     "rate_limit_burst",
     "signin_rate_limit_per_minute",
     "signin_rate_limit_burst",
+    "kafka_brokers",
+    "kafka_partitions",
+    "kafka_replication",
+    "kafka_compression",
 ];
 
 impl Settings {
@@ -164,6 +171,7 @@ impl Settings {
             };
             settings.set(key, &value)?;
         }
+        settings.validate()?;
         Ok(settings)
     }
 
@@ -233,6 +241,31 @@ impl Settings {
                 self.signin_rate_limit.burst =
                     small(number(value)?).filter(|b| *b > 0).ok_or_else(|| invalid("must be 1 or more".into()))?
             }
+            "kafka_brokers" => {
+                let brokers = non_empty(value)?;
+                if brokers.split(',').any(|b| !b.trim().contains(':')) {
+                    return Err(invalid("must be HOST:PORT[,HOST:PORT...]".into()));
+                }
+                self.kafka_mut().brokers = brokers;
+            }
+            "kafka_partitions" => {
+                self.kafka_mut().partitions = i32::try_from(number(value)?)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid("must be 1 or more".into()))?
+            }
+            "kafka_replication" => {
+                self.kafka_mut().replication = i32::try_from(number(value)?)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid("must be 1 or more".into()))?
+            }
+            "kafka_compression" => {
+                if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&value) {
+                    return Err(invalid("must be none, gzip, snappy, lz4 or zstd".into()));
+                }
+                self.kafka_mut().compression = value.to_string();
+            }
             "run_consumers" => {
                 self.run_consumers = boolean(value).ok_or_else(|| invalid(format!("`{value}` is not true or false")))?
             }
@@ -270,6 +303,26 @@ impl Settings {
             }
             "shutdown_timeout_secs" => self.shutdown_timeout = Duration::from_secs(number(value)?),
             _ => return Err(invalid("unknown setting".into())),
+        }
+        Ok(())
+    }
+
+    fn kafka_mut(&mut self) -> &mut crate::kafka::KafkaSettings {
+        self.kafka.get_or_insert_with(|| crate::kafka::KafkaSettings {
+            brokers: String::new(),
+            partitions: 3,
+            replication: 1,
+            compression: "lz4".into(),
+        })
+    }
+
+    /// Checks that belong to several settings at once.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.kafka.as_ref().is_some_and(|k| k.brokers.is_empty()) {
+            return Err(SettingsError::Invalid {
+                setting: "WALLETD_KAFKA_BROKERS".into(),
+                reason: "must be set when other WALLETD_KAFKA_* settings are".into(),
+            });
         }
         Ok(())
     }
@@ -323,6 +376,7 @@ impl Settings {
             ("rate_limit_burst", self.rate_limit.burst.to_string()),
             ("signin_rate_limit_per_minute", self.signin_rate_limit.per_minute.to_string()),
             ("signin_rate_limit_burst", self.signin_rate_limit.burst.to_string()),
+            ("kafka_brokers", self.kafka.as_ref().map(|k| k.brokers.clone()).unwrap_or_default()),
         ];
         pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }

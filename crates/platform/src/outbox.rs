@@ -129,13 +129,65 @@ pub async fn head(db: &Database) -> anyhow::Result<i64> {
 
 /// Reads the log in order, after position `after`.
 pub async fn list(db: &Database, after: i64, limit: i64) -> anyhow::Result<Vec<EventEnvelope>> {
+    query(db, "seq > ", after, limit).await
+}
+
+/// The oldest events not yet published to Kafka, in order.
+pub async fn unpublished(db: &Database, limit: i64) -> anyhow::Result<Vec<EventEnvelope>> {
+    query(db, "published_at IS NULL AND seq > ", 0, limit).await
+}
+
+/// How many events wait for the relay.
+pub async fn unpublished_count(db: &Database) -> anyhow::Result<i64> {
+    const SQL: &str = "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL";
+    match db {
+        Database::Postgres(pool) => Ok(pool.get().await?.query_one(SQL, &[]).await?.get(0)),
+        Database::Sqlite(pool) => pool.call(|c| c.query_row(SQL, [], |r| r.get(0)).map_err(anyhow::Error::from)).await,
+    }
+}
+
+/// Marks events as published.
+pub async fn mark_published(db: &Database, seqs: Vec<i64>) -> anyhow::Result<()> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let now = clock::now();
+    match db {
+        Database::Postgres(pool) => {
+            pool.get()
+                .await?
+                .execute("UPDATE outbox SET published_at = $1 WHERE seq = ANY($2)", &[&now, &seqs])
+                .await?;
+        }
+        Database::Sqlite(pool) => {
+            pool.call(move |c| {
+                let placeholders = (2..=seqs.len() + 1).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+                let mut params: Vec<rusqlite::types::Value> = vec![clock::to_text(now).into()];
+                params.extend(seqs.iter().map(|s| rusqlite::types::Value::from(*s)));
+                c.execute(
+                    &format!("UPDATE outbox SET published_at = ?1 WHERE seq IN ({placeholders})"),
+                    rusqlite::params_from_iter(params),
+                )?;
+                Ok::<_, anyhow::Error>(())
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Events where `{condition}{after}` holds, in order.
+async fn query(db: &Database, condition: &'static str, after: i64, limit: i64) -> anyhow::Result<Vec<EventEnvelope>> {
     const COLS: &str =
         "seq, id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, data, actor_id";
     match db {
         Database::Postgres(pool) => {
             let client = pool.get().await?;
             let rows = client
-                .query(&format!("SELECT {COLS} FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2"), &[&after, &limit])
+                .query(
+                    &format!("SELECT {COLS} FROM outbox WHERE {condition}$1 ORDER BY seq LIMIT $2"),
+                    &[&after, &limit],
+                )
                 .await?;
             Ok(rows
                 .iter()
@@ -156,8 +208,8 @@ pub async fn list(db: &Database, after: i64, limit: i64) -> anyhow::Result<Vec<E
         }
         Database::Sqlite(pool) => {
             pool.call(move |conn| {
-                let mut stmt =
-                    conn.prepare_cached(&format!("SELECT {COLS} FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2"))?;
+                let mut stmt = conn
+                    .prepare_cached(&format!("SELECT {COLS} FROM outbox WHERE {condition}?1 ORDER BY seq LIMIT ?2"))?;
                 let rows = stmt.query_map(rusqlite::params![after, limit], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,

@@ -161,6 +161,15 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         .layer(PropagateRequestIdLayer::new(http::X_REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(http::X_REQUEST_ID.clone(), MakeRequestUuid));
 
+    if let Some(kafka) = &settings.kafka {
+        // Topics are created here when missing; a broker that is down now only delays publishing.
+        if let Err(e) = platform::kafka::ensure_topics(kafka).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "Kafka topics not checked; the relay publishes once the broker answers"
+            );
+        }
+    }
     let metrics_handle = telemetry::metrics_handle()?;
     let pool_db = database.clone();
     let metrics_app = Router::new().route(
@@ -243,6 +252,12 @@ impl Server {
                 ))
             })
             .collect();
+        let relay = match &self.settings.kafka {
+            Some(kafka) => {
+                Some(tokio::spawn(platform::kafka::Relay::new(self.database.clone(), kafka)?.run(consumers_rx.clone())))
+            }
+            None => None,
+        };
         let metrics = tokio::spawn(async move {
             axum::serve(self.metrics, self.metrics_app)
                 .with_graceful_shutdown(async move {
@@ -267,6 +282,11 @@ impl Server {
         let _ = stop_consumers.send(true);
         if tokio::time::timeout(timeout, futures::future::join_all(consumer_tasks)).await.is_err() {
             tracing::warn!("consumers did not stop in time");
+        }
+        if let Some(relay) = relay
+            && tokio::time::timeout(timeout, relay).await.is_err()
+        {
+            tracing::warn!("the outbox relay did not stop in time");
         }
         metrics.abort();
         tracing::info!("stopped");

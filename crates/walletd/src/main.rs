@@ -31,6 +31,8 @@ enum Command {
         #[arg(long)]
         services: Option<String>,
     },
+    /// Run only the outbox relay to Kafka (WALLETD_KAFKA_BROKERS), until SIGTERM.
+    Relay,
     /// Apply every migration and exit.
     Migrate,
     /// Print the effective configuration, secrets masked.
@@ -113,6 +115,17 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             };
             let server = walletd::build(settings, &services).await?;
             server.run(walletd::shutdown_signal()).await
+        }
+        Command::Relay => {
+            let kafka = settings.kafka.clone().context("WALLETD_KAFKA_BROKERS is not set")?;
+            let db = walletd::open_database(&settings).await?;
+            platform::kafka::ensure_topics(&kafka).await?;
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let relay = tokio::spawn(platform::kafka::Relay::new(db, &kafka)?.run(rx));
+            walletd::shutdown_signal().await;
+            let _ = tx.send(true);
+            relay.await?;
+            Ok(())
         }
         Command::Migrate => {
             let mut s = settings;
