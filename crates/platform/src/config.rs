@@ -146,6 +146,7 @@ pub const KEYS: &[&str] = &[
     "kafka_partitions",
     "kafka_replication",
     "kafka_compression",
+    "kafka_group_prefix",
 ];
 
 impl Settings {
@@ -266,6 +267,7 @@ impl Settings {
                 }
                 self.kafka_mut().compression = value.to_string();
             }
+            "kafka_group_prefix" => self.kafka_mut().group_prefix = non_empty(value)?,
             "run_consumers" => {
                 self.run_consumers = boolean(value).ok_or_else(|| invalid(format!("`{value}` is not true or false")))?
             }
@@ -313,6 +315,7 @@ impl Settings {
             partitions: 3,
             replication: 1,
             compression: "lz4".into(),
+            group_prefix: "walletd".into(),
         })
     }
 

@@ -169,7 +169,31 @@ async fn handle_one(
     opts: &ConsumerOptions,
     event: &EventEnvelope,
 ) -> anyhow::Result<()> {
-    if in_inbox(db, handler.group(), event.id).await? { Ok(()) } else { deliver(db, handler, opts, event).await }
+    deliver_once(db, handler, opts, event).await.map(|_| ())
+}
+
+/// How the delivery of one event ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Handled,
+    /// Already in the group's inbox.
+    Duplicate,
+    /// Gave up after the retries; the last error.
+    Parked(String),
+}
+
+/// Delivers one event to a handler, whatever the transport: the inbox check, the handler with its
+/// retries and backoff, the inbox entry, and parking after `max_attempts`.
+pub async fn deliver_once(
+    db: &Database,
+    handler: &dyn EventHandler,
+    opts: &ConsumerOptions,
+    event: &EventEnvelope,
+) -> anyhow::Result<Delivery> {
+    if handler.uses_inbox() && in_inbox(db, handler.group(), event.id).await? {
+        return Ok(Delivery::Duplicate);
+    }
+    deliver(db, handler, opts, event).await
 }
 
 async fn deliver(
@@ -177,7 +201,7 @@ async fn deliver(
     handler: &dyn EventHandler,
     opts: &ConsumerOptions,
     event: &EventEnvelope,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Delivery> {
     let group = handler.group();
     let mut attempt = 0u32;
     loop {
@@ -189,7 +213,7 @@ async fn deliver(
                 }
                 metrics::counter!("events_handled_total", "group" => group, "type" => event.event_type.clone(), "outcome" => "ok")
                     .increment(1);
-                return Ok(());
+                return Ok(Delivery::Handled);
             }
             Err(e) if attempt >= opts.max_attempts => {
                 tracing::error!(
@@ -199,7 +223,7 @@ async fn deliver(
                 park(db, group, event, attempt, &format!("{e:#}")).await?;
                 metrics::counter!("events_parked_total", "group" => group, "type" => event.event_type.clone())
                     .increment(1);
-                return Ok(());
+                return Ok(Delivery::Parked(format!("{e:#}")));
             }
             Err(e) => {
                 tracing::warn!(

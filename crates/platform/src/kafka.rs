@@ -12,15 +12,20 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use std::sync::Arc;
+
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::clock;
 use crate::db::Database;
+use crate::events::{ConsumerOptions, Delivery, EventHandler, deliver_once};
 use crate::outbox::{self, EventEnvelope};
 
 /// The topics of DESIGN D4.
@@ -33,6 +38,8 @@ pub struct KafkaSettings {
     pub partitions: i32,
     pub replication: i32,
     pub compression: String,
+    /// Consumer groups are named `{group_prefix}.{group}`.
+    pub group_prefix: String,
 }
 
 /// Creates the topics that are missing.
@@ -41,7 +48,8 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
         .set("bootstrap.servers", &settings.brokers)
         .create()
         .context("creating the Kafka admin client")?;
-    let topics: Vec<NewTopic<'_>> = TOPICS
+    let names: Vec<String> = TOPICS.iter().flat_map(|t| [t.to_string(), format!("{t}.dlq")]).collect();
+    let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|t| NewTopic::new(t, settings.partitions, TopicReplication::Fixed(settings.replication)))
         .collect();
@@ -197,4 +205,84 @@ fn headers(e: &EventEnvelope) -> OwnedHeaders {
         h = h.insert(Header { key: "correlation_id", value: Some(c.as_str()) });
     }
     h
+}
+
+/// Runs `handler` over Kafka until `shutdown`: a consumer group named after the handler's group
+/// (an ephemeral group gets a name of its own and starts at the end), the same delivery as the
+/// embedded log (inbox, retries, parking), offsets committed only after the event's effect, and an
+/// event that keeps failing copied to `<topic>.dlq` so the partition moves on.
+pub async fn consume(
+    settings: KafkaSettings,
+    db: Database,
+    handler: Arc<dyn EventHandler>,
+    opts: ConsumerOptions,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let ephemeral = handler.ephemeral();
+    let base = format!("{}.{}", settings.group_prefix, handler.group());
+    let group = if ephemeral { format!("{base}-{}", uuid::Uuid::now_v7().simple()) } else { base };
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", if ephemeral { "latest" } else { "earliest" })
+        .create()
+        .context("creating the Kafka consumer")?;
+    consumer.subscribe(&TOPICS).context("subscribing to the event topics")?;
+    let dlq: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .context("creating the dead-letter producer")?;
+    tracing::info!(consumer.group = %group, "Kafka consumer started");
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.changed() => break,
+            m = consumer.recv() => m,
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(consumer.group = %group, error = %e, "Kafka consumer error; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let envelope: Option<EventEnvelope> = message.payload().and_then(|p| serde_json::from_slice(p).ok());
+        let failure = match &envelope {
+            None => Some("not an event envelope".to_string()),
+            Some(e) if !handler.wants(&e.event_type) => None,
+            Some(e) => loop {
+                // A failure of our own infrastructure (the database) is not the event's fault:
+                // keep the partition here until it passes.
+                match deliver_once(&db, handler.as_ref(), &opts, e).await {
+                    Ok(Delivery::Parked(error)) => break Some(error),
+                    Ok(_) => break None,
+                    Err(err) => {
+                        tracing::warn!(consumer.group = %group, error = format!("{err:#}"), "cannot deliver; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            },
+        };
+        if let Some(error) = failure {
+            let topic = format!("{}.dlq", message.topic());
+            let key = message.key().unwrap_or_default().to_vec();
+            let payload = message.payload().unwrap_or_default().to_vec();
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "error", value: Some(error.as_str()) })
+                .insert(Header { key: "consumer_group", value: Some(group.as_str()) });
+            let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
+            match dlq.send(record, Duration::from_secs(10)).await {
+                Ok(_) => metrics::counter!("events_dead_lettered_total", "topic" => topic.clone()).increment(1),
+                Err((e, _)) => tracing::error!(topic, error = %e, "could not dead-letter an event; it stays parked"),
+            }
+        }
+        if let Err(e) = consumer.commit_message(&message, CommitMode::Async) {
+            tracing::warn!(consumer.group = %group, error = %e, "offset commit failed; the event may be redelivered");
+        }
+    }
+    tracing::info!(consumer.group = %group, "Kafka consumer stopped");
+    Ok(())
 }

@@ -30,7 +30,7 @@ pub struct EventContext {
 }
 
 /// The envelope every event carries, as stored and as published.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct EventEnvelope {
     /// Position in the log, for `after`.
     pub seq: i64,

@@ -23,6 +23,8 @@ pub fn settings(brokers: &str) -> platform::kafka::KafkaSettings {
         partitions: 3,
         replication: 1,
         compression: "lz4".into(),
+        // Each test's instances form consumer groups of their own on the shared broker.
+        group_prefix: format!("test-{}", uuid::Uuid::now_v7().simple()),
     }
 }
 

@@ -240,16 +240,21 @@ impl Server {
         let mut rx_metrics = rx.clone();
         let mut rx_http = rx;
         let (stop_consumers, consumers_rx) = tokio::sync::watch::channel(false);
+        // The embedded log by default; Kafka consumer groups when Kafka is configured.
+        let kafka = self.settings.kafka.clone();
         let consumer_tasks: Vec<_> = self
             .consumers
             .into_iter()
             .map(|h| {
-                tokio::spawn(platform::events::run(
-                    self.database.clone(),
-                    h,
-                    ConsumerOptions::default(),
-                    consumers_rx.clone(),
-                ))
+                let (db, rx) = (self.database.clone(), consumers_rx.clone());
+                match kafka.clone() {
+                    Some(k) => tokio::spawn(async move {
+                        if let Err(e) = platform::kafka::consume(k, db, h, ConsumerOptions::default(), rx).await {
+                            tracing::error!(error = format!("{e:#}"), "Kafka consumer failed");
+                        }
+                    }),
+                    None => tokio::spawn(platform::events::run(db, h, ConsumerOptions::default(), rx)),
+                }
             })
             .collect();
         let relay = match &self.settings.kafka {
