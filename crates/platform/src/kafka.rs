@@ -226,6 +226,9 @@ pub async fn consume(
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", if ephemeral { "latest" } else { "earliest" })
+        // A member that died (kill -9) keeps its partitions until its session expires: keep that short.
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
         .create()
         .context("creating the Kafka consumer")?;
     consumer.subscribe(&TOPICS).context("subscribing to the event topics")?;

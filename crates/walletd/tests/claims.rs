@@ -11,6 +11,22 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use testkit::{Backend, Session, TestApp, assert_problem, wait_until};
 
+/// Claim processing over the embedded log or over Kafka.
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    Log,
+    Kafka,
+}
+
+async fn spawn(backend: Backend, transport: Transport) -> TestApp {
+    TestApp::spawn_with(backend, |s| {
+        if let Transport::Kafka = transport {
+            s.kafka = Some(testkit::kafka::settings(&testkit::kafka::brokers()));
+        }
+    })
+    .await
+}
+
 async fn order(app: &TestApp, buyer: &Session, price: &str) -> Value {
     let body = json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "Thing", "price": price, "quantity": 1}]});
     let res = app.post("/v1/orders", &buyer.access).json(&body).send().await.unwrap();
@@ -30,19 +46,16 @@ fn dec(v: &Value) -> Decimal {
     v.as_str().unwrap().parse().unwrap()
 }
 
-/// Waits until no claim is pending and the processor has handled the whole log (a processed
-/// claim still has its reservation consumed and its order completed after it turns processed).
+/// Waits until processing is done, whatever the transport: no claim is pending and no order is
+/// `claimed` (an order is claimed only between a claim's first and last steps, or its undoing).
 async fn settle(app: &TestApp, admin: &str) {
     let done = wait_until(Duration::from_secs(60), || async {
         let pending = json_of(app, "/v1/claims?status=pending&limit=1", admin).await;
-        let consumers = json_of(app, "/v1/admin/consumers", admin).await;
-        pending["items"].as_array().is_some_and(Vec::is_empty)
-            && consumers["items"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|g| g["group"] == "claim-processor" && g["lag"] == 0))
+        let claimed = json_of(app, "/v1/orders?status=claimed&limit=1", admin).await;
+        pending["items"].as_array().is_some_and(Vec::is_empty) && claimed["items"].as_array().is_some_and(Vec::is_empty)
     })
     .await;
-    assert!(done, "claims still pending, or the processor behind, after 60 s");
+    assert!(done, "claims still pending, or orders still claimed, after 60 s");
 }
 
 async fn event_types(app: &TestApp, admin: &str) -> Vec<String> {
@@ -59,11 +72,13 @@ async fn event_types(app: &TestApp, admin: &str) -> Vec<String> {
 }
 
 #[rstest]
-#[case::sqlite(Backend::Sqlite)]
-#[case::postgres(Backend::Postgres)]
+#[case::sqlite(Backend::Sqlite, Transport::Log)]
+#[case::postgres(Backend::Postgres, Transport::Log)]
+#[case::sqlite_kafka(Backend::Sqlite, Transport::Kafka)]
+#[case::postgres_kafka(Backend::Postgres, Transport::Kafka)]
 #[tokio::test]
-async fn a_claim_is_processed_end_to_end(#[case] backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+async fn a_claim_is_processed_end_to_end(#[case] backend: Backend, #[case] transport: Transport) {
+    let app = spawn(backend, transport).await;
     let admin = app.admin_token().await;
     let (buyer, shopper) = (app.new_user().await, app.new_user().await);
     let o = order(&app, &buyer, "10").await;
@@ -118,11 +133,13 @@ async fn a_claim_is_processed_end_to_end(#[case] backend: Backend) {
 }
 
 #[rstest]
-#[case::sqlite(Backend::Sqlite)]
-#[case::postgres(Backend::Postgres)]
+#[case::sqlite(Backend::Sqlite, Transport::Log)]
+#[case::postgres(Backend::Postgres, Transport::Log)]
+#[case::sqlite_kafka(Backend::Sqlite, Transport::Kafka)]
+#[case::postgres_kafka(Backend::Postgres, Transport::Kafka)]
 #[tokio::test]
-async fn every_refusal_has_its_code(#[case] backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+async fn every_refusal_has_its_code(#[case] backend: Backend, #[case] transport: Transport) {
+    let app = spawn(backend, transport).await;
     let admin = app.admin_token().await;
     let (buyer, shopper, poor) = (app.new_user().await, app.new_user().await, app.new_user().await);
     let o = order(&app, &buyer, "10").await;
@@ -204,11 +221,13 @@ async fn only_the_claimer_releases_and_only_while_pending(#[case] backend: Backe
 }
 
 #[rstest]
-#[case::sqlite(Backend::Sqlite)]
-#[case::postgres(Backend::Postgres)]
+#[case::sqlite(Backend::Sqlite, Transport::Log)]
+#[case::postgres(Backend::Postgres, Transport::Log)]
+#[case::sqlite_kafka(Backend::Sqlite, Transport::Kafka)]
+#[case::postgres_kafka(Backend::Postgres, Transport::Kafka)]
 #[tokio::test]
-async fn five_hundred_concurrent_claims_over_fifty_orders(#[case] backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+async fn five_hundred_concurrent_claims_over_fifty_orders(#[case] backend: Backend, #[case] transport: Transport) {
+    let app = spawn(backend, transport).await;
     let admin = app.admin_token().await;
     let buyers = futures::future::join_all((0..5).map(|_| app.new_user())).await;
     let shoppers = futures::future::join_all((0..100).map(|_| app.new_user())).await;
@@ -269,11 +288,13 @@ async fn five_hundred_concurrent_claims_over_fifty_orders(#[case] backend: Backe
 }
 
 #[rstest]
-#[case::sqlite(Backend::Sqlite)]
-#[case::postgres(Backend::Postgres)]
+#[case::sqlite(Backend::Sqlite, Transport::Log)]
+#[case::postgres(Backend::Postgres, Transport::Log)]
+#[case::sqlite_kafka(Backend::Sqlite, Transport::Kafka)]
+#[case::postgres_kafka(Backend::Postgres, Transport::Kafka)]
 #[tokio::test]
-async fn shoppers_who_can_afford_one_order_race_for_many(#[case] backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+async fn shoppers_who_can_afford_one_order_race_for_many(#[case] backend: Backend, #[case] transport: Transport) {
+    let app = spawn(backend, transport).await;
     let admin = app.admin_token().await;
     let buyer = app.new_user().await;
     let shoppers = futures::future::join_all((0..10).map(|_| app.new_user())).await;
