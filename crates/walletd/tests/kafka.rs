@@ -175,7 +175,9 @@ async fn claims_are_processed_over_kafka(#[case] backend: Backend) {
 
 #[tokio::test]
 async fn a_poison_event_goes_to_the_dead_letter_topic_and_later_events_flow() {
-    let brokers = brokers();
+    // A broker of its own: the poison must not reach other tests' consumers on the shared one.
+    let kafka = PrivateKafka::start();
+    let brokers = kafka.brokers();
     let app = TestApp::spawn_with(Backend::Postgres, |s| s.kafka = Some(settings(&brokers))).await;
     let admin = app.admin_token().await;
     // An order.claimed event without a claim: the processor cannot handle it, ever.
