@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The claim benchmark against a real server: builds release binaries, starts walletd on SQLite or
 # on a throwaway PostgreSQL (scripts/test-infra.sh), mints an admin token, runs walletd-bench.
-# Usage: scripts/bench-claims.sh [sqlite|postgres] [walletd-bench options, e.g. --orders 2000]
+# Usage: scripts/bench-claims.sh [sqlite|postgres|postgres-kafka] [walletd-bench options, e.g. --orders 2000]
+# postgres-kafka: events go through the outbox relay and Kafka consumer groups (tansu from the test infra).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend="${1:-sqlite}"
@@ -12,14 +13,18 @@ dir="$(mktemp -d /tmp/walletd-bench.XXXXXX)"
 pid=""
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-  [ "$backend" = postgres ] && stop_test_infra
+  case "$backend" in postgres*) stop_test_infra ;; esac
   rm -rf "$dir"
 }
 trap cleanup EXIT
 case "$backend" in
   sqlite) url="sqlite://$dir/walletd.db" ;;
   postgres) source scripts/test-infra.sh; start_test_infra; url="$WALLETD_TEST_POSTGRES_URL" ;;
-  *) echo "usage: $0 [sqlite|postgres] [bench options]" >&2; exit 2 ;;
+  postgres-kafka)
+    source scripts/test-infra.sh; start_test_infra; url="$WALLETD_TEST_POSTGRES_URL"
+    export WALLETD_KAFKA_BROKERS="$WALLETD_TEST_KAFKA_BROKERS"
+    ;;
+  *) echo "usage: $0 [sqlite|postgres|postgres-kafka] [bench options]" >&2; exit 2 ;;
 esac
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -34,4 +39,9 @@ until curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null; do
 done
 admin=$(cd "$dir" && "$root/target/release/walletd" token --role admin --address 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --ttl-secs 3600)
 echo "backend: $backend ($(nproc) cores)"
+start_s=$(date +%s%N)
 "$root/target/release/walletd-bench" --url "http://127.0.0.1:$port" --admin-token "$admin" --server-pid "$pid" "$@"
+echo "bench wall time: $(( ($(date +%s%N) - start_s) / 1000000 )) ms"
+if [ "$backend" = postgres-kafka ]; then
+  curl -s "http://127.0.0.1:$mport/metrics" | awk '/^outbox_published_total/ { print "relay: " $2 " events published to Kafka" }'
+fi

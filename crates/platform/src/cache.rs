@@ -152,25 +152,50 @@ pub struct Cache {
     backend: Backend,
     breaker: Breaker,
     flights: Mutex<HashMap<String, Flight>>,
+    /// Invalidation generations, striped by key hash. A loader that read the database while its
+    /// key's stripe moved may hold a value older than a commit it did not see: it does not store it
+    /// (or removes what it stored).
+    generations: Box<[std::sync::atomic::AtomicU64]>,
+}
+
+const STRIPES: usize = 1024;
+
+fn stripes() -> Box<[std::sync::atomic::AtomicU64]> {
+    (0..STRIPES).map(|_| std::sync::atomic::AtomicU64::new(0)).collect()
 }
 
 impl Cache {
     /// The in-process cache (moka), bounded to `capacity` entries.
     pub fn local(capacity: u64) -> Arc<Self> {
         let cache = moka::future::Cache::builder().max_capacity(capacity).expire_after(EntryExpiry).build();
-        Arc::new(Self { backend: Backend::Local(cache), breaker: Breaker::default(), flights: Mutex::default() })
+        Arc::new(Self {
+            backend: Backend::Local(cache),
+            breaker: Breaker::default(),
+            flights: Mutex::default(),
+            generations: stripes(),
+        })
     }
 
     /// Redis at `url`; connects lazily, so a Redis that is down at start only makes reads slower.
     pub fn redis(url: &str, timeout: Duration) -> anyhow::Result<Arc<Self>> {
         let client = redis::Client::open(url)?;
         let backend = RedisBackend { client, conn: tokio::sync::Mutex::new(None), timeout };
-        Ok(Arc::new(Self { backend: Backend::Redis(backend), breaker: Breaker::default(), flights: Mutex::default() }))
+        Ok(Arc::new(Self {
+            backend: Backend::Redis(backend),
+            breaker: Breaker::default(),
+            flights: Mutex::default(),
+            generations: stripes(),
+        }))
     }
 
     /// No cache at all.
     pub fn disabled() -> Arc<Self> {
-        Arc::new(Self { backend: Backend::Disabled, breaker: Breaker::default(), flights: Mutex::default() })
+        Arc::new(Self {
+            backend: Backend::Disabled,
+            breaker: Breaker::default(),
+            flights: Mutex::default(),
+            generations: stripes(),
+        })
     }
 
     pub fn kind(&self) -> &'static str {
@@ -229,26 +254,40 @@ impl Cache {
         found.ok().flatten()
     }
 
-    async fn raw_set(&self, key: &str, bytes: Arc<[u8]>, ttl: Duration) {
-        match &self.backend {
-            Backend::Disabled => {}
-            Backend::Local(c) => c.insert(key.to_string(), Entry { bytes, ttl }).await,
-            Backend::Redis(r) => {
-                if !self.breaker.allow() {
-                    return;
-                }
-                let mut cmd = redis::cmd("SET");
-                cmd.arg(key).arg(&*bytes).arg("PX").arg(ttl.as_millis() as u64);
-                match r.run::<()>(&cmd).await {
-                    Ok(()) => self.breaker.success(),
-                    Err(e) => self.breaker.failure(&e),
-                }
-            }
+    fn generation_of(&self, key: &str) -> &std::sync::atomic::AtomicU64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.generations[(h.finish() as usize) % self.generations.len()]
+    }
+
+    /// The generations of `keys` before a load.
+    fn seen(&self, keys: &[String]) -> Vec<u64> {
+        keys.iter().map(|k| self.generation_of(k).load(Ordering::SeqCst)).collect()
+    }
+
+    /// Stores entries loaded while their keys' generations were `seen`, except those invalidated
+    /// in between; an invalidation that races the store itself is caught by the check after it.
+    async fn store_loaded(&self, seen: &HashMap<String, u64>, entries: Vec<(String, Arc<[u8]>)>, ttl: Duration) {
+        let unchanged = |k: &String| seen.get(k).is_some_and(|g| self.generation_of(k).load(Ordering::SeqCst) == *g);
+        let (fresh, stale): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(k, _)| unchanged(k));
+        if !stale.is_empty() {
+            metrics::counter!("cache_stale_loads_total").increment(stale.len() as u64);
+        }
+        let keys: Vec<String> = fresh.iter().map(|(k, _)| k.clone()).collect();
+        self.raw_set_many(fresh, ttl).await;
+        let raced: Vec<String> = keys.into_iter().filter(|k| !unchanged(k)).collect();
+        if !raced.is_empty() {
+            metrics::counter!("cache_stale_loads_total").increment(raced.len() as u64);
+            self.raw_delete(&raced, "stale").await;
         }
     }
 
     /// `source`: `write` (after a commit here), `second` (the repeat), `event` (a write elsewhere).
     async fn raw_delete(&self, keys: &[String], source: &'static str) {
+        for k in keys {
+            self.generation_of(k).fetch_add(1, Ordering::SeqCst);
+        }
         metrics::counter!("cache_invalidations_total", "source" => source).increment(1);
         match &self.backend {
             Backend::Disabled => {}
@@ -299,13 +338,15 @@ impl Cache {
         };
         let loaded = flight
             .get_or_try_init(|| async {
+                let seen: HashMap<String, u64> =
+                    std::iter::once(key.clone()).zip(self.seen(std::slice::from_ref(&key))).collect();
                 let value = load().await?;
                 metrics::counter!("cache_loads_total", "kind" => kind).increment(1);
                 let (bytes, ttl): (Arc<[u8]>, Duration) = match &value {
                     Some(v) => (Arc::from(serde_json::to_vec(v).unwrap_or_default()), ENTITY_TTL),
                     None => (Arc::from(NEGATIVE), NEGATIVE_TTL),
                 };
-                self.raw_set(&key, bytes.clone(), ttl).await;
+                self.store_loaded(&seen, vec![(key.clone(), bytes.clone())], ttl).await;
                 Ok::<_, E>(value.map(|_| bytes))
             })
             .await
@@ -415,13 +456,15 @@ impl Cache {
             }
         }
         if !missing.is_empty() {
+            let missing_keys: Vec<String> = missing.iter().map(|id| key_of(*id)).collect();
+            let seen: HashMap<String, u64> = missing_keys.iter().cloned().zip(self.seen(&missing_keys)).collect();
             let loaded = load(missing).await?;
             metrics::counter!("cache_loads_total", "kind" => kind).increment(1);
             let entries = loaded
                 .iter()
                 .filter_map(|v| serde_json::to_vec(v).ok().map(|b| (key_of(id_of(v)), Arc::from(b))))
                 .collect();
-            self.raw_set_many(entries, ENTITY_TTL).await;
+            self.store_loaded(&seen, entries, ENTITY_TTL).await;
             for v in loaded {
                 found.insert(id_of(&v), v);
             }
@@ -476,6 +519,49 @@ mod tests {
         assert_eq!(cache.get_or_load("t", "gone".into(), never).await, Ok(None), "absence is cached");
         cache.invalidate(vec!["gone".into()]).await;
         assert_eq!(cache.get_or_load("t", "gone".into(), never).await, Ok(Some(1)));
+    }
+
+    #[tokio::test]
+    async fn a_load_that_raced_an_invalidation_is_not_cached() {
+        let cache = Cache::local(100);
+        let writer = cache.clone();
+        // The loader reads the database, then a writer commits and invalidates before it stores.
+        let read = cache
+            .get_or_load("t", "k".into(), || async move {
+                writer.invalidate(vec!["k".into()]).await;
+                Ok::<_, ()>(Some(1u32))
+            })
+            .await;
+        assert_eq!(read, Ok(Some(1)));
+        let next = cache.get_or_load("t", "k".into(), || async { Ok::<_, ()>(Some(2u32)) }).await;
+        assert_eq!(next, Ok(Some(2)), "the value read before the commit was not kept");
+        // The same for lists.
+        let writer = cache.clone();
+        let ids = [uuid::Uuid::now_v7()];
+        let key_of = |id: uuid::Uuid| format!("e:{id}");
+        let listed = cache
+            .get_many_or_load(
+                "t",
+                &ids,
+                key_of,
+                |e: &(uuid::Uuid, u32)| e.0,
+                |_| async move {
+                    writer.invalidate(vec![key_of(ids[0])]).await;
+                    Ok::<_, ()>(vec![(ids[0], 1u32)])
+                },
+            )
+            .await;
+        assert_eq!(listed, Ok(vec![(ids[0], 1)]));
+        let again = cache
+            .get_many_or_load(
+                "t",
+                &ids,
+                key_of,
+                |e: &(uuid::Uuid, u32)| e.0,
+                |_| async move { Ok::<_, ()>(vec![(ids[0], 2u32)]) },
+            )
+            .await;
+        assert_eq!(again, Ok(vec![(ids[0], 2)]));
     }
 
     #[test]
