@@ -217,12 +217,11 @@ async fn main() -> anyhow::Result<()> {
     // Processing: wait for the pending claims to drain, then read the lag off the claims.
     let drain = Instant::now();
     loop {
+        // Done on either transport: no claim pending and no order between a claim's steps.
         let pending = api.get("/v1/claims?status=pending&limit=1", &admin).await?;
-        let consumers = api.get("/v1/admin/consumers", &admin).await?;
-        let caught_up = consumers["items"]
-            .as_array()
-            .is_some_and(|c| !c.is_empty() && c.iter().any(|g| g["group"] == "claim-processor" && g["lag"] == 0));
-        if pending["items"].as_array().is_some_and(Vec::is_empty) && caught_up {
+        let claimed = api.get("/v1/orders?status=claimed&limit=1", &admin).await?;
+        let empty = |v: &Value| v["items"].as_array().is_some_and(Vec::is_empty);
+        if empty(&pending) && empty(&claimed) {
             break;
         }
         if drain.elapsed() > Duration::from_secs(600) {
