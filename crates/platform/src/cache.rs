@@ -139,10 +139,6 @@ impl Breaker {
             *open = Some(Instant::now() + BREAKER_OPEN_FOR);
         }
     }
-
-    fn is_open(&self) -> bool {
-        self.open_until.lock().unwrap_or_else(|p| p.into_inner()).is_some()
-    }
 }
 
 type Flight = Arc<OnceCell<Option<Arc<[u8]>>>>;
@@ -196,14 +192,6 @@ impl Cache {
             flights: Mutex::default(),
             generations: stripes(),
         })
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self.backend {
-            Backend::Local(_) => "local",
-            Backend::Redis(_) => "redis",
-            Backend::Disabled => "disabled",
-        }
     }
 
     /// `ok`, or `degraded` while the breaker is open or Redis does not answer a ping.
@@ -481,11 +469,6 @@ impl Cache {
             me.raw_delete(&keys, "second").await;
         });
     }
-
-    /// Whether the breaker is open now (for readiness and metrics).
-    pub fn breaker_open(&self) -> bool {
-        self.breaker.is_open()
-    }
 }
 
 #[cfg(test)]
@@ -496,20 +479,35 @@ mod tests {
     #[tokio::test]
     async fn concurrent_misses_load_once_and_absence_is_remembered() {
         let cache = Cache::local(1000);
-        let loads = Arc::new(AtomicUsize::new(0));
-        let results = futures::future::join_all((0..200).map(|_| {
-            let (cache, loads) = (cache.clone(), loads.clone());
-            async move {
-                cache
-                    .get_or_load("t", "k".into(), || async move {
-                        loads.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        Ok::<_, ()>(Some(42u32))
-                    })
-                    .await
-            }
-        }))
-        .await;
+        let (loads, started) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        // The load holds until every caller has started: nothing is cached before it finishes, so
+        // every caller overlaps it.
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let callers: Vec<_> = (0..200)
+            .map(|_| {
+                let (cache, loads, started, mut gate) = (cache.clone(), loads.clone(), started.clone(), gate.clone());
+                tokio::spawn(async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    cache
+                        .get_or_load("t", "k".into(), || async move {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            let _ = gate.wait_for(|open| *open).await;
+                            Ok::<_, ()>(Some(42u32))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while started.load(Ordering::SeqCst) < 200 {
+            assert!(Instant::now() < deadline, "callers did not start");
+            tokio::task::yield_now().await;
+        }
+        let _ = open.send(true);
+        let mut results = Vec::new();
+        for c in callers {
+            results.push(c.await.unwrap_or(Err(())));
+        }
         assert!(results.iter().all(|r| *r == Ok(Some(42))));
         assert_eq!(loads.load(Ordering::SeqCst), 1);
 

@@ -106,13 +106,6 @@ impl Database {
         Ok(())
     }
 
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Self::Postgres(_) => "postgres",
-            Self::Sqlite(_) => "sqlite",
-        }
-    }
-
     /// Applies one service's migrations. On PostgreSQL an advisory lock keeps concurrent starts
     /// from racing each other.
     pub async fn migrate(&self, m: &Migrations) -> anyhow::Result<()> {

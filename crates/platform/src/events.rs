@@ -455,24 +455,3 @@ pub async fn positions(db: &Database) -> anyhow::Result<Vec<(String, i64)>> {
         }
     }
 }
-
-/// Removes a group's position and inbox.
-pub async fn forget_group(db: &Database, group: &str) -> anyhow::Result<()> {
-    match db {
-        Database::Postgres(pool) => {
-            let c = pool.get().await?;
-            c.execute("DELETE FROM consumer_offsets WHERE group_name = $1", &[&group]).await?;
-            c.execute("DELETE FROM inbox WHERE group_name = $1", &[&group]).await?;
-        }
-        Database::Sqlite(pool) => {
-            let group = group.to_string();
-            pool.call(move |c| {
-                c.execute("DELETE FROM consumer_offsets WHERE group_name = ?1", [&group])?;
-                c.execute("DELETE FROM inbox WHERE group_name = ?1", [&group])?;
-                Ok::<_, anyhow::Error>(())
-            })
-            .await?;
-        }
-    }
-    Ok(())
-}

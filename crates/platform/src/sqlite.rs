@@ -3,7 +3,7 @@
 //! One connection serialises writers, which is what SQLite does anyway; it also makes every
 //! transaction here `IMMEDIATE` in effect, so read-modify-write sequences are atomic.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -13,7 +13,6 @@ use rusqlite::Connection;
 #[derive(Clone)]
 pub struct SqlitePool {
     conn: Arc<Mutex<Connection>>,
-    path: PathBuf,
 }
 
 impl SqlitePool {
@@ -27,11 +26,7 @@ impl SqlitePool {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
         )
         .context("configuring SQLite")?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
     /// Runs `f` with the connection on a blocking thread.

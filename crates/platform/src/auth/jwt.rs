@@ -76,10 +76,6 @@ impl TokenKeys {
         })
     }
 
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
     pub fn ttl(&self) -> Duration {
         self.ttl
     }
