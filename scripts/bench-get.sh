@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GET /v1/orders/{id}: walletd with Redis cache hits, walletd with the cache disabled (PostgreSQL
-# on every read), and a bare axum handler, all driven by the same load tool with the same settings.
+# on every read), walletd whose Redis is down (breaker open), and a bare axum handler, all driven by the same load tool with the same settings.
 # Usage: scripts/bench-get.sh [seconds per run, default 10] [concurrent clients, default 32]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,10 +43,14 @@ stop_server
 start_walletd false
 load "http://127.0.0.1:$port/v1/orders/$order" "no cache" "$token" | tee -a "$out"
 stop_server
+# Redis down: nothing listens on this port, so calls fail fast, the breaker opens, reads go to PostgreSQL.
+WALLETD_REDIS_URL="redis://127.0.0.1:$(free_port)/0" start_walletd true
+load "http://127.0.0.1:$port/v1/orders/$order" "redis down" "$token" | tee -a "$out"
+stop_server
 bare=$(free_port)
 "$root/target/release/bare_axum" "127.0.0.1:$bare" & pid=$!
 until curl -sf "http://127.0.0.1:$bare/v1/orders/x" >/dev/null; do sleep 0.05; done
 load "http://127.0.0.1:$bare/v1/orders/$order" "bare axum" | tee -a "$out"
 awk '{ for (i = 1; i <= NF; i++) if ($i == "req/s") { rps[NR] = $(i-1) } }
-     END { printf "ratios: cache/no-cache %.2f, cache/bare %.2f, no-cache/bare %.2f\n", rps[1]/rps[2], rps[1]/rps[3], rps[2]/rps[3] }' "$out"
+     END { printf "ratios: cache/no-cache %.2f, cache/bare %.2f, no-cache/bare %.2f, redis-down/cache %.2f\n", rps[1]/rps[2], rps[1]/rps[4], rps[2]/rps[4], rps[3]/rps[1] }' "$out"
 rm -f "$out"
