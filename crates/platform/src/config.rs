@@ -40,6 +40,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Run the event consumers (claim processing) in this process.
     pub run_consumers: bool,
+    /// Run the outbox relay to Kafka in `walletd serve` (when Kafka is set); `false` when it runs
+    /// alone as `walletd relay`.
+    pub run_relay: bool,
     /// Redis for the cache (and shared rate limits); the in-process cache when unset.
     pub redis_url: Option<String>,
     pub redis_timeout: Duration,
@@ -90,6 +93,7 @@ impl Default for Settings {
             log_format: LogFormat::Auto,
             shutdown_timeout: Duration::from_secs(20),
             run_consumers: true,
+            run_relay: true,
             redis_url: None,
             redis_timeout: Duration::from_millis(100),
             cache_capacity: 100_000,
@@ -134,6 +138,7 @@ pub const KEYS: &[&str] = &[
     "log_format",
     "shutdown_timeout_secs",
     "run_consumers",
+    "run_relay",
     "redis_url",
     "redis_timeout_ms",
     "cache_capacity",
@@ -271,6 +276,9 @@ impl Settings {
             "run_consumers" => {
                 self.run_consumers = boolean(value).ok_or_else(|| invalid(format!("`{value}` is not true or false")))?
             }
+            "run_relay" => {
+                self.run_relay = boolean(value).ok_or_else(|| invalid(format!("`{value}` is not true or false")))?
+            }
             "region" => self.region = non_empty(value)?,
             "jwt_private_key_file" => self.jwt_private_key_file = Some(PathBuf::from(non_empty(value)?)),
             "jwt_issuer" => self.jwt_issuer = non_empty(value)?,
@@ -371,6 +379,7 @@ impl Settings {
             ("log_format", format!("{:?}", self.log_format).to_lowercase()),
             ("shutdown_timeout_secs", self.shutdown_timeout.as_secs().to_string()),
             ("run_consumers", self.run_consumers.to_string()),
+            ("run_relay", self.run_relay.to_string()),
             ("redis_url", self.redis_url.as_deref().map(mask_url).unwrap_or_default()),
             ("redis_timeout_ms", self.redis_timeout.as_millis().to_string()),
             ("cache_capacity", self.cache_capacity.to_string()),

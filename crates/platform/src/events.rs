@@ -419,22 +419,28 @@ pub async fn parked(db: &Database) -> anyhow::Result<Vec<ParkedEvent>> {
 /// handlers see the events again (they must be idempotent); without, the inbox skips them.
 pub async fn replay(db: &Database, group: &str, from: i64, forget_handled: bool) -> anyhow::Result<()> {
     if forget_handled {
-        match db {
-            Database::Postgres(pool) => {
-                pool.get().await?.execute("DELETE FROM inbox WHERE group_name = $1", &[&group]).await?;
-            }
-            Database::Sqlite(pool) => {
-                let group = group.to_string();
-                pool.call(move |c| {
-                    c.execute("DELETE FROM inbox WHERE group_name = ?1", [group]).map_err(anyhow::Error::from)
-                })
-                .await?;
-            }
-        }
+        forget_handled_events(db, group).await?;
     }
     save_position(db, group, from).await?;
     tracing::warn!(consumer.group = group, from, forget_handled, "consumer group rewound for a replay");
     outbox::notify_written();
+    Ok(())
+}
+
+/// Clears a group's inbox, so its handler sees already-handled events again when they are redelivered.
+pub async fn forget_handled_events(db: &Database, group: &str) -> anyhow::Result<()> {
+    match db {
+        Database::Postgres(pool) => {
+            pool.get().await?.execute("DELETE FROM inbox WHERE group_name = $1", &[&group]).await?;
+        }
+        Database::Sqlite(pool) => {
+            let group = group.to_string();
+            pool.call(move |c| {
+                c.execute("DELETE FROM inbox WHERE group_name = ?1", [group]).map_err(anyhow::Error::from)
+            })
+            .await?;
+        }
+    }
     Ok(())
 }
 

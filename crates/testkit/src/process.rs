@@ -14,6 +14,35 @@ pub struct WalletdProcess {
     pub child: Child,
     /// `http://127.0.0.1:PORT`
     pub base: String,
+    /// The metrics listener, `http://127.0.0.1:PORT`.
+    pub metrics: String,
+}
+
+/// Spawns `cmd` with its JSON log lines (stderr) coming through the returned channel; a line that is
+/// not JSON comes as a string value. The channel ends when the process closes stderr. Lines wait
+/// up to a minute each, then the iteration ends.
+pub fn spawn_logged(mut cmd: Command) -> (Child, LogLines) {
+    let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let v = serde_json::from_str::<Value>(&line).unwrap_or(Value::String(line));
+            // Keep draining after the receiver is gone: a closed pipe would fail the child's logging.
+            let _ = tx.send(v);
+        }
+    });
+    (child, LogLines(rx))
+}
+
+/// A child's log lines as they come.
+pub struct LogLines(std::sync::mpsc::Receiver<Value>);
+
+impl LogLines {
+    /// The lines, each waited for up to a minute.
+    pub fn iter(&self) -> impl Iterator<Item = Value> + '_ {
+        std::iter::from_fn(|| self.0.recv_timeout(Duration::from_secs(60)).ok())
+    }
 }
 
 /// A `walletd` command in `dir` with a clean environment plus `envs`.
@@ -29,28 +58,24 @@ pub fn command(bin: &str, dir: &Path, envs: &[(&str, &str)]) -> Command {
 impl WalletdProcess {
     /// Starts `walletd serve` on ephemeral ports and waits for its ready line.
     pub fn start(bin: &str, dir: &Path, envs: &[(&str, &str)]) -> Self {
-        let mut child = command(bin, dir, envs)
-            .arg("serve")
+        let mut cmd = command(bin, dir, envs);
+        cmd.arg("serve")
             .env("WALLETD_HTTP_ADDR", "127.0.0.1:0")
             .env("WALLETD_METRICS_ADDR", "127.0.0.1:0")
-            .env("WALLETD_LOG_FORMAT", "json")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["message"] == "walletd ready"
-                {
-                    let _ = tx.send(v["http.addr"].as_str().unwrap_or_default().to_string());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("walletd did not log its ready line");
-        Self { child, base: format!("http://{addr}") }
+            .env("WALLETD_LOG_FORMAT", "json");
+        let (child, lines) = spawn_logged(cmd);
+        let ready = lines.iter().find(|v| v["message"] == "walletd ready").expect("walletd did not log its ready line");
+        let addr = |field: &str| format!("http://{}", ready[field].as_str().unwrap_or_default());
+        Self { child, base: addr("http.addr"), metrics: addr("metrics.addr") }
+    }
+
+    /// The sum of a Prometheus metric's samples that carry every one of `labels` (`group="x"`).
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.metrics)).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum()
     }
 
     /// `kill -9`: no shutdown, no draining.

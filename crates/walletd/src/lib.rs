@@ -258,10 +258,10 @@ impl Server {
             })
             .collect();
         let relay = match &self.settings.kafka {
-            Some(kafka) => {
+            Some(kafka) if self.settings.run_relay => {
                 Some(tokio::spawn(platform::kafka::Relay::new(self.database.clone(), kafka)?.run(consumers_rx.clone())))
             }
-            None => None,
+            _ => None,
         };
         let metrics = tokio::spawn(async move {
             axum::serve(self.metrics, self.metrics_app)

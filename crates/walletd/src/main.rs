@@ -68,7 +68,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum EventsCommand {
-    /// Rewind a consumer group to redeliver the log from a position (handlers are idempotent).
+    /// Rewind a consumer group to redeliver the log from a position (handlers are idempotent). With
+    /// Kafka, the group goes back to the start of every topic; stop its consumers first.
     Replay {
         #[arg(long, default_value = "claim-processor")]
         group: String,
@@ -80,6 +81,14 @@ enum EventsCommand {
     },
     /// Show each consumer group's position, the head of the log, and parked events.
     Status,
+    /// Print events as they reach a Kafka topic, one JSON object per line, until interrupted.
+    Tail {
+        #[arg(long)]
+        topic: String,
+        /// Start at the topic's beginning instead of its end.
+        #[arg(long)]
+        from_beginning: bool,
+    },
 }
 
 fn main() {
@@ -157,23 +166,63 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Events { command } => {
-            let db = walletd::open_database(&settings).await?;
             match command {
-                EventsCommand::Replay { group, from, forget_handled } => {
-                    platform::events::replay(&db, &group, from, forget_handled).await?;
-                    println!("{group} rewound to {from}; a running walletd redelivers within a poll interval");
-                }
+                EventsCommand::Replay { group, from, forget_handled } => match &settings.kafka {
+                    Some(kafka) => {
+                        let db = walletd::open_database(&settings).await?;
+                        let partitions = platform::kafka::rewind_group(kafka, &group).await?;
+                        if forget_handled {
+                            platform::events::forget_handled_events(&db, &group).await?;
+                        }
+                        println!("{}.{group} rewound to the start of {partitions} partitions", kafka.group_prefix);
+                    }
+                    None => {
+                        let db = walletd::open_database(&settings).await?;
+                        platform::events::replay(&db, &group, from, forget_handled).await?;
+                        println!("{group} rewound to {from}; a running walletd redelivers within a poll interval");
+                    }
+                },
                 EventsCommand::Status => {
-                    let head = platform::outbox::head(&db).await?;
-                    let position = platform::events::load_position(&db, "claim-processor").await?;
-                    println!("log head: {head}");
-                    println!("claim-processor: position {position}, lag {}", head - position);
+                    let db = walletd::open_database(&settings).await?;
+                    if let Some(kafka) = &settings.kafka {
+                        for p in platform::kafka::group_offsets(kafka, "claim-processor").await? {
+                            let committed = p.committed.map_or("-".to_string(), |c| c.to_string());
+                            println!(
+                                "{}.claim-processor {}[{}]: committed {committed}, end {}, lag {}",
+                                kafka.group_prefix,
+                                p.topic,
+                                p.partition,
+                                p.high,
+                                p.lag()
+                            );
+                        }
+                    } else {
+                        let head = platform::outbox::head(&db).await?;
+                        let position = platform::events::load_position(&db, "claim-processor").await?;
+                        println!("log head: {head}");
+                        println!("claim-processor: position {position}, lag {}", head - position);
+                    }
                     for p in platform::events::parked(&db).await? {
                         println!(
                             "parked: group={} seq={} type={} attempts={} error={}",
                             p.group, p.seq, p.event_type, p.attempts, p.last_error
                         );
                     }
+                }
+                EventsCommand::Tail { topic, from_beginning } => {
+                    let kafka = settings.kafka.clone().context("WALLETD_KAFKA_BROKERS is not set")?;
+                    let known = platform::kafka::TOPICS.iter().any(|t| topic == *t || topic == format!("{t}.dlq"));
+                    anyhow::ensure!(
+                        known,
+                        "--topic: `{topic}` is not an event topic ({})",
+                        platform::kafka::TOPICS.join(", ")
+                    );
+                    let (tx, rx) = tokio::sync::watch::channel(false);
+                    tokio::spawn(async move {
+                        walletd::shutdown_signal().await;
+                        let _ = tx.send(true);
+                    });
+                    platform::kafka::tail(&kafka, &topic, from_beginning, std::io::stdout().lock(), rx).await?;
                 }
             }
             Ok(())

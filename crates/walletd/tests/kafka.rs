@@ -3,16 +3,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rstest::rstest;
 use serde_json::{Value, json};
 use testkit::kafka::{PrivateKafka, brokers, read_topic, settings};
 use testkit::platform::db::Database;
-use testkit::platform::kafka::Relay;
-use testkit::platform::outbox;
-use testkit::{Backend, TestApp, wait_until};
+use testkit::platform::events::{ConsumerOptions, EventHandler};
+use testkit::platform::kafka::{Relay, consume};
+use testkit::platform::outbox::{self, EventEnvelope};
+use testkit::process::{WalletdProcess, command, sign_in};
+use testkit::{Backend, TempDir, TestApp, wait_until};
 
 async fn unpublished(app: &TestApp) -> i64 {
     let db = Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
@@ -63,35 +66,96 @@ async fn the_relay_publishes_every_event_keyed_by_aggregate_with_headers(#[case]
 }
 
 #[tokio::test]
-async fn a_broker_outage_loses_nothing() {
+async fn a_broker_outage_under_load_loses_no_event_and_repeats_no_effect() {
     let mut kafka = PrivateKafka::start();
     let app = TestApp::spawn_with(Backend::Postgres, |s| s.kafka = Some(settings(&kafka.brokers()))).await;
-    let s = app.new_user().await;
-    app.create_supply(&s.access, "USDC", "1").await;
-    assert!(wait_until(Duration::from_secs(30), || async { unpublished(&app).await == 0 }).await);
-
-    kafka.stop();
-    let mut ids = HashSet::new();
-    for i in 0..20 {
-        let res = app
-            .post("/v1/supplies", &s.access)
-            .json(&json!({"currency": "USDC", "amount": format!("{}", i + 2)}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201, "writes keep answering while the broker is down");
-        ids.insert(res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+    let admin = app.admin_token().await;
+    let buyer = app.new_user().await.access;
+    let mut shoppers = Vec::new();
+    let mut supplies = Vec::new();
+    for _ in 0..4 {
+        let s = app.new_user().await;
+        supplies.push(app.create_supply(&s.access, "USDC", "100000").await["id"].as_str().unwrap().to_string());
+        shoppers.push(s.access);
     }
-    assert!(unpublished(&app).await >= 20, "the events wait in the outbox");
+    let db = Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
 
+    // A steady load: orders and their claims, one after the other, until told to stop.
+    let (http, base) = (app.client.clone(), app.base.clone());
+    let written: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn({
+        let written = written.clone();
+        async move {
+            let mut refused = Vec::new();
+            for i in 0.. {
+                if *stopped.borrow() {
+                    break;
+                }
+                let oid = order_at(&http, &base, &buyer, "1").await;
+                let res = http
+                    .post(format!("{base}/v1/orders/{oid}/claim"))
+                    .bearer_auth(&shoppers[i % shoppers.len()])
+                    .send()
+                    .await
+                    .unwrap();
+                if res.status() != 201 {
+                    refused.push(res.status().as_u16());
+                    continue;
+                }
+                let claim = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+                written.lock().unwrap().push((oid, claim));
+            }
+            refused
+        }
+    });
+    let count = || written.lock().unwrap().len();
+    let grows_by = |n: usize| {
+        let target = count() + n;
+        wait_until(Duration::from_secs(60), move || async move { count() >= target })
+    };
+    assert!(grows_by(10).await, "the load does not run");
+    kafka.stop();
+    assert!(grows_by(25).await, "writes stalled while the broker was down");
     kafka.start_again();
-    assert!(
-        wait_until(Duration::from_secs(60), || async { unpublished(&app).await == 0 }).await,
-        "the outbox did not drain"
-    );
-    let seen = |got: &[testkit::kafka::Received]| ids.iter().all(|id| got.iter().any(|m| &m.key == id));
-    let got = read_topic(&kafka.brokers(), "supply-events", Duration::from_secs(30), seen);
-    assert!(seen(&got), "events lost in the outage");
+    assert!(grows_by(10).await, "writes stalled after the broker came back");
+    let _ = stop.send(true);
+    let refused = load.await.unwrap();
+    assert_eq!(refused, Vec::<u16>::new(), "every write answers 201, broker or not");
+
+    let written = written.lock().unwrap().clone();
+    let drained = wait_until(Duration::from_secs(120), || async {
+        let pending = json_of(&app, "/v1/claims?status=pending&limit=1", &admin).await;
+        let claimed = json_of(&app, "/v1/orders?status=claimed&limit=1", &admin).await;
+        outbox::unpublished_count(&db).await.unwrap() == 0
+            && pending["items"] == json!([])
+            && claimed["items"] == json!([])
+    })
+    .await;
+    assert!(drained, "the backlog did not drain after the outage");
+    // Every claim's effect happened exactly once, counted by claim id...
+    let processed = processed_per_claim(&db).await;
+    let claims: HashSet<String> = written.iter().map(|(_, c)| c.clone()).collect();
+    assert_eq!(processed.keys().cloned().collect::<HashSet<_>>(), claims, "a claim was not processed");
+    assert!(processed.values().all(|n| *n == 1), "a claim processed twice: {processed:?}");
+    let mut left = rust_decimal::Decimal::ZERO;
+    for sid in &supplies {
+        left += json_of(&app, &format!("/v1/supplies/{sid}"), &admin).await["amount"]
+            .as_str()
+            .unwrap()
+            .parse::<rust_decimal::Decimal>()
+            .unwrap();
+    }
+    assert_eq!(rust_decimal::Decimal::from(400_000 - written.len() as i64), left, "each order paid once");
+    // ...and every event reached Kafka: each order's claim is on its topic.
+    let orders: HashSet<&str> = written.iter().map(|(o, _)| o.as_str()).collect();
+    let claimed_on_topic = |got: &[testkit::kafka::Received]| {
+        let seen: HashSet<&str> =
+            got.iter().filter(|m| m.headers["event_type"] == "order.claimed").map(|m| m.key.as_str()).collect();
+        orders.iter().all(|o| seen.contains(o))
+    };
+    let got = read_topic(&kafka.brokers(), "order-events", Duration::from_secs(30), claimed_on_topic);
+    assert!(claimed_on_topic(&got), "events lost in the outage");
 }
 
 #[tokio::test]
@@ -223,4 +287,263 @@ async fn a_poison_event_goes_to_the_dead_letter_topic_and_later_events_flow() {
         read_topic(&brokers, "order-events.dlq", Duration::from_secs(30), |got| got.iter().any(|m| m.key == key));
     let dead = dead.iter().find(|m| m.key == key).expect("the poison event reached order-events.dlq");
     assert!(dead.headers["error"].contains("no claim id"), "{:?}", dead.headers);
+}
+
+/// Records the supply amounts it sees, per supply, with a little jitter per event so that handling
+/// a partition's events out of order would show.
+struct Recorder {
+    seen: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Recorder {
+    fn group(&self) -> &'static str {
+        "order-check"
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        event_type.starts_with("supply.")
+    }
+
+    async fn handle(&self, event: &EventEnvelope) -> anyhow::Result<()> {
+        let jitter = u64::from(event.id.as_bytes()[15] % 4);
+        tokio::time::sleep(Duration::from_millis(jitter)).await;
+        let amount = event.data["amount"].as_str().unwrap_or_default().to_string();
+        self.seen.lock().unwrap().entry(event.aggregate_id.to_string()).or_default().push(amount);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn one_aggregates_events_are_consumed_in_order() {
+    let brokers = brokers();
+    let kafka = settings(&brokers);
+    let app = TestApp::spawn_with(Backend::Postgres, |s| s.kafka = Some(kafka.clone())).await;
+    let db = Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
+    let recorder = Arc::new(Recorder { seen: Default::default() });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let consumer = tokio::spawn(consume(kafka, db, recorder.clone(), ConsumerOptions::default(), stopped));
+
+    // Eight supplies, each updated 15 times in sequence, all eight at once.
+    let app_ref = &app;
+    let updates = 15;
+    let ids = futures::future::join_all((0..8).map(|_| async move {
+        let s = app_ref.new_user().await;
+        let id = app_ref.create_supply(&s.access, "USDC", "1").await["id"].as_str().unwrap().to_string();
+        for amount in 2..=updates {
+            let res = app_ref
+                .patch(&format!("/v1/supplies/{id}"), &s.access)
+                .json(&json!({"amount": amount.to_string()}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+        }
+        id
+    }))
+    .await;
+    let all_seen = wait_until(Duration::from_secs(60), || async {
+        let seen = recorder.seen.lock().unwrap();
+        ids.iter().all(|id| seen.get(id).is_some_and(|v| v.len() >= updates))
+    })
+    .await;
+    let _ = stop.send(true);
+    consumer.await.unwrap().unwrap();
+    assert!(all_seen, "not every event arrived");
+    let expected: Vec<String> = (1..=updates).map(|a| format!("{a}.000000")).collect();
+    let seen = recorder.seen.lock().unwrap();
+    for id in &ids {
+        assert_eq!(seen[id], expected, "supply {id}: its events out of order");
+    }
+}
+
+async fn order_at(http: &reqwest::Client, base: &str, buyer: &str, price: &str) -> String {
+    let body =
+        json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "n", "price": price, "quantity": 1}]});
+    let res = http.post(format!("{base}/v1/orders")).bearer_auth(buyer).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+}
+
+fn admin_token(dir: &TempDir, envs: &[(&str, &str)]) -> String {
+    let out = command(BIN, &dir.0, envs)
+        .args(["token", "--role", "admin", "--address", "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+async fn fetch(http: &reqwest::Client, base: &str, token: &str, path: &str) -> Value {
+    http.get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
+/// No claim pending and no order between a claim's steps.
+async fn settled(http: &reqwest::Client, base: &str, admin: &str) -> bool {
+    let pending = fetch(http, base, admin, "/v1/claims?status=pending&limit=1").await;
+    let claimed = fetch(http, base, admin, "/v1/orders?status=claimed&limit=1").await;
+    pending["items"].as_array().is_some_and(Vec::is_empty) && claimed["items"].as_array().is_some_and(Vec::is_empty)
+}
+
+/// How many `claim.processed` events the log holds per claim.
+async fn processed_per_claim(db: &Database) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for e in outbox::list(db, 0, 100_000).await.unwrap() {
+        if e.event_type == "claim.processed" {
+            *out.entry(e.aggregate_id.to_string()).or_default() += 1;
+        }
+    }
+    out
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_walletd");
+
+#[tokio::test]
+async fn two_processes_share_the_work_of_one_consumer_group() {
+    // A broker of its own: events of other tests would count as handled here.
+    let kafka = PrivateKafka::start();
+    let dir = TempDir::new();
+    let url = testkit::fresh_database_url(Backend::Postgres, &dir).await;
+    let (brokers, prefix) = (kafka.brokers(), format!("pair-{}", uuid::Uuid::now_v7().simple()));
+    let envs = [
+        ("WALLETD_DATABASE_URL", url.as_str()),
+        ("WALLETD_KAFKA_BROKERS", brokers.as_str()),
+        ("WALLETD_KAFKA_GROUP_PREFIX", prefix.as_str()),
+        ("WALLETD_RATE_LIMIT_PER_MINUTE", "0"),
+    ];
+    let one = WalletdProcess::start(BIN, &dir.0, &envs);
+    let two = WalletdProcess::start(BIN, &dir.0, &envs);
+    let admin = admin_token(&dir, &envs);
+    let http = reqwest::Client::new();
+    let (buyer, _) = sign_in(&http, &one.base).await;
+    let mut shoppers = Vec::new();
+    for _ in 0..4 {
+        let (token, _) = sign_in(&http, &two.base).await;
+        let res = http
+            .post(format!("{}/v1/supplies", two.base))
+            .bearer_auth(&token)
+            .json(&json!({"currency": "USDC", "amount": "100000"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        shoppers.push(token);
+    }
+    // Claims in rounds, through both processes, until each process has processed some: the group
+    // needs a rebalance after the second member joins before both have partitions.
+    let mut claims = 0;
+    let start = std::time::Instant::now();
+    loop {
+        for (i, base) in [&one.base, &two.base].into_iter().cycle().take(10).enumerate() {
+            let oid = order_at(&http, base, &buyer, "1").await;
+            let res = http
+                .post(format!("{base}/v1/orders/{oid}/claim"))
+                .bearer_auth(&shoppers[(claims + i) % 4])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 201);
+        }
+        claims += 10;
+        let done = wait_until(Duration::from_secs(30), || settled(&http, &one.base, &admin)).await;
+        assert!(done, "claims were not processed");
+        let ok = [r#"group="claim-processor""#, r#"outcome="ok""#];
+        let (a, b) = (one.metric("events_handled_total", &ok).await, two.metric("events_handled_total", &ok).await);
+        if a > 0.0 && b > 0.0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "one process did all the work: {a} and {b}");
+    }
+
+    let db = Database::connect(&url, &Default::default()).await.unwrap();
+    let processed = processed_per_claim(&db).await;
+    assert_eq!(processed.len(), claims, "every claim processed");
+    assert!(processed.values().all(|n| *n == 1), "a claim processed twice: {processed:?}");
+}
+
+#[tokio::test]
+async fn a_relay_killed_between_publish_and_mark_duplicates_events_but_not_effects() {
+    // A broker of its own, to count what reached the topic.
+    let kafka = PrivateKafka::start();
+    let brokers = kafka.brokers();
+    // The API and the consumers in process; the relay as a process of its own.
+    let app = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.kafka = Some(settings(&brokers));
+        s.run_relay = false;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let buyer = app.new_user().await;
+    let mut claims = Vec::new();
+    let mut supplies = Vec::new();
+    for i in 0..10 {
+        let shopper = app.new_user().await;
+        supplies.push(app.create_supply(&shopper.access, "USDC", "50").await["id"].as_str().unwrap().to_string());
+        let oid = order(&app, &buyer.access, &format!("{}", i + 1)).await;
+        let res = app.post(&format!("/v1/orders/{oid}/claim"), &shopper.access).send().await.unwrap();
+        assert_eq!(res.status(), 201);
+        claims.push(res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+    }
+    let db = Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
+    let waiting = outbox::unpublished_count(&db).await.unwrap();
+    assert!(waiting >= 20, "the outbox holds the events ({waiting})");
+
+    // The relay publishes its batch, then stops before marking it; kill -9 it there.
+    let dir = TempDir::new();
+    let url = app.settings.database_url();
+    let envs = [
+        ("WALLETD_DATABASE_URL", url.as_str()),
+        ("WALLETD_KAFKA_BROKERS", brokers.as_str()),
+        ("WALLETD_LOG_FORMAT", "json"),
+        ("WALLETD_FAILPOINTS", "relay-before-mark"),
+    ];
+    let mut cmd = command(BIN, &dir.0, &envs);
+    cmd.arg("relay");
+    let (mut relay, lines) = testkit::process::spawn_logged(cmd);
+    let stalled =
+        lines.iter().find(|l| l["message"].as_str().is_some_and(|m| m.starts_with("failpoint relay-before-mark")));
+    assert!(stalled.is_some(), "the relay never reached the failpoint");
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+    assert!(outbox::unpublished_count(&db).await.unwrap() >= waiting, "the killed relay marked nothing");
+
+    // A relay taking over (after the dead one's lease lapses) publishes the same rows again.
+    let mut cmd = command(BIN, &dir.0, &envs[..3]);
+    cmd.arg("relay");
+    let (mut second, _lines) = testkit::process::spawn_logged(cmd);
+    let drained = wait_until(Duration::from_secs(60), || async {
+        outbox::unpublished_count(&db).await.unwrap() == 0 && {
+            let pending = json_of(&app, "/v1/claims?status=pending&limit=1", &admin).await;
+            let claimed = json_of(&app, "/v1/orders?status=claimed&limit=1", &admin).await;
+            pending["items"] == json!([]) && claimed["items"] == json!([])
+        }
+    })
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert!(drained, "the second relay did not drain the outbox, or the claims were not processed");
+
+    // Duplicates reached Kafka...
+    let claimed_keys: HashSet<String> = claims.iter().map(|c| c.to_string()).collect();
+    let twice = |got: &[testkit::kafka::Received]| {
+        let mut per_event: HashMap<&str, usize> = HashMap::new();
+        for m in got {
+            *per_event.entry(m.headers["event_id"].as_str()).or_default() += 1;
+        }
+        per_event.values().filter(|n| **n >= 2).count()
+    };
+    let got = read_topic(&brokers, "order-events", Duration::from_secs(30), |got| twice(got) >= 10);
+    assert!(twice(&got) >= 10, "the crash should have published the order events twice");
+    // ...and every effect happened once.
+    let processed = processed_per_claim(&db).await;
+    assert_eq!(processed.keys().cloned().collect::<HashSet<_>>(), claimed_keys, "every claim processed");
+    assert!(processed.values().all(|n| *n == 1), "a claim processed twice: {processed:?}");
+    let mut consumed = rust_decimal::Decimal::ZERO;
+    for sid in &supplies {
+        let s = json_of(&app, &format!("/v1/supplies/{sid}"), &admin).await;
+        assert_eq!(s["reserved"], "0.000000");
+        consumed +=
+            rust_decimal::Decimal::from(50) - s["amount"].as_str().unwrap().parse::<rust_decimal::Decimal>().unwrap();
+    }
+    assert_eq!(consumed, rust_decimal::Decimal::from(55), "each order's amount taken once");
 }
