@@ -9,6 +9,7 @@ use std::time::Duration;
 use rstest::rstest;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use testkit::platform::kafka::KafkaSettings;
 use testkit::{Backend, Session, TestApp, assert_problem, wait_until};
 
 /// Claim processing over the embedded log or over Kafka.
@@ -378,13 +379,37 @@ async fn snapshot(app: &TestApp, admin: &str, orders: &[String], supplies: &[Str
     Value::Array(out)
 }
 
+/// Whether the claim processor has caught up with everything written so far.
+async fn caught_up(db: &testkit::platform::db::Database, kafka: Option<&KafkaSettings>) -> bool {
+    use testkit::platform::{events, kafka as k, outbox};
+    match kafka {
+        None => events::load_position(db, "claim-processor").await.unwrap() >= outbox::head(db).await.unwrap(),
+        Some(settings) => k::group_offsets(settings, "claim-processor").await.unwrap().iter().all(|p| p.lag() == 0),
+    }
+}
+
 #[rstest]
-#[case::sqlite(Backend::Sqlite)]
-#[case::postgres(Backend::Postgres)]
+#[case::sqlite(Backend::Sqlite, Transport::Log)]
+#[case::postgres(Backend::Postgres, Transport::Log)]
+#[case::postgres_kafka(Backend::Postgres, Transport::Kafka)]
 #[tokio::test]
-async fn redelivered_events_and_a_restarted_consumer_change_nothing(#[case] backend: Backend) {
-    use testkit::platform::{db::Database, events, outbox};
-    let first = TestApp::spawn(backend).await;
+async fn redelivered_events_and_a_restarted_consumer_change_nothing(
+    #[case] backend: Backend,
+    #[case] transport: Transport,
+) {
+    use testkit::platform::{db::Database, events, kafka as k};
+    // Over Kafka, a broker of its own: "caught up" means every partition's end, which other tests
+    // would keep moving.
+    let broker = matches!(transport, Transport::Kafka).then(testkit::kafka::PrivateKafka::start);
+    let kafka = broker.as_ref().map(|b| testkit::kafka::settings(&b.brokers()));
+    let spawn_on = |url: Option<String>| {
+        let kafka = kafka.clone();
+        TestApp::spawn_with(backend, move |s| {
+            s.database_url = url.or(s.database_url.take());
+            s.kafka = kafka;
+        })
+    };
+    let first = spawn_on(None).await;
     let admin = first.admin_token().await;
     let buyer = first.new_user().await;
     let mut orders = Vec::new();
@@ -406,13 +431,11 @@ async fn redelivered_events_and_a_restarted_consumer_change_nothing(#[case] back
     let url = first.settings.database_url();
     let _data = first.stop().await;
 
-    // A new instance resumes from the group's persisted position.
-    let app = TestApp::spawn_with(backend, |s| s.database_url = Some(url.clone())).await;
+    // A new instance resumes from the group's persisted position (or committed offsets).
+    let mut app = spawn_on(Some(url.clone())).await;
     settle(&app, &admin).await;
     let db = Database::connect(&url, &app.settings.db_options()).await.unwrap();
-    let caught_up =
-        || async { events::load_position(&db, "claim-processor").await.unwrap() >= outbox::head(&db).await.unwrap() };
-    assert!(wait_until(Duration::from_secs(30), caught_up).await);
+    assert!(wait_until(Duration::from_secs(30), || caught_up(&db, kafka.as_ref())).await);
     let before = snapshot(&app, &admin, &orders, &supplies).await;
     let types = before.as_array().unwrap().last().unwrap().as_array().unwrap().clone();
     assert_eq!(types.iter().filter(|t| *t == "claim.processed").count(), 12, "each claim processed exactly once");
@@ -420,8 +443,20 @@ async fn redelivered_events_and_a_restarted_consumer_change_nothing(#[case] back
     // The whole log again: first the inbox turns every event away, then the handler itself sees
     // every event a second time.
     for forget in [false, true] {
-        events::replay(&db, "claim-processor", 0, forget).await.unwrap();
-        assert!(wait_until(Duration::from_secs(30), caught_up).await, "replay did not finish");
+        match &kafka {
+            None => events::replay(&db, "claim-processor", 0, forget).await.unwrap(),
+            Some(settings) => {
+                // Kafka moves a group's offsets only while it has no member.
+                let _data = app.stop().await;
+                assert!(k::rewind_group(settings, "claim-processor").await.unwrap() > 0);
+                assert!(!caught_up(&db, Some(settings)).await, "the rewind moved nothing back");
+                if forget {
+                    events::forget_handled_events(&db, "claim-processor").await.unwrap();
+                }
+                app = spawn_on(Some(url.clone())).await;
+            }
+        }
+        assert!(wait_until(Duration::from_secs(30), || caught_up(&db, kafka.as_ref())).await, "replay did not finish");
         assert_eq!(snapshot(&app, &admin, &orders, &supplies).await, before, "a redelivery changed something");
         assert_nothing_parked(&app, &admin).await;
     }

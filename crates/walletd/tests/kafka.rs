@@ -547,3 +547,52 @@ async fn a_relay_killed_between_publish_and_mark_duplicates_events_but_not_effec
     }
     assert_eq!(consumed, rust_decimal::Decimal::from(55), "each order's amount taken once");
 }
+
+#[tokio::test]
+async fn events_tail_prints_the_events_reaching_a_topic() {
+    let brokers = brokers();
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| s.kafka = Some(settings(&brokers))).await;
+    let s = app.new_user().await;
+    let id = app.create_supply(&s.access, "USDC", "3").await["id"].as_str().unwrap().to_string();
+    // Published before this thread blocks on the tail's output (the relay runs on this runtime).
+    assert!(wait_until(Duration::from_secs(30), || async { unpublished(&app).await == 0 }).await);
+
+    let dir = TempDir::new();
+    let envs = [("WALLETD_KAFKA_BROKERS", brokers.as_str()), ("WALLETD_LOG_FORMAT", "json")];
+    let bad = command(BIN, &dir.0, &envs).args(["events", "tail", "--topic", "nope"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--topic: `nope` is not an event topic"));
+
+    let mut tail = command(BIN, &dir.0, &envs)
+        .args(["events", "tail", "--topic", "supply-events", "--from-beginning"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = tail.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut found = None;
+    while found.is_none() && std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let v: Value = serde_json::from_str(&line).expect("each line is a JSON object");
+            if v["key"] == id.as_str() {
+                found = Some(v);
+            }
+        }
+    }
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+    let line = found.expect("the supply's event was not printed");
+    assert_eq!(line["topic"], "supply-events");
+    assert_eq!(line["headers"]["event_type"], "supply.created");
+    assert_eq!(line["event"]["type"], "supply.created");
+    assert_eq!(line["event"]["data"]["amount"], "3.000000");
+    assert!(line["offset"].as_i64().is_some() && line["partition"].as_i64().is_some());
+}

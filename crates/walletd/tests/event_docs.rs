@@ -1,0 +1,123 @@
+//! `docs/events.md` against the code: every event type the services write, with its version, topic,
+//! envelope and data fields, is documented there, and nothing documented is missing from the code.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::platform::db::Database;
+use testkit::platform::outbox;
+use testkit::{Backend, TestApp, wait_until};
+
+/// What the page says about one event type.
+#[derive(Debug)]
+struct Documented {
+    version: i64,
+    topic: String,
+    shape: String,
+}
+
+/// The cells of the markdown table rows under `## {section}` (header and rule rows left out).
+fn table(page: &str, section: &str) -> Vec<Vec<String>> {
+    let start = page.find(&format!("\n{section}\n")).unwrap_or_else(|| panic!("docs/events.md has no {section}"));
+    page[start + section.len() + 2..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().trim_matches('`').to_string()).collect())
+        .collect()
+}
+
+fn field_names(page: &str, section: &str) -> BTreeSet<String> {
+    table(page, section).into_iter().map(|row| row[0].clone()).collect()
+}
+
+async fn json_of(app: &TestApp, path: &str, token: &str) -> Value {
+    app.get(path, token).send().await.unwrap().json().await.unwrap()
+}
+
+async fn send(req: reqwest::RequestBuilder, status: u16) -> Value {
+    let res = req.send().await.unwrap();
+    assert_eq!(res.status(), status);
+    res.json().await.unwrap_or(Value::Null)
+}
+
+/// Makes every kind of event happen: the lifecycle of supplies and orders, a claim processed, one
+/// failed (its supply deleted before processing) and one released.
+async fn every_event(backend: Backend) -> Vec<outbox::EventEnvelope> {
+    let first = TestApp::spawn_with(backend, |s| s.run_consumers = false).await;
+    let admin = first.admin_token().await;
+    let (buyer, shopper, other) = (first.new_user().await, first.new_user().await, first.new_user().await);
+    let supply = first.create_supply(&shopper.access, "USDC", "100").await["id"].as_str().unwrap().to_string();
+    send(first.patch(&format!("/v1/supplies/{supply}"), &shopper.access).json(&json!({"amount": "90"})), 200).await;
+    let gone = first.create_supply(&shopper.access, "ETH", "1").await["id"].as_str().unwrap().to_string();
+    send(first.delete(&format!("/v1/supplies/{gone}"), &shopper.access), 204).await;
+    let doomed = first.create_supply(&other.access, "USDC", "5").await["id"].as_str().unwrap().to_string();
+
+    let mut orders = Vec::new();
+    for _ in 0..6 {
+        let body = json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "n", "price": "3", "quantity": 1}]});
+        orders.push(
+            send(first.post("/v1/orders", &buyer.access).json(&body), 201).await["id"].as_str().unwrap().to_string(),
+        );
+    }
+    let items = json!({"items": [{"product_id": "q", "product_name": "m", "price": "2", "quantity": 2}]});
+    send(first.patch(&format!("/v1/orders/{}", orders[0]), &buyer.access).json(&items), 200).await;
+    send(first.patch(&format!("/v1/orders/{}", orders[1]), &buyer.access).json(&json!({"status": "cancelled"})), 200)
+        .await;
+    send(first.delete(&format!("/v1/orders/{}", orders[2]), &buyer.access), 204).await;
+    // Processed, failed (its supply gone before processing), released.
+    send(first.post(&format!("/v1/orders/{}/claim", orders[3]), &shopper.access), 201).await;
+    send(first.post(&format!("/v1/orders/{}/claim", orders[4]), &other.access), 201).await;
+    send(first.delete(&format!("/v1/supplies/{doomed}"), &other.access), 204).await;
+    let released = send(first.post(&format!("/v1/orders/{}/claim", orders[5]), &shopper.access), 201).await;
+    let rid = released["id"].as_str().unwrap();
+    send(first.post(&format!("/v1/claims/{rid}/release"), &shopper.access), 200).await;
+    let url = first.settings.database_url();
+    let _data = first.stop().await;
+
+    // Processing.
+    let app = TestApp::spawn_with(backend, |s| s.database_url = Some(url.clone())).await;
+    let db = Database::connect(&url, &app.settings.db_options()).await.unwrap();
+    let done = wait_until(Duration::from_secs(30), || async {
+        json_of(&app, "/v1/claims?status=pending&limit=1", &admin).await["items"] == json!([])
+            && json_of(&app, "/v1/orders?status=claimed&limit=1", &admin).await["items"] == json!([])
+    })
+    .await;
+    assert!(done, "the claims were not processed");
+    outbox::list(&db, 0, 10_000).await.unwrap()
+}
+
+#[tokio::test]
+async fn docs_events_md_matches_the_events_the_code_writes() {
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/events.md")).unwrap();
+    let documented: BTreeMap<String, Documented> = table(&page, "## Types")
+        .into_iter()
+        .map(|row| {
+            (
+                row[0].clone(),
+                Documented { version: row[1].parse().unwrap(), topic: row[2].clone(), shape: row[4].clone() },
+            )
+        })
+        .collect();
+    let envelope = field_names(&page, "## Envelope");
+
+    let events = every_event(Backend::Sqlite).await;
+    let mut seen = BTreeSet::new();
+    for e in &events {
+        let doc = documented.get(&e.event_type).unwrap_or_else(|| panic!("{} is not in docs/events.md", e.event_type));
+        assert_eq!(i64::from(e.version), doc.version, "{}: version", e.event_type);
+        assert_eq!(e.topic, doc.topic, "{}: topic", e.event_type);
+        let wire = serde_json::to_value(e).unwrap();
+        let keys: BTreeSet<String> = wire.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, envelope, "the envelope of {}", e.event_type);
+        let data: BTreeSet<String> = e.data.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(data, field_names(&page, &format!("### {}", doc.shape)), "the data of {}", e.event_type);
+        seen.insert(e.event_type.clone());
+    }
+    let documented_types: BTreeSet<String> = documented.keys().cloned().collect();
+    assert_eq!(seen, documented_types, "documented types the scenario did not write (or the reverse)");
+}
