@@ -43,5 +43,13 @@ start_s=$(date +%s%N)
 "$root/target/release/walletd-bench" --url "http://127.0.0.1:$port" --admin-token "$admin" --server-pid "$pid" "$@"
 echo "bench wall time: $(( ($(date +%s%N) - start_s) / 1000000 )) ms"
 if [ "$backend" = postgres-kafka ]; then
-  curl -s "http://127.0.0.1:$mport/metrics" | awk '/^outbox_published_total/ { print "relay: " $2 " events published to Kafka" }'
+  curl -s "http://127.0.0.1:$mport/metrics" | awk '/^outbox_published_total/ { print "relay: " $2 " events published to Kafka during the run" }'
+  # The relay at its ceiling: mark the whole outbox unpublished and time the drain (consumers see
+  # every event again; their inboxes turn them away).
+  psql -qtA "$url" -c "UPDATE outbox SET published_at = NULL" >/dev/null
+  backlog=$(psql -qtA "$url" -c "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+  drain_start=$(date +%s%N)
+  until [ "$(psql -qtA "$url" -c "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")" = 0 ]; do sleep 0.05; done
+  drain_ms=$(( ($(date +%s%N) - drain_start) / 1000000 ))
+  echo "relay drain: $backlog events in $drain_ms ms = $(( backlog * 1000 / (drain_ms > 0 ? drain_ms : 1) )) events/s"
 fi

@@ -226,8 +226,9 @@ fn headers(e: &EventEnvelope) -> OwnedHeaders {
 }
 
 /// Publishes the consumer's lag (messages behind the partition's end) from librdkafka's statistics:
-/// `kafka_consumer_lag{group,topic,partition}` per assigned partition and `events_consumer_lag{group}`
-/// summed, the same gauge the embedded log sets.
+/// `kafka_consumer_lag{group,topic,partition}` per partition (0 for the ones another member holds, so
+/// the sum over members is the group's lag) and `events_consumer_lag{group}` summed, the same gauge
+/// the embedded log sets.
 struct LagContext {
     group: String,
     base: String,
@@ -239,10 +240,13 @@ impl rdkafka::ClientContext for LagContext {
         let mut total = 0i64;
         for (topic, t) in stats["topics"].as_object().into_iter().flatten() {
             for (partition, p) in t["partitions"].as_object().into_iter().flatten() {
-                let lag = p["consumer_lag"].as_i64().unwrap_or(-1);
-                if partition.starts_with('-') || lag < 0 {
+                if partition.starts_with('-') {
                     continue;
                 }
+                // A partition this member does not fetch (another member holds it since a rebalance)
+                // keeps a stale lag in the statistics: it lags nothing here.
+                let fetching = p["fetch_state"].as_str().is_some_and(|s| s != "none" && s != "stopped");
+                let lag = if fetching { p["consumer_lag"].as_i64().unwrap_or(0).max(0) } else { 0 };
                 total += lag;
                 metrics::gauge!("kafka_consumer_lag", "group" => self.group.clone(), "topic" => topic.clone(), "partition" => partition.clone())
                     .set(lag as f64);
@@ -289,6 +293,9 @@ pub async fn consume(
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
         .set("statistics.interval.ms", "5000")
+        // A broker may hold a fetch for its whole wait although data arrived (tansu does): keep the
+        // wait short, it bounds the lag an idle partition adds.
+        .set("fetch.wait.max.ms", "50")
         .create_with_context(context)
         .context("creating the Kafka consumer")?;
     let consumer = Arc::new(consumer);

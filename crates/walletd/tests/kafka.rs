@@ -455,6 +455,18 @@ async fn two_processes_share_the_work_of_one_consumer_group() {
         assert!(start.elapsed() < Duration::from_secs(90), "one process did all the work: {a} and {b}");
     }
 
+    // Each member reports the lag of its partitions (librdkafka statistics, every 5 s): caught up.
+    let lag_reported = wait_until(Duration::from_secs(20), || async {
+        let text = reqwest::get(format!("{}/metrics", one.metrics)).await.unwrap().text().await.unwrap();
+        let lags: Vec<&str> =
+            text.lines().filter(|l| l.starts_with("kafka_consumer_lag{") && l.contains(".claim-processor\"")).collect();
+        !lags.is_empty() && lags.iter().all(|l| l.ends_with(" 0"))
+    })
+    .await;
+    let text = reqwest::get(format!("{}/metrics", one.metrics)).await.unwrap().text().await.unwrap();
+    let lags: Vec<&str> = text.lines().filter(|l| l.contains("consumer_lag")).collect();
+    assert!(lag_reported, "no kafka_consumer_lag of 0 for the claim processor's partitions: {lags:#?}");
+
     let db = Database::connect(&url, &Default::default()).await.unwrap();
     let processed = processed_per_claim(&db).await;
     assert_eq!(processed.len(), claims, "every claim processed");
