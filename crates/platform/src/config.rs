@@ -43,6 +43,10 @@ pub struct Settings {
     /// Run the outbox relay to Kafka in `walletd serve` (when Kafka is set); `false` when it runs
     /// alone as `walletd relay`.
     pub run_relay: bool,
+    /// Attempts at an event before it is parked (and, over Kafka, dead-lettered).
+    pub event_max_attempts: u32,
+    /// The first retry's delay; it doubles per attempt.
+    pub event_retry_backoff: Duration,
     /// Redis for the cache (and shared rate limits); the in-process cache when unset.
     pub redis_url: Option<String>,
     pub redis_timeout: Duration,
@@ -94,6 +98,8 @@ impl Default for Settings {
             shutdown_timeout: Duration::from_secs(20),
             run_consumers: true,
             run_relay: true,
+            event_max_attempts: 5,
+            event_retry_backoff: Duration::from_millis(50),
             redis_url: None,
             redis_timeout: Duration::from_millis(100),
             cache_capacity: 100_000,
@@ -139,6 +145,8 @@ pub const KEYS: &[&str] = &[
     "shutdown_timeout_secs",
     "run_consumers",
     "run_relay",
+    "event_max_attempts",
+    "event_retry_backoff_ms",
     "redis_url",
     "redis_timeout_ms",
     "cache_capacity",
@@ -152,6 +160,7 @@ pub const KEYS: &[&str] = &[
     "kafka_replication",
     "kafka_compression",
     "kafka_group_prefix",
+    "kafka_relay_lease_secs",
 ];
 
 impl Settings {
@@ -273,11 +282,24 @@ impl Settings {
                 self.kafka_mut().compression = value.to_string();
             }
             "kafka_group_prefix" => self.kafka_mut().group_prefix = non_empty(value)?,
+            "kafka_relay_lease_secs" => {
+                self.kafka_mut().relay_lease =
+                    positive_secs(number(value)?).ok_or_else(|| invalid("must be > 0".into()))?
+            }
             "run_consumers" => {
                 self.run_consumers = boolean(value).ok_or_else(|| invalid(format!("`{value}` is not true or false")))?
             }
             "run_relay" => {
                 self.run_relay = boolean(value).ok_or_else(|| invalid(format!("`{value}` is not true or false")))?
+            }
+            "event_max_attempts" => {
+                self.event_max_attempts = u32::try_from(number(value)?)
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| invalid("must be 1 to 100".into()))?
+            }
+            "event_retry_backoff_ms" => {
+                self.event_retry_backoff = Duration::from_millis(number(value)?.min(60_000));
             }
             "region" => self.region = non_empty(value)?,
             "jwt_private_key_file" => self.jwt_private_key_file = Some(PathBuf::from(non_empty(value)?)),
@@ -324,6 +346,7 @@ impl Settings {
             replication: 1,
             compression: "lz4".into(),
             group_prefix: "walletd".into(),
+            relay_lease: Duration::from_secs(10),
         })
     }
 
@@ -380,6 +403,8 @@ impl Settings {
             ("shutdown_timeout_secs", self.shutdown_timeout.as_secs().to_string()),
             ("run_consumers", self.run_consumers.to_string()),
             ("run_relay", self.run_relay.to_string()),
+            ("event_max_attempts", self.event_max_attempts.to_string()),
+            ("event_retry_backoff_ms", self.event_retry_backoff.as_millis().to_string()),
             ("redis_url", self.redis_url.as_deref().map(mask_url).unwrap_or_default()),
             ("redis_timeout_ms", self.redis_timeout.as_millis().to_string()),
             ("cache_capacity", self.cache_capacity.to_string()),

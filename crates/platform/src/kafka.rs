@@ -43,6 +43,8 @@ pub struct KafkaSettings {
     pub compression: String,
     /// Consumer groups are named `{group_prefix}.{group}`.
     pub group_prefix: String,
+    /// How long the relay's lease lasts without renewal: another relay takes over after it.
+    pub relay_lease: Duration,
 }
 
 /// Creates the topics that are missing.
@@ -87,7 +89,7 @@ impl Relay {
             .set("message.timeout.ms", "10000")
             .create()
             .context("creating the Kafka producer")?;
-        Ok(Self { db, producer, holder: uuid::Uuid::now_v7().to_string(), batch: 500, lease: Duration::from_secs(10) })
+        Ok(Self { db, producer, holder: uuid::Uuid::now_v7().to_string(), batch: 500, lease: settings.relay_lease })
     }
 
     /// How long a lease lasts without renewal (another relay takes over after it).

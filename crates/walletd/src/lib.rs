@@ -242,18 +242,23 @@ impl Server {
         let (stop_consumers, consumers_rx) = tokio::sync::watch::channel(false);
         // The embedded log by default; Kafka consumer groups when Kafka is configured.
         let kafka = self.settings.kafka.clone();
+        let opts = ConsumerOptions {
+            max_attempts: self.settings.event_max_attempts,
+            backoff: self.settings.event_retry_backoff,
+            ..ConsumerOptions::default()
+        };
         let consumer_tasks: Vec<_> = self
             .consumers
             .into_iter()
             .map(|h| {
-                let (db, rx) = (self.database.clone(), consumers_rx.clone());
+                let (db, rx, opts) = (self.database.clone(), consumers_rx.clone(), opts.clone());
                 match kafka.clone() {
                     Some(k) => tokio::spawn(async move {
-                        if let Err(e) = platform::kafka::consume(k, db, h, ConsumerOptions::default(), rx).await {
+                        if let Err(e) = platform::kafka::consume(k, db, h, opts, rx).await {
                             tracing::error!(error = format!("{e:#}"), "Kafka consumer failed");
                         }
                     }),
-                    None => tokio::spawn(platform::events::run(db, h, ConsumerOptions::default(), rx)),
+                    None => tokio::spawn(platform::events::run(db, h, opts, rx)),
                 }
             })
             .collect();

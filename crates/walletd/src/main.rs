@@ -169,6 +169,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             match command {
                 EventsCommand::Replay { group, from, forget_handled } => match &settings.kafka {
                     Some(kafka) => {
+                        anyhow::ensure!(from == 0, "--from: with Kafka a group goes back to the start of every topic");
                         let db = walletd::open_database(&settings).await?;
                         let partitions = platform::kafka::rewind_group(kafka, &group).await?;
                         if forget_handled {

@@ -242,7 +242,11 @@ async fn a_poison_event_goes_to_the_dead_letter_topic_and_later_events_flow() {
     // A broker of its own: the poison must not reach other tests' consumers on the shared one.
     let kafka = PrivateKafka::start();
     let brokers = kafka.brokers();
-    let app = TestApp::spawn_with(Backend::Postgres, |s| s.kafka = Some(settings(&brokers))).await;
+    let app = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.kafka = Some(settings(&brokers));
+        s.event_max_attempts = 3;
+    })
+    .await;
     let admin = app.admin_token().await;
     // An order.claimed event without a claim: the processor cannot handle it, ever.
     let db = Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
@@ -277,10 +281,10 @@ async fn a_poison_event_goes_to_the_dead_letter_topic_and_later_events_flow() {
     // Parked for admins once its retries are spent (it may sit on another partition than the claim).
     let parked = wait_until(Duration::from_secs(30), || async {
         let parked = json_of(&app, "/v1/admin/parked-events", &admin).await;
-        parked["items"].as_array().unwrap().iter().any(|p| p["event_type"] == "order.claimed")
+        parked["items"].as_array().unwrap().iter().any(|p| p["event_type"] == "order.claimed" && p["attempts"] == 3)
     })
     .await;
-    assert!(parked, "the poison event is not parked");
+    assert!(parked, "the poison event is not parked after the configured 3 attempts");
     // Wait for our own parking first: then our instance has dead-lettered it too.
     let key = poison_order.to_string();
     let dead =
@@ -507,6 +511,7 @@ async fn a_relay_killed_between_publish_and_mark_duplicates_events_but_not_effec
         ("WALLETD_DATABASE_URL", url.as_str()),
         ("WALLETD_KAFKA_BROKERS", brokers.as_str()),
         ("WALLETD_LOG_FORMAT", "json"),
+        ("WALLETD_KAFKA_RELAY_LEASE_SECS", "2"),
         ("WALLETD_FAILPOINTS", "relay-before-mark"),
     ];
     let mut cmd = command(BIN, &dir.0, &envs);
@@ -520,7 +525,7 @@ async fn a_relay_killed_between_publish_and_mark_duplicates_events_but_not_effec
     assert!(outbox::unpublished_count(&db).await.unwrap() >= waiting, "the killed relay marked nothing");
 
     // A relay taking over (after the dead one's lease lapses) publishes the same rows again.
-    let mut cmd = command(BIN, &dir.0, &envs[..3]);
+    let mut cmd = command(BIN, &dir.0, &envs[..4]);
     cmd.arg("relay");
     let (mut second, _lines) = testkit::process::spawn_logged(cmd);
     let drained = wait_until(Duration::from_secs(60), || async {
@@ -607,4 +612,44 @@ async fn events_tail_prints_the_events_reaching_a_topic() {
     assert_eq!(line["event"]["type"], "supply.created");
     assert_eq!(line["event"]["data"]["amount"], "3.000000");
     assert!(line["offset"].as_i64().is_some() && line["partition"].as_i64().is_some());
+}
+
+#[tokio::test]
+async fn events_status_and_replay_work_on_kafka_consumer_groups() {
+    let brokers = brokers();
+    let kafka = settings(&brokers);
+    let app = TestApp::spawn_with(Backend::Postgres, |s| s.kafka = Some(kafka.clone())).await;
+    let s = app.new_user().await;
+    app.create_supply(&s.access, "USDC", "3").await;
+    let url = app.settings.database_url();
+    let caught_up = || async {
+        let offsets = testkit::platform::kafka::group_offsets(&kafka, "claim-processor").await.unwrap();
+        offsets.iter().any(|p| p.committed.is_some()) && offsets.iter().all(|p| p.lag() == 0)
+    };
+    assert!(wait_until(Duration::from_secs(30), caught_up).await, "the claim processor did not catch up");
+
+    let dir = TempDir::new();
+    let envs = [
+        ("WALLETD_DATABASE_URL", url.as_str()),
+        ("WALLETD_KAFKA_BROKERS", brokers.as_str()),
+        ("WALLETD_KAFKA_GROUP_PREFIX", kafka.group_prefix.as_str()),
+    ];
+    let run = |args: &[&str]| command(BIN, &dir.0, &envs).args(args).output().unwrap();
+    let status = run(&["events", "status"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let out = String::from_utf8(status.stdout).unwrap();
+    let group = format!("{}.claim-processor supply-events[", kafka.group_prefix);
+    assert!(out.lines().any(|l| l.starts_with(&group) && l.ends_with("lag 0")), "{out}");
+
+    let from = run(&["events", "replay", "--from", "3"]);
+    assert!(!from.status.success());
+    assert!(String::from_utf8_lossy(&from.stderr).contains("--from"), "the refusal names the option");
+
+    // Kafka takes a rewind only from outside the group: stop the consumers first.
+    let _data = app.stop().await;
+    let replay = run(&["events", "replay", "--group", "claim-processor"]);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    assert!(String::from_utf8_lossy(&replay.stdout).contains("rewound"));
+    let out = String::from_utf8(run(&["events", "status"]).stdout).unwrap();
+    assert!(out.lines().any(|l| l.starts_with(&group) && !l.ends_with("lag 0")), "nothing rewound: {out}");
 }
