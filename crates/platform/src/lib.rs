@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod http;
+pub mod idempotency;
 pub mod kafka;
 pub mod money;
 pub mod outbox;

@@ -139,8 +139,10 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         settings.redis_timeout,
     )
     .context("WALLETD_REDIS_URL")?;
-    // Layers wrap what is above them: the token is checked first, then the principal's limit.
+    // Layers wrap what is above them: the token is checked first, then the principal's limit, then
+    // the Idempotency-Key.
     let protected = protected
+        .layer(axum::middleware::from_fn_with_state(database.clone(), platform::idempotency::layer))
         .layer(axum::middleware::from_fn_with_state(limiter.clone(), ratelimit::per_principal))
         .layer(axum::middleware::from_fn_with_state(keys, auth::require_token));
     let public =
