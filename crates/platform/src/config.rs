@@ -58,6 +58,8 @@ pub struct Settings {
     pub rate_limit: crate::ratelimit::Rate,
     /// Per client IP on sign-in (0 turns it off).
     pub signin_rate_limit: crate::ratelimit::Rate,
+    /// Load balancers whose `X-Forwarded-For` names the client (for per-client limits).
+    pub trusted_proxies: crate::http::TrustedProxies,
     /// Kafka: the outbox is published there when set; the embedded log stays the default.
     pub kafka: Option<crate::kafka::KafkaSettings>,
 }
@@ -106,6 +108,7 @@ impl Default for Settings {
             cache_enabled: true,
             rate_limit: crate::ratelimit::Rate { per_minute: 3000, burst: 300 },
             signin_rate_limit: crate::ratelimit::Rate { per_minute: 120, burst: 60 },
+            trusted_proxies: crate::http::TrustedProxies::default(),
             kafka: None,
         }
     }
@@ -155,6 +158,7 @@ pub const KEYS: &[&str] = &[
     "rate_limit_burst",
     "signin_rate_limit_per_minute",
     "signin_rate_limit_burst",
+    "trusted_proxies",
     "kafka_brokers",
     "kafka_partitions",
     "kafka_replication",
@@ -256,6 +260,7 @@ impl Settings {
                 self.signin_rate_limit.burst =
                     small(number(value)?).filter(|b| *b > 0).ok_or_else(|| invalid("must be 1 or more".into()))?
             }
+            "trusted_proxies" => self.trusted_proxies = crate::http::TrustedProxies::parse(value).map_err(invalid)?,
             "kafka_brokers" => {
                 let brokers = non_empty(value)?;
                 if brokers.split(',').any(|b| !b.trim().contains(':')) {
@@ -413,6 +418,7 @@ impl Settings {
             ("rate_limit_burst", self.rate_limit.burst.to_string()),
             ("signin_rate_limit_per_minute", self.signin_rate_limit.per_minute.to_string()),
             ("signin_rate_limit_burst", self.signin_rate_limit.burst.to_string()),
+            ("trusted_proxies", self.trusted_proxies.to_string()),
             ("kafka_brokers", self.kafka.as_ref().map(|k| k.brokers.clone()).unwrap_or_default()),
         ];
         pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()

@@ -75,10 +75,19 @@ pub struct Limiter {
     redis: Option<(redis::Client, tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>, Duration)>,
     script: redis::Script,
     epoch: Instant,
+    /// Whose `X-Forwarded-For` names the client.
+    trusted: crate::http::TrustedProxies,
 }
 
 impl Limiter {
-    pub fn new(principal: Rate, signin: Rate, redis_url: Option<&str>, timeout: Duration) -> anyhow::Result<Arc<Self>> {
+    /// `trusted`: the proxies whose `X-Forwarded-For` names the client (sign-in limits are per client).
+    pub fn new(
+        principal: Rate,
+        signin: Rate,
+        redis_url: Option<&str>,
+        timeout: Duration,
+        trusted: crate::http::TrustedProxies,
+    ) -> anyhow::Result<Arc<Self>> {
         let redis = redis_url
             .map(|u| redis::Client::open(u).map(|c| (c, tokio::sync::Mutex::new(None), timeout)))
             .transpose()?;
@@ -89,6 +98,7 @@ impl Limiter {
             redis,
             script: redis::Script::new(SCRIPT),
             epoch: Instant::now(),
+            trusted,
         }))
     }
 
@@ -186,12 +196,12 @@ pub async fn per_principal(State(limiter): State<Arc<Limiter>>, req: Request, ne
     limit(&limiter, "principal", key, rate, req, next).await
 }
 
-/// Per client IP (the peer address), on sign-in routes.
+/// Per client IP (the peer address, or the client behind a trusted proxy), on sign-in routes.
 pub async fn per_ip(State(limiter): State<Arc<Limiter>>, req: Request, next: Next) -> Response {
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string());
+        .map_or_else(|| "unknown".to_string(), |c| limiter.trusted.client_ip(c.0.ip(), req.headers()).to_string());
     let rate = limiter.signin;
     limit(&limiter, "signin", format!("ip:{ip}"), rate, req, next).await
 }

@@ -137,6 +137,7 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         settings.signin_rate_limit,
         settings.redis_url.as_deref(),
         settings.redis_timeout,
+        settings.trusted_proxies.clone(),
     )
     .context("WALLETD_REDIS_URL")?;
     // Layers wrap what is above them: the token is checked first, then the principal's limit, then

@@ -64,3 +64,31 @@ async fn two_instances_sharing_redis_enforce_one_combined_limit() {
     }
     assert_eq!(ok, 10, "one budget of 10 across both instances, not 10 each");
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_sign_in_is_limited_per_forwarded_client() {
+    let limited = |trusted: &'static str| {
+        move |s: &mut testkit::platform::config::Settings| {
+            s.signin_rate_limit = Rate { per_minute: 6, burst: 2 };
+            s.trusted_proxies = testkit::platform::http::TrustedProxies::parse(trusted).unwrap();
+        }
+    };
+    let nonce = |app: &TestApp, client: &str| {
+        let body = json!({"address": to_checksum(&LocalWallet::random().unwrap().address())});
+        app.client.post(app.url("/v1/auth/nonce")).header("x-forwarded-for", client).json(&body).send()
+    };
+    // The test talks from 127.0.0.1: as a trusted proxy, its X-Forwarded-For names the client.
+    let app = TestApp::spawn_with(Backend::Sqlite, limited("127.0.0.0/8")).await;
+    for _ in 0..2 {
+        assert_eq!(nonce(&app, "198.51.100.1").await.unwrap().status(), 200);
+    }
+    assert_problem(nonce(&app, "198.51.100.1").await.unwrap(), 429, "RATE_LIMITED").await;
+    assert_eq!(nonce(&app, "198.51.100.2").await.unwrap().status(), 200, "another client, its own budget");
+
+    // Not trusted: the header is the caller's word and changes nothing.
+    let app = TestApp::spawn_with(Backend::Sqlite, limited("")).await;
+    for client in ["198.51.100.1", "198.51.100.2"] {
+        assert_eq!(nonce(&app, client).await.unwrap().status(), 200);
+    }
+    assert_problem(nonce(&app, "198.51.100.3").await.unwrap(), 429, "RATE_LIMITED").await;
+}
