@@ -3,11 +3,11 @@
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{COLS, ClaimFilter, ClaimStore, Mutation};
 use crate::domain::{Claim, ClaimError, ClaimStatus};
+use platform::db::IdPage;
 use platform::db::is_unique_violation;
 use platform::outbox::{self, EventContext, NewEvent};
 
@@ -132,25 +132,10 @@ impl ClaimStore for PgClaimStore {
     }
 
     async fn list_ids(&self, f: &ClaimFilter) -> Result<Vec<Uuid>, ClaimError> {
-        let mut sql = "SELECT id FROM claims WHERE true".to_string();
-        let status = f.status.map(|s| s.as_str().to_string());
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        if let Some(u) = &f.user_id {
-            params.push(u);
-            sql.push_str(&format!(" AND user_id = ${}", params.len()));
-        }
-        if let Some(s) = &status {
-            params.push(s);
-            sql.push_str(&format!(" AND status = ${}", params.len()));
-        }
-        if let Some(b) = &f.before {
-            params.push(b);
-            sql.push_str(&format!(" AND id < ${}", params.len()));
-        }
-        params.push(&f.limit);
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", params.len()));
-        let client = self.client().await?;
-        let rows = client.query(&sql, &params).await.map_err(db_err)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let page = IdPage::new("claims", "true")
+            .eq("user_id", f.user_id)
+            .eq("status", f.status.map(|s| s.as_str()))
+            .page(f.before, f.limit);
+        page.fetch_pg(&**self.client().await?).await.map_err(ClaimError::Unexpected)
     }
 }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{COLS, ClaimFilter, ClaimStore, Mutation};
 use crate::domain::{Claim, ClaimError, ClaimStatus};
 use platform::clock;
+use platform::db::IdPage;
 use platform::outbox::{self, EventContext, NewEvent};
 use platform::sqlite::SqlitePool;
 
@@ -165,32 +166,10 @@ impl ClaimStore for SqliteClaimStore {
     }
 
     async fn list_ids(&self, f: &ClaimFilter) -> Result<Vec<Uuid>, ClaimError> {
-        let mut sql = "SELECT id FROM claims WHERE 1 = 1".to_string();
-        let mut params: Vec<String> = Vec::new();
-        let mut add = |clause: &str, value: String| {
-            params.push(value);
-            sql.push_str(&format!(" AND {clause} ?{}", params.len()));
-        };
-        if let Some(u) = f.user_id {
-            add("user_id =", u.to_string());
-        }
-        if let Some(s) = f.status {
-            add("status =", s.as_str().to_string());
-        }
-        if let Some(b) = f.before {
-            add("id <", b.to_string());
-        }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000)));
-        self.pool
-            .call(move |c| {
-                let mut st = c.prepare_cached(&sql).map_err(db_err)?;
-                let rows = st.query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(0)).map_err(db_err)?;
-                rows.map(|r| {
-                    r.map_err(db_err)
-                        .and_then(|id| id.parse().map_err(|e| ClaimError::Unexpected(anyhow::Error::new(e))))
-                })
-                .collect()
-            })
-            .await
+        let page = IdPage::new("claims", "true")
+            .eq("user_id", f.user_id)
+            .eq("status", f.status.map(|s| s.as_str()))
+            .page(f.before, f.limit);
+        self.pool.call(move |c| page.fetch_sqlite(c)).await.map_err(ClaimError::Unexpected)
     }
 }

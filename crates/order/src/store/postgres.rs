@@ -6,11 +6,11 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use tokio_postgres::GenericClient;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{Guard, Mutation, OrderFilter, OrderStore, apply, check_guard};
 use crate::domain::{Order, OrderError, OrderItem, OrderStatus};
+use platform::db::IdPage;
 use platform::outbox::{self, EventContext, NewEvent};
 
 const COLS: &str = "id, user_id, currency, amount, status, claim_id, version, created_at, updated_at";
@@ -179,33 +179,12 @@ impl OrderStore for PgOrderStore {
     }
 
     async fn list_ids(&self, f: &OrderFilter) -> Result<Vec<Uuid>, OrderError> {
-        let mut sql = "SELECT id FROM orders WHERE status <> 'deleted'".to_string();
-        let status = f.status.map(|s| s.as_str().to_string());
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        if let Some(u) = &f.user_id {
-            params.push(u);
-            sql.push_str(&format!(" AND user_id = ${}", params.len()));
-        }
-        if let Some(u) = &f.not_user_id {
-            params.push(u);
-            sql.push_str(&format!(" AND user_id <> ${}", params.len()));
-        }
-        if let Some(c) = &f.currency {
-            params.push(c);
-            sql.push_str(&format!(" AND currency = ${}", params.len()));
-        }
-        if let Some(s) = &status {
-            params.push(s);
-            sql.push_str(&format!(" AND status = ${}", params.len()));
-        }
-        if let Some(b) = &f.before {
-            params.push(b);
-            sql.push_str(&format!(" AND id < ${}", params.len()));
-        }
-        params.push(&f.limit);
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", params.len()));
-        let client = self.client().await?;
-        let rows = client.query(&sql, &params).await.map_err(db_err)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let page = IdPage::new("orders", "status <> 'deleted'")
+            .eq("user_id", f.user_id)
+            .ne("user_id", f.not_user_id)
+            .eq("currency", f.currency.clone())
+            .eq("status", f.status.map(|s| s.as_str()))
+            .page(f.before, f.limit);
+        page.fetch_pg(&**self.client().await?).await.map_err(OrderError::Unexpected)
     }
 }

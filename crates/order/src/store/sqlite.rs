@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{Guard, Mutation, OrderFilter, OrderStore, apply, check_guard};
 use crate::domain::{Order, OrderError, OrderItem, OrderStatus};
 use platform::clock;
+use platform::db::IdPage;
 use platform::outbox::{self, EventContext, NewEvent};
 use platform::sqlite::SqlitePool;
 
@@ -224,38 +225,12 @@ impl OrderStore for SqliteOrderStore {
     }
 
     async fn list_ids(&self, f: &OrderFilter) -> Result<Vec<Uuid>, OrderError> {
-        let mut sql = "SELECT id FROM orders WHERE status <> 'deleted'".to_string();
-        let mut params: Vec<String> = Vec::new();
-        let mut add = |clause: &str, value: String| {
-            params.push(value);
-            sql.push_str(&format!(" AND {clause} ?{}", params.len()));
-        };
-        if let Some(u) = f.user_id {
-            add("user_id =", u.to_string());
-        }
-        if let Some(u) = f.not_user_id {
-            add("user_id <>", u.to_string());
-        }
-        if let Some(c) = &f.currency {
-            add("currency =", c.clone());
-        }
-        if let Some(s) = f.status {
-            add("status =", s.as_str().to_string());
-        }
-        if let Some(b) = f.before {
-            add("id <", b.to_string());
-        }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000)));
-        self.pool
-            .call(move |c| {
-                let mut st = c.prepare_cached(&sql).map_err(db_err)?;
-                let rows = st.query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(0)).map_err(db_err)?;
-                rows.map(|r| {
-                    r.map_err(db_err)
-                        .and_then(|id| id.parse().map_err(|e| OrderError::Unexpected(anyhow::Error::new(e))))
-                })
-                .collect()
-            })
-            .await
+        let page = IdPage::new("orders", "status <> 'deleted'")
+            .eq("user_id", f.user_id)
+            .ne("user_id", f.not_user_id)
+            .eq("currency", f.currency.clone())
+            .eq("status", f.status.map(|s| s.as_str()))
+            .page(f.before, f.limit);
+        self.pool.call(move |c| page.fetch_sqlite(c)).await.map_err(OrderError::Unexpected)
     }
 }

@@ -3,7 +3,6 @@
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use rust_decimal::Decimal;
@@ -13,6 +12,7 @@ use crate::domain::{Supply, SupplyError, SupplyStatus};
 use crate::reservation::{Reservation, ReservationOp, ReservationStatus, plan};
 use platform::clients::Step;
 use platform::clock;
+use platform::db::IdPage;
 use platform::outbox::{self, EventContext, NewEvent};
 
 const COLS: &str = "id, user_id, currency, amount, reserved, status, version, created_at, updated_at";
@@ -123,30 +123,12 @@ impl SupplyStore for PgSupplyStore {
     }
 
     async fn list_ids(&self, f: &SupplyFilter) -> Result<Vec<Uuid>, SupplyError> {
-        let mut sql = "SELECT id FROM supplies WHERE status <> 'deleted'".to_string();
-        let status = f.status.map(|s| s.as_str().to_string());
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        if let Some(u) = &f.user_id {
-            params.push(u);
-            sql.push_str(&format!(" AND user_id = ${}", params.len()));
-        }
-        if let Some(c) = &f.currency {
-            params.push(c);
-            sql.push_str(&format!(" AND currency = ${}", params.len()));
-        }
-        if let Some(s) = &status {
-            params.push(s);
-            sql.push_str(&format!(" AND status = ${}", params.len()));
-        }
-        if let Some(b) = &f.before {
-            params.push(b);
-            sql.push_str(&format!(" AND id < ${}", params.len()));
-        }
-        params.push(&f.limit);
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", params.len()));
-        let client = self.client().await?;
-        let rows = client.query(&sql, &params).await.map_err(db_err)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let page = IdPage::new("supplies", "status <> 'deleted'")
+            .eq("user_id", f.user_id)
+            .eq("currency", f.currency.clone())
+            .eq("status", f.status.map(|s| s.as_str()))
+            .page(f.before, f.limit);
+        page.fetch_pg(&**self.client().await?).await.map_err(SupplyError::Unexpected)
     }
 
     async fn find_available(

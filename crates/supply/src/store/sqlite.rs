@@ -12,6 +12,7 @@ use crate::domain::{Supply, SupplyError, SupplyStatus};
 use crate::reservation::{Reservation, ReservationOp, ReservationStatus, plan};
 use platform::clients::Step;
 use platform::clock;
+use platform::db::IdPage;
 use platform::outbox::{self, EventContext, NewEvent};
 use platform::sqlite::SqlitePool;
 
@@ -163,32 +164,12 @@ impl SupplyStore for SqliteSupplyStore {
     }
 
     async fn list_ids(&self, f: &SupplyFilter) -> Result<Vec<Uuid>, SupplyError> {
-        let mut sql = "SELECT id FROM supplies WHERE status <> 'deleted'".to_string();
-        let mut params: Vec<String> = Vec::new();
-        let mut add = |clause: &str, value: String| {
-            params.push(value);
-            sql.push_str(&format!(" AND {clause} ?{}", params.len()));
-        };
-        if let Some(u) = f.user_id {
-            add("user_id =", u.to_string());
-        }
-        if let Some(c) = &f.currency {
-            add("currency =", c.clone());
-        }
-        if let Some(s) = f.status {
-            add("status =", s.as_str().to_string());
-        }
-        if let Some(b) = f.before {
-            add("id <", b.to_string());
-        }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000)));
-        self.pool
-            .call(move |c| {
-                let mut st = c.prepare_cached(&sql).map_err(db_err)?;
-                let rows = st.query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(0)).map_err(db_err)?;
-                rows.map(|r| r.map_err(db_err).and_then(|id| id.parse().map_err(unexpected))).collect()
-            })
-            .await
+        let page = IdPage::new("supplies", "status <> 'deleted'")
+            .eq("user_id", f.user_id)
+            .eq("currency", f.currency.clone())
+            .eq("status", f.status.map(|s| s.as_str()))
+            .page(f.before, f.limit);
+        self.pool.call(move |c| page.fetch_sqlite(c)).await.map_err(SupplyError::Unexpected)
     }
 
     async fn find_available(
