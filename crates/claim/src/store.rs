@@ -5,6 +5,7 @@
 mod postgres;
 mod sqlite;
 
+use platform::db::IdPage;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,6 +24,16 @@ pub struct ClaimFilter {
     pub status: Option<ClaimStatus>,
     pub before: Option<Uuid>,
     pub limit: i64,
+}
+
+impl ClaimFilter {
+    /// The page of ids it selects, on either backend.
+    pub fn page(&self) -> IdPage {
+        IdPage::new("claims", "true")
+            .eq("user_id", self.user_id)
+            .eq("status", self.status.map(|s| s.as_str()))
+            .page(self.before, self.limit)
+    }
 }
 
 /// A change to a locked claim, with the event it records.

@@ -4,6 +4,7 @@
 mod postgres;
 mod sqlite;
 
+use platform::db::IdPage;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -25,6 +26,18 @@ pub struct OrderFilter {
     pub status: Option<OrderStatus>,
     pub before: Option<Uuid>,
     pub limit: i64,
+}
+
+impl OrderFilter {
+    /// The page of ids it selects, on either backend.
+    pub fn page(&self) -> IdPage {
+        IdPage::new("orders", "status <> 'deleted'")
+            .eq("user_id", self.user_id)
+            .ne("user_id", self.not_user_id)
+            .eq("currency", self.currency.clone())
+            .eq("status", self.status.map(|s| s.as_str()))
+            .page(self.before, self.limit)
+    }
 }
 
 /// Who may change an order, and at which version.

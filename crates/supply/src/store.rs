@@ -4,6 +4,7 @@
 mod postgres;
 mod sqlite;
 
+use platform::db::IdPage;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -27,6 +28,17 @@ pub struct SupplyFilter {
     /// Only ids before this one (the cursor).
     pub before: Option<Uuid>,
     pub limit: i64,
+}
+
+impl SupplyFilter {
+    /// The page of ids it selects, on either backend.
+    pub fn page(&self) -> IdPage {
+        IdPage::new("supplies", "status <> 'deleted'")
+            .eq("user_id", self.user_id)
+            .eq("currency", self.currency.clone())
+            .eq("status", self.status.map(|s| s.as_str()))
+            .page(self.before, self.limit)
+    }
 }
 
 /// Who may change a supply, and at which version.

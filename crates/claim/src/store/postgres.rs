@@ -7,7 +7,6 @@ use uuid::Uuid;
 
 use super::{COLS, ClaimFilter, ClaimStore, Mutation};
 use crate::domain::{Claim, ClaimError, ClaimStatus};
-use platform::db::IdPage;
 use platform::db::is_unique_violation;
 use platform::outbox::{self, EventContext, NewEvent};
 
@@ -132,10 +131,7 @@ impl ClaimStore for PgClaimStore {
     }
 
     async fn list_ids(&self, f: &ClaimFilter) -> Result<Vec<Uuid>, ClaimError> {
-        let page = IdPage::new("claims", "true")
-            .eq("user_id", f.user_id)
-            .eq("status", f.status.map(|s| s.as_str()))
-            .page(f.before, f.limit);
+        let page = f.page();
         page.fetch_pg(&**self.client().await?).await.map_err(ClaimError::Unexpected)
     }
 }

@@ -10,7 +10,6 @@ use uuid::Uuid;
 use super::{COLS, ClaimFilter, ClaimStore, Mutation};
 use crate::domain::{Claim, ClaimError, ClaimStatus};
 use platform::clock;
-use platform::db::IdPage;
 use platform::outbox::{self, EventContext, NewEvent};
 use platform::sqlite::SqlitePool;
 
@@ -166,10 +165,7 @@ impl ClaimStore for SqliteClaimStore {
     }
 
     async fn list_ids(&self, f: &ClaimFilter) -> Result<Vec<Uuid>, ClaimError> {
-        let page = IdPage::new("claims", "true")
-            .eq("user_id", f.user_id)
-            .eq("status", f.status.map(|s| s.as_str()))
-            .page(f.before, f.limit);
+        let page = f.page();
         self.pool.call(move |c| page.fetch_sqlite(c)).await.map_err(ClaimError::Unexpected)
     }
 }

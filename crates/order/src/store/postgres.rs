@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use super::{Guard, Mutation, OrderFilter, OrderStore, apply, check_guard};
 use crate::domain::{Order, OrderError, OrderItem, OrderStatus};
-use platform::db::IdPage;
 use platform::outbox::{self, EventContext, NewEvent};
 
 const COLS: &str = "id, user_id, currency, amount, status, claim_id, version, created_at, updated_at";
@@ -179,12 +178,7 @@ impl OrderStore for PgOrderStore {
     }
 
     async fn list_ids(&self, f: &OrderFilter) -> Result<Vec<Uuid>, OrderError> {
-        let page = IdPage::new("orders", "status <> 'deleted'")
-            .eq("user_id", f.user_id)
-            .ne("user_id", f.not_user_id)
-            .eq("currency", f.currency.clone())
-            .eq("status", f.status.map(|s| s.as_str()))
-            .page(f.before, f.limit);
+        let page = f.page();
         page.fetch_pg(&**self.client().await?).await.map_err(OrderError::Unexpected)
     }
 }

@@ -10,7 +10,6 @@ use uuid::Uuid;
 use super::{Guard, Mutation, OrderFilter, OrderStore, apply, check_guard};
 use crate::domain::{Order, OrderError, OrderItem, OrderStatus};
 use platform::clock;
-use platform::db::IdPage;
 use platform::outbox::{self, EventContext, NewEvent};
 use platform::sqlite::SqlitePool;
 
@@ -225,12 +224,7 @@ impl OrderStore for SqliteOrderStore {
     }
 
     async fn list_ids(&self, f: &OrderFilter) -> Result<Vec<Uuid>, OrderError> {
-        let page = IdPage::new("orders", "status <> 'deleted'")
-            .eq("user_id", f.user_id)
-            .ne("user_id", f.not_user_id)
-            .eq("currency", f.currency.clone())
-            .eq("status", f.status.map(|s| s.as_str()))
-            .page(f.before, f.limit);
+        let page = f.page();
         self.pool.call(move |c| page.fetch_sqlite(c)).await.map_err(OrderError::Unexpected)
     }
 }

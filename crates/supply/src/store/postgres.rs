@@ -12,7 +12,6 @@ use crate::domain::{Supply, SupplyError, SupplyStatus};
 use crate::reservation::{Reservation, ReservationOp, ReservationStatus, plan};
 use platform::clients::Step;
 use platform::clock;
-use platform::db::IdPage;
 use platform::outbox::{self, EventContext, NewEvent};
 
 const COLS: &str = "id, user_id, currency, amount, reserved, status, version, created_at, updated_at";
@@ -123,11 +122,7 @@ impl SupplyStore for PgSupplyStore {
     }
 
     async fn list_ids(&self, f: &SupplyFilter) -> Result<Vec<Uuid>, SupplyError> {
-        let page = IdPage::new("supplies", "status <> 'deleted'")
-            .eq("user_id", f.user_id)
-            .eq("currency", f.currency.clone())
-            .eq("status", f.status.map(|s| s.as_str()))
-            .page(f.before, f.limit);
+        let page = f.page();
         page.fetch_pg(&**self.client().await?).await.map_err(SupplyError::Unexpected)
     }
 
