@@ -189,12 +189,7 @@ impl ClaimService {
             (false, _) => Some(who.user_id),
         };
         let mut ids = self.store.list_ids(&ClaimFilter { user_id, status, before, limit: limit + 1 }).await?;
-        let next = if ids.len() as i64 > limit {
-            ids.truncate(limit as usize);
-            ids.last().map(|id| cursor::encode(*id))
-        } else {
-            None
-        };
+        let next = cursor::next_page(&mut ids, limit);
         let store = &self.store;
         let items = self
             .cache

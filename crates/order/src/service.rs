@@ -222,12 +222,7 @@ impl OrderService {
         };
         let filter = OrderFilter { user_id, not_user_id, currency, status, before, limit: limit + 1 };
         let mut ids = self.store.list_ids(&filter).await?;
-        let next = if ids.len() as i64 > limit {
-            ids.truncate(limit as usize);
-            ids.last().map(|id| cursor::encode(*id))
-        } else {
-            None
-        };
+        let next = cursor::next_page(&mut ids, limit);
         let store = &self.store;
         let items = self
             .cache

@@ -26,6 +26,17 @@ pub fn decode(cursor: &str) -> Result<Uuid, ApiError> {
     Ok(id)
 }
 
+/// Ends a page fetched with `limit + 1` rows: keeps `limit` and returns the next page's cursor when
+/// there was more.
+pub fn next_page(ids: &mut Vec<Uuid>, limit: i64) -> Option<String> {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    if ids.len() <= limit {
+        return None;
+    }
+    ids.truncate(limit);
+    ids.last().map(|id| encode(*id))
+}
+
 /// Page limit: default 50, 1 to 500.
 pub fn limit(limit: Option<i64>) -> Result<i64, ApiError> {
     match limit {
@@ -46,5 +57,16 @@ mod tests {
         assert!(decode("garbage!").is_err());
         assert!(decode(&URL_SAFE_NO_PAD.encode(b"wc1short")).is_err());
         assert!(decode(&encode(Uuid::new_v4())).is_err());
+    }
+
+    #[test]
+    fn a_page_has_a_next_cursor_only_when_there_is_more() {
+        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        let mut all = ids.clone();
+        assert_eq!(next_page(&mut all, 3), None);
+        assert_eq!(all.len(), 3);
+        let mut more = ids.clone();
+        assert_eq!(next_page(&mut more, 2), Some(encode(ids[1])));
+        assert_eq!(more, ids[..2]);
     }
 }

@@ -106,6 +106,16 @@ impl Drop for WalletdProcess {
     }
 }
 
+/// Mints an admin token with `walletd token` in `dir` (the server's signing key is there).
+pub fn admin_token(bin: &str, dir: &Path, envs: &[(&str, &str)]) -> String {
+    let out = command(bin, dir, envs)
+        .args(["token", "--role", "admin", "--address", "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// Signs in to a server at `base` with a fresh key; returns (access token, user id).
 pub async fn sign_in(http: &reqwest::Client, base: &str) -> (String, String) {
     let wallet = LocalWallet::random().unwrap();

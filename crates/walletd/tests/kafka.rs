@@ -14,7 +14,7 @@ use testkit::platform::db::Database;
 use testkit::platform::events::{ConsumerOptions, EventHandler};
 use testkit::platform::kafka::{Relay, consume};
 use testkit::platform::outbox::{self, EventEnvelope};
-use testkit::process::{WalletdProcess, command, sign_in};
+use testkit::process::{WalletdProcess, admin_token, command, sign_in};
 use testkit::{Backend, TempDir, TestApp, wait_until};
 
 async fn unpublished(app: &TestApp) -> i64 {
@@ -369,15 +369,6 @@ async fn order_at(http: &reqwest::Client, base: &str, buyer: &str, price: &str) 
     res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
 }
 
-fn admin_token(dir: &TempDir, envs: &[(&str, &str)]) -> String {
-    let out = command(BIN, &dir.0, envs)
-        .args(["token", "--role", "admin", "--address", "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 async fn fetch(http: &reqwest::Client, base: &str, token: &str, path: &str) -> Value {
     http.get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap().json().await.unwrap()
 }
@@ -417,7 +408,7 @@ async fn two_processes_share_the_work_of_one_consumer_group() {
     ];
     let one = WalletdProcess::start(BIN, &dir.0, &envs);
     let two = WalletdProcess::start(BIN, &dir.0, &envs);
-    let admin = admin_token(&dir, &envs);
+    let admin = admin_token(BIN, &dir.0, &envs);
     let http = reqwest::Client::new();
     let (buyer, _) = sign_in(&http, &one.base).await;
     let mut shoppers = Vec::new();

@@ -10,7 +10,7 @@ use futures::stream::FuturesUnordered;
 use rstest::rstest;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use testkit::process::{WalletdProcess, command, sign_in};
+use testkit::process::{WalletdProcess, admin_token, sign_in};
 use testkit::{Backend, TempDir, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_walletd");
@@ -40,12 +40,7 @@ async fn kill_9_while_processing_then_restart(#[case] backend: Backend, #[case] 
     let mut first = WalletdProcess::start(BIN, &dir.0, &envs);
     let base = first.base.clone();
     let http = reqwest::Client::new();
-    let admin_out = command(BIN, &dir.0, &envs)
-        .args(["token", "--role", "admin", "--address", "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"])
-        .output()
-        .unwrap();
-    assert!(admin_out.status.success());
-    let admin = String::from_utf8(admin_out.stdout).unwrap().trim().to_string();
+    let admin = admin_token(BIN, &dir.0, &envs);
 
     let (buyer, _) = sign_in(&http, &base).await;
     let mut shoppers = Vec::new();
