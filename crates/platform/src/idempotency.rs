@@ -93,6 +93,30 @@ pub async fn layer(State(db): State<Database>, req: Request, next: Next) -> Resp
     }
 }
 
+/// Adds the `Idempotency-Key` header to every authenticated `POST` of the OpenAPI document.
+pub fn document(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ObjectBuilder, Required, Type};
+    for item in doc.paths.paths.values_mut() {
+        let Some(op) = item.post.as_mut() else { continue };
+        if op.security.as_ref().is_none_or(Vec::is_empty) {
+            continue;
+        }
+        let header = ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "A retry with the same key and request gets the first answer again (Idempotent-Replayed: true); \
+                 another request under the key is 422 IDEMPOTENCY_KEY_REUSED; one still running is 409 \
+                 IDEMPOTENCY_KEY_IN_USE. Kept 24 hours per user.",
+            ))
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(255))))
+            .build();
+        op.parameters.get_or_insert_with(Vec::new).push(header.into());
+    }
+}
+
 fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     ctx.update(method.as_str().as_bytes());

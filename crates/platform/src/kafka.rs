@@ -101,6 +101,7 @@ impl Relay {
     /// Publishes until `shutdown` turns true, then drains what it can.
     pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         tracing::info!(relay.holder = %self.holder, "outbox relay started");
+        let mut counted: Option<std::time::Instant> = None;
         loop {
             let woken = outbox::written();
             tokio::pin!(woken);
@@ -113,8 +114,12 @@ impl Relay {
                     0
                 }
             };
-            if let Ok(waiting) = outbox::unpublished_count(&self.db).await {
-                metrics::gauge!("outbox_unpublished").set(waiting as f64);
+            // The backlog gauge, at most once a second: a count per batch would cost a query each.
+            if counted.is_none_or(|c| c.elapsed() >= Duration::from_secs(1)) || stopping {
+                counted = Some(std::time::Instant::now());
+                if let Ok(waiting) = outbox::unpublished_count(&self.db).await {
+                    metrics::gauge!("outbox_unpublished").set(waiting as f64);
+                }
             }
             if stopping {
                 break;

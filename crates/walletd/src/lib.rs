@@ -155,6 +155,8 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
     );
 
+    platform::idempotency::document(&mut doc);
+
     let app = api
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .merge(health::router(health::Readiness { database: database.clone(), cache: cache.clone() }))

@@ -62,6 +62,13 @@ async fn openapi_and_docs_are_served() {
         assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    let header = |path: &str| {
+        doc["paths"][path]["post"]["parameters"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"))
+    };
+    assert!(header("/v1/orders") && header("/v1/orders/{id}/claim"), "authenticated POSTs take Idempotency-Key");
+    assert!(!header("/v1/auth/login"), "sign-in ignores it");
     let res = app.client.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("swagger"));
