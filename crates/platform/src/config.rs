@@ -47,6 +47,9 @@ pub struct Settings {
     pub event_max_attempts: u32,
     /// The first retry's delay; it doubles per attempt.
     pub event_retry_backoff: Duration,
+    /// How long a lease (the relay's, an embedded consumer group's) lasts without renewal: a process
+    /// that died blocks its job for at most this long.
+    pub lease: Duration,
     /// Redis for the cache (and shared rate limits); the in-process cache when unset.
     pub redis_url: Option<String>,
     pub redis_timeout: Duration,
@@ -102,6 +105,7 @@ impl Default for Settings {
             run_relay: true,
             event_max_attempts: 5,
             event_retry_backoff: Duration::from_millis(50),
+            lease: Duration::from_secs(10),
             redis_url: None,
             redis_timeout: Duration::from_millis(100),
             cache_capacity: 100_000,
@@ -150,6 +154,7 @@ pub const KEYS: &[&str] = &[
     "run_relay",
     "event_max_attempts",
     "event_retry_backoff_ms",
+    "lease_secs",
     "redis_url",
     "redis_timeout_ms",
     "cache_capacity",
@@ -164,7 +169,6 @@ pub const KEYS: &[&str] = &[
     "kafka_replication",
     "kafka_compression",
     "kafka_group_prefix",
-    "kafka_relay_lease_secs",
 ];
 
 impl Settings {
@@ -287,10 +291,6 @@ impl Settings {
                 self.kafka_mut().compression = value.to_string();
             }
             "kafka_group_prefix" => self.kafka_mut().group_prefix = non_empty(value)?,
-            "kafka_relay_lease_secs" => {
-                self.kafka_mut().relay_lease =
-                    positive_secs(number(value)?).ok_or_else(|| invalid("must be > 0".into()))?
-            }
             "run_consumers" => {
                 self.run_consumers = boolean(value).ok_or_else(|| invalid(format!("`{value}` is not true or false")))?
             }
@@ -303,6 +303,7 @@ impl Settings {
                     .filter(|n| (1..=100).contains(n))
                     .ok_or_else(|| invalid("must be 1 to 100".into()))?
             }
+            "lease_secs" => self.lease = positive_secs(number(value)?).ok_or_else(|| invalid("must be > 0".into()))?,
             "event_retry_backoff_ms" => {
                 self.event_retry_backoff = Duration::from_millis(number(value)?.min(60_000));
             }
@@ -351,7 +352,6 @@ impl Settings {
             replication: 1,
             compression: "lz4".into(),
             group_prefix: "walletd".into(),
-            relay_lease: Duration::from_secs(10),
         })
     }
 
@@ -410,6 +410,7 @@ impl Settings {
             ("run_relay", self.run_relay.to_string()),
             ("event_max_attempts", self.event_max_attempts.to_string()),
             ("event_retry_backoff_ms", self.event_retry_backoff.as_millis().to_string()),
+            ("lease_secs", self.lease.as_secs().to_string()),
             ("redis_url", self.redis_url.as_deref().map(mask_url).unwrap_or_default()),
             ("redis_timeout_ms", self.redis_timeout.as_millis().to_string()),
             ("cache_capacity", self.cache_capacity.to_string()),

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::clock;
 use crate::db::Database;
+use crate::lease::Lease;
 use crate::outbox::{self, EventEnvelope};
 
 /// Something that reacts to events. It must be idempotent.
@@ -52,11 +53,19 @@ pub struct ConsumerOptions {
     pub backoff: Duration,
     /// How often to look for events when nothing wakes the consumer.
     pub idle_poll: Duration,
+    /// The embedded log's groups run in one process at a time, under a lease of this length.
+    pub lease: Duration,
 }
 
 impl Default for ConsumerOptions {
     fn default() -> Self {
-        Self { batch: 200, max_attempts: 5, backoff: Duration::from_millis(50), idle_poll: Duration::from_millis(500) }
+        Self {
+            batch: 200,
+            max_attempts: 5,
+            backoff: Duration::from_millis(50),
+            idle_poll: Duration::from_millis(500),
+            lease: Duration::from_secs(10),
+        }
     }
 }
 
@@ -82,9 +91,39 @@ pub async fn run(
     tracing::info!(consumer.group = group, ephemeral = handler.ephemeral(), "consumer started");
     // An ephemeral group keeps its position in memory, from the head of the log at start.
     let mut memory = None;
+    // A durable group runs in one process at a time: several would work the same batches.
+    let lease = (!handler.ephemeral()).then(|| Lease::new(db.clone(), format!("consumer:{group}"), opts.lease));
+    let mut holding = false;
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        if let Some(lease) = &lease {
+            match lease.take().await {
+                Ok(true) => {
+                    if !holding {
+                        tracing::info!(consumer.group = group, "this process runs the consumer group");
+                    }
+                    holding = true;
+                }
+                outcome => {
+                    if let Err(e) = outcome {
+                        tracing::warn!(
+                            consumer.group = group,
+                            error = format!("{e:#}"),
+                            "cannot take the lease; retrying"
+                        );
+                    } else if holding {
+                        tracing::warn!(consumer.group = group, "lost the consumer group's lease to another process");
+                    }
+                    holding = false;
+                    tokio::select! {
+                        () = tokio::time::sleep(opts.idle_poll) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+            }
         }
         let woken = outbox::written();
         tokio::pin!(woken);
@@ -122,6 +161,11 @@ pub async fn run(
                 }
             }
         }
+    }
+    if let Some(lease) = lease.filter(|_| holding)
+        && let Err(e) = lease.release().await
+    {
+        tracing::warn!(consumer.group = group, error = format!("{e:#}"), "could not give up the lease; it lapses");
     }
     tracing::info!(consumer.group = group, "consumer stopped");
 }

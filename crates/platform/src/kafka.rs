@@ -26,9 +26,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::clock;
 use crate::db::Database;
 use crate::events::{ConsumerOptions, Delivery, EventHandler, deliver_once};
+use crate::lease::Lease;
 use crate::outbox::{self, EventEnvelope};
 
 /// The topics of DESIGN D4.
@@ -43,8 +43,6 @@ pub struct KafkaSettings {
     pub compression: String,
     /// Consumer groups are named `{group_prefix}.{group}`.
     pub group_prefix: String,
-    /// How long the relay's lease lasts without renewal: another relay takes over after it.
-    pub relay_lease: Duration,
 }
 
 /// Creates the topics that are missing.
@@ -73,9 +71,8 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
 pub struct Relay {
     db: Database,
     producer: FutureProducer,
-    holder: String,
     batch: i64,
-    lease: Duration,
+    lease: Lease,
 }
 
 impl Relay {
@@ -89,18 +86,19 @@ impl Relay {
             .set("message.timeout.ms", "10000")
             .create()
             .context("creating the Kafka producer")?;
-        Ok(Self { db, producer, holder: uuid::Uuid::now_v7().to_string(), batch: 500, lease: settings.relay_lease })
+        let lease = Lease::new(db.clone(), "outbox", Duration::from_secs(10));
+        Ok(Self { db, producer, batch: 500, lease })
     }
 
     /// How long a lease lasts without renewal (another relay takes over after it).
-    pub fn with_lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
+    pub fn with_lease(mut self, ttl: Duration) -> Self {
+        self.lease = Lease::new(self.db.clone(), "outbox", ttl);
         self
     }
 
     /// Publishes until `shutdown` turns true, then drains what it can.
     pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        tracing::info!(relay.holder = %self.holder, "outbox relay started");
+        tracing::info!(relay.holder = %self.lease.holder(), "outbox relay started");
         let mut counted: Option<std::time::Instant> = None;
         loop {
             let woken = outbox::written();
@@ -132,12 +130,15 @@ impl Relay {
                 }
             }
         }
+        if let Err(e) = self.lease.release().await {
+            tracing::warn!(error = format!("{e:#}"), "could not give up the relay lease; it lapses by itself");
+        }
         tracing::info!("outbox relay stopped");
     }
 
     /// One batch, if this process holds the lease; returns how many events it published.
     pub async fn publish_once(&self) -> anyhow::Result<usize> {
-        if !self.take_lease().await? {
+        if !self.lease.take().await? {
             return Ok(0);
         }
         let events = outbox::unpublished(&self.db, self.batch).await?;
@@ -165,46 +166,8 @@ impl Relay {
         outbox::mark_published(&self.db, delivered).await?;
         metrics::counter!("outbox_published_total").increment(n as u64);
         // A batch can outlast the lease (a slow broker): renew it so no second relay starts meanwhile.
-        self.take_lease().await?;
+        self.lease.take().await?;
         Ok(n)
-    }
-
-    /// Takes or renews the relay lease; false while another live relay holds it.
-    async fn take_lease(&self) -> anyhow::Result<bool> {
-        let (now, until) = (clock::now(), clock::now() + self.lease);
-        let held = match &self.db {
-            Database::Postgres(pool) => pool
-                .get()
-                .await?
-                .query_opt(
-                    "INSERT INTO relay_leases (name, holder, expires_at) VALUES ('outbox', $1, $2)
-                     ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
-                     WHERE relay_leases.holder = EXCLUDED.holder OR relay_leases.expires_at < $3
-                     RETURNING holder",
-                    &[&self.holder, &until, &now],
-                )
-                .await?
-                .is_some(),
-            Database::Sqlite(pool) => {
-                let holder = self.holder.clone();
-                pool.call(move |c| {
-                    use rusqlite::OptionalExtension;
-                    let row: Option<String> = c
-                        .query_row(
-                            "INSERT INTO relay_leases (name, holder, expires_at) VALUES ('outbox', ?1, ?2)
-                             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-                             WHERE relay_leases.holder = excluded.holder OR relay_leases.expires_at < ?3
-                             RETURNING holder",
-                            rusqlite::params![holder, clock::to_text(until), clock::to_text(now)],
-                            |r| r.get(0),
-                        )
-                        .optional()?;
-                    Ok::<_, anyhow::Error>(row.is_some())
-                })
-                .await?
-            }
-        };
-        Ok(held)
     }
 }
 

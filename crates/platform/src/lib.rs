@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod idempotency;
 pub mod kafka;
+pub mod lease;
 pub mod money;
 pub mod outbox;
 pub mod ratelimit;

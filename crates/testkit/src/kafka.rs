@@ -25,7 +25,6 @@ pub fn settings(brokers: &str) -> platform::kafka::KafkaSettings {
         compression: "lz4".into(),
         // Each test's instances form consumer groups of their own on the shared broker.
         group_prefix: format!("test-{}", uuid::Uuid::now_v7().simple()),
-        relay_lease: std::time::Duration::from_secs(10),
     }
 }
 

@@ -250,6 +250,7 @@ impl Server {
         let opts = ConsumerOptions {
             max_attempts: self.settings.event_max_attempts,
             backoff: self.settings.event_retry_backoff,
+            lease: self.settings.lease,
             ..ConsumerOptions::default()
         };
         let consumer_tasks: Vec<_> = self
@@ -268,9 +269,11 @@ impl Server {
             })
             .collect();
         let relay = match &self.settings.kafka {
-            Some(kafka) if self.settings.run_relay => {
-                Some(tokio::spawn(platform::kafka::Relay::new(self.database.clone(), kafka)?.run(consumers_rx.clone())))
-            }
+            Some(kafka) if self.settings.run_relay => Some(tokio::spawn(
+                platform::kafka::Relay::new(self.database.clone(), kafka)?
+                    .with_lease(self.settings.lease)
+                    .run(consumers_rx.clone()),
+            )),
             _ => None,
         };
         let metrics = tokio::spawn(async move {

@@ -130,7 +130,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let db = walletd::open_database(&settings).await?;
             platform::kafka::ensure_topics(&kafka).await?;
             let (tx, rx) = tokio::sync::watch::channel(false);
-            let relay = tokio::spawn(platform::kafka::Relay::new(db, &kafka)?.run(rx));
+            let relay = tokio::spawn(platform::kafka::Relay::new(db, &kafka)?.with_lease(settings.lease).run(rx));
             walletd::shutdown_signal().await;
             let _ = tx.send(true);
             relay.await?;

@@ -502,7 +502,7 @@ async fn a_relay_killed_between_publish_and_mark_duplicates_events_but_not_effec
         ("WALLETD_DATABASE_URL", url.as_str()),
         ("WALLETD_KAFKA_BROKERS", brokers.as_str()),
         ("WALLETD_LOG_FORMAT", "json"),
-        ("WALLETD_KAFKA_RELAY_LEASE_SECS", "2"),
+        ("WALLETD_LEASE_SECS", "2"),
         ("WALLETD_FAILPOINTS", "relay-before-mark"),
     ];
     let mut cmd = command(BIN, &dir.0, &envs);

@@ -149,3 +149,77 @@ async fn kill_9_while_processing_then_restart(#[case] backend: Backend, #[case] 
     }
     assert_eq!(consumed, claimed_total, "consumed supply equals what was claimed, once");
 }
+
+/// Claims one order per shopper through `base`; returns how many.
+async fn claim_round(http: &reqwest::Client, base: &str, buyer: &str, shoppers: &[(String, String)]) -> usize {
+    for (token, _) in shoppers {
+        let body = json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "n", "price": "1", "quantity": 1}]});
+        let o: Value = http
+            .post(format!("{base}/v1/orders"))
+            .bearer_auth(buyer)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let oid = o["id"].as_str().unwrap();
+        let res = http.post(format!("{base}/v1/orders/{oid}/claim")).bearer_auth(token).send().await.unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    shoppers.len()
+}
+
+#[tokio::test]
+async fn the_embedded_log_runs_a_group_in_one_process_and_another_takes_over_after_a_kill() {
+    let dir = TempDir::new();
+    let url = testkit::fresh_database_url(Backend::Postgres, &dir).await;
+    let envs = [("WALLETD_DATABASE_URL", url.as_str()), ("WALLETD_LEASE_SECS", "2")];
+    let one = WalletdProcess::start(BIN, &dir.0, &envs);
+    let two = WalletdProcess::start(BIN, &dir.0, &envs);
+    let admin = admin_token(BIN, &dir.0, &envs);
+    let http = reqwest::Client::new();
+    let (buyer, _) = sign_in(&http, &one.base).await;
+    let mut shoppers = Vec::new();
+    for _ in 0..4 {
+        let (token, _) = sign_in(&http, &two.base).await;
+        let s: Value = http
+            .post(format!("{}/v1/supplies", two.base))
+            .bearer_auth(&token)
+            .json(&json!({"currency": "USDC", "amount": "1000"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        shoppers.push((token, s["id"].as_str().unwrap().to_string()));
+    }
+    let settled = |base: String| {
+        let (http, admin) = (&http, &admin);
+        async move {
+            let pending = fetch(http, &base, admin, "/v1/claims?status=pending&limit=1".into()).await;
+            let claimed = fetch(http, &base, admin, "/v1/orders?status=claimed&limit=1".into()).await;
+            pending["items"] == json!([]) && claimed["items"] == json!([])
+        }
+    };
+    let ok = [r#"group="claim-processor""#, r#"outcome="ok""#];
+    let mut claims = claim_round(&http, &one.base, &buyer, &shoppers).await;
+    claims += claim_round(&http, &two.base, &buyer, &shoppers).await;
+    assert!(wait_until(Duration::from_secs(30), || settled(one.base.clone())).await);
+    let (a, b) = (one.metric("events_handled_total", &ok).await, two.metric("events_handled_total", &ok).await);
+    assert!(a + b >= claims as f64, "{a} + {b}");
+    assert!(a == 0.0 || b == 0.0, "both processes worked the group: {a} and {b}");
+
+    // The one holding the group dies; the other takes it over once the lease lapses.
+    let (mut holder, other) = if a > 0.0 { (one, two) } else { (two, one) };
+    holder.kill9();
+    claims += claim_round(&http, &other.base, &buyer, &shoppers).await;
+    assert!(wait_until(Duration::from_secs(30), || settled(other.base.clone())).await, "no process took over");
+    assert!(other.metric("events_handled_total", &ok).await > 0.0);
+    let all = fetch(&http, &other.base, &admin, "/v1/claims?limit=500".into()).await;
+    let all = all["items"].as_array().unwrap();
+    assert_eq!(all.len(), claims);
+    assert!(all.iter().all(|c| c["status"] == "processed"), "{all:?}");
+}
