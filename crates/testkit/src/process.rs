@@ -140,3 +140,27 @@ pub async fn sign_in(http: &reqwest::Client, base: &str) -> (String, String) {
         .unwrap();
     (login["access_token"].as_str().unwrap().to_string(), login["user"]["id"].as_str().unwrap().to_string())
 }
+
+/// Signs in a new shopper at `base` with a USDC supply of `amount`; returns (token, supply id).
+pub async fn shopper(http: &reqwest::Client, base: &str, amount: &str) -> (String, String) {
+    let (token, _) = sign_in(http, base).await;
+    let res = http
+        .post(format!("{base}/v1/supplies"))
+        .bearer_auth(&token)
+        .json(&json!({"currency": "USDC", "amount": amount}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    (token, id)
+}
+
+/// Places a one-item USDC order at `price`; returns its id.
+pub async fn place_order(http: &reqwest::Client, base: &str, buyer: &str, price: &str) -> String {
+    let body =
+        json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "n", "price": price, "quantity": 1}]});
+    let res = http.post(format!("{base}/v1/orders")).bearer_auth(buyer).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+}

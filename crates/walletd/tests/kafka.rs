@@ -14,7 +14,7 @@ use testkit::platform::db::Database;
 use testkit::platform::events::{ConsumerOptions, EventHandler};
 use testkit::platform::kafka::{Relay, consume};
 use testkit::platform::outbox::{self, EventEnvelope};
-use testkit::process::{WalletdProcess, admin_token, command, sign_in};
+use testkit::process::{WalletdProcess, admin_token, command, place_order, shopper, sign_in};
 use testkit::{Backend, TempDir, TestApp, wait_until};
 
 async fn unpublished(app: &TestApp) -> i64 {
@@ -92,7 +92,7 @@ async fn a_broker_outage_under_load_loses_no_event_and_repeats_no_effect() {
                 if *stopped.borrow() {
                     break;
                 }
-                let oid = order_at(&http, &base, &buyer, "1").await;
+                let oid = place_order(&http, &base, &buyer, "1").await;
                 let res = http
                     .post(format!("{base}/v1/orders/{oid}/claim"))
                     .bearer_auth(&shoppers[i % shoppers.len()])
@@ -361,14 +361,6 @@ async fn one_aggregates_events_are_consumed_in_order() {
     }
 }
 
-async fn order_at(http: &reqwest::Client, base: &str, buyer: &str, price: &str) -> String {
-    let body =
-        json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "n", "price": price, "quantity": 1}]});
-    let res = http.post(format!("{base}/v1/orders")).bearer_auth(buyer).json(&body).send().await.unwrap();
-    assert_eq!(res.status(), 201);
-    res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
-}
-
 async fn fetch(http: &reqwest::Client, base: &str, token: &str, path: &str) -> Value {
     http.get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap().json().await.unwrap()
 }
@@ -413,16 +405,7 @@ async fn two_processes_share_the_work_of_one_consumer_group() {
     let (buyer, _) = sign_in(&http, &one.base).await;
     let mut shoppers = Vec::new();
     for _ in 0..4 {
-        let (token, _) = sign_in(&http, &two.base).await;
-        let res = http
-            .post(format!("{}/v1/supplies", two.base))
-            .bearer_auth(&token)
-            .json(&json!({"currency": "USDC", "amount": "100000"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        shoppers.push(token);
+        shoppers.push(shopper(&http, &two.base, "100000").await.0);
     }
     // Claims in rounds, through both processes, until each process has processed some: the group
     // needs a rebalance after the second member joins before both have partitions.
@@ -430,7 +413,7 @@ async fn two_processes_share_the_work_of_one_consumer_group() {
     let start = std::time::Instant::now();
     loop {
         for (i, base) in [&one.base, &two.base].into_iter().cycle().take(10).enumerate() {
-            let oid = order_at(&http, base, &buyer, "1").await;
+            let oid = place_order(&http, base, &buyer, "1").await;
             let res = http
                 .post(format!("{base}/v1/orders/{oid}/claim"))
                 .bearer_auth(&shoppers[(claims + i) % 4])

@@ -10,7 +10,7 @@ use futures::stream::FuturesUnordered;
 use rstest::rstest;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use testkit::process::{WalletdProcess, admin_token, sign_in};
+use testkit::process::{WalletdProcess, admin_token, place_order, shopper, sign_in};
 use testkit::{Backend, TempDir, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_walletd");
@@ -45,33 +45,11 @@ async fn kill_9_while_processing_then_restart(#[case] backend: Backend, #[case] 
     let (buyer, _) = sign_in(&http, &base).await;
     let mut shoppers = Vec::new();
     for _ in 0..10 {
-        let (token, _) = sign_in(&http, &base).await;
-        let s: Value = http
-            .post(format!("{base}/v1/supplies"))
-            .bearer_auth(&token)
-            .json(&json!({"currency": "USDC", "amount": "1000"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        shoppers.push((token, s["id"].as_str().unwrap().to_string()));
+        shoppers.push(shopper(&http, &base, "1000").await);
     }
     let mut orders = Vec::new();
     for i in 0..60 {
-        let body = json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "n", "price": format!("{}.25", i + 1), "quantity": 1}]});
-        let o: Value = http
-            .post(format!("{base}/v1/orders"))
-            .bearer_auth(&buyer)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        orders.push(o["id"].as_str().unwrap().to_string());
+        orders.push(place_order(&http, &base, &buyer, &format!("{}.25", i + 1)).await);
     }
 
     // Claim everything at once and kill -9 as soon as a third of the answers are in: claims are
@@ -153,18 +131,7 @@ async fn kill_9_while_processing_then_restart(#[case] backend: Backend, #[case] 
 /// Claims one order per shopper through `base`; returns how many.
 async fn claim_round(http: &reqwest::Client, base: &str, buyer: &str, shoppers: &[(String, String)]) -> usize {
     for (token, _) in shoppers {
-        let body = json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "n", "price": "1", "quantity": 1}]});
-        let o: Value = http
-            .post(format!("{base}/v1/orders"))
-            .bearer_auth(buyer)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let oid = o["id"].as_str().unwrap();
+        let oid = place_order(http, base, buyer, "1").await;
         let res = http.post(format!("{base}/v1/orders/{oid}/claim")).bearer_auth(token).send().await.unwrap();
         assert_eq!(res.status(), 201);
     }
@@ -183,18 +150,7 @@ async fn the_embedded_log_runs_a_group_in_one_process_and_another_takes_over_aft
     let (buyer, _) = sign_in(&http, &one.base).await;
     let mut shoppers = Vec::new();
     for _ in 0..4 {
-        let (token, _) = sign_in(&http, &two.base).await;
-        let s: Value = http
-            .post(format!("{}/v1/supplies", two.base))
-            .bearer_auth(&token)
-            .json(&json!({"currency": "USDC", "amount": "1000"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        shoppers.push((token, s["id"].as_str().unwrap().to_string()));
+        shoppers.push(shopper(&http, &two.base, "1000").await);
     }
     let settled = |base: String| {
         let (http, admin) = (&http, &admin);
