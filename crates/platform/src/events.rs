@@ -505,3 +505,56 @@ pub async fn positions(db: &Database) -> anyhow::Result<Vec<(String, i64)>> {
         }
     }
 }
+
+/// One line of `walletd events tail`, whatever the transport.
+pub fn tail_line(
+    topic: &str,
+    partition: Option<i32>,
+    offset: i64,
+    key: &str,
+    headers: serde_json::Map<String, serde_json::Value>,
+    event: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "topic": topic, "partition": partition, "offset": offset, "key": key, "headers": headers, "event": event,
+    })
+}
+
+/// Prints the embedded log's events of `topic` as they are written (offset = the outbox position,
+/// no partition), from its start with `from_beginning`, until `shutdown`.
+pub async fn tail(
+    db: &Database,
+    topic: &str,
+    from_beginning: bool,
+    mut out: impl std::io::Write,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut position = if from_beginning { 0 } else { outbox::head(db).await? };
+    loop {
+        let events = outbox::list(db, position, 500).await?;
+        for e in &events {
+            position = e.seq;
+            if e.topic != topic {
+                continue;
+            }
+            let mut headers = serde_json::Map::new();
+            headers.insert("event_id".into(), e.id.to_string().into());
+            headers.insert("event_type".into(), e.event_type.clone().into());
+            headers.insert("event_version".into(), e.version.to_string().into());
+            headers.insert("region".into(), e.region.clone().into());
+            if let Some(c) = &e.correlation_id {
+                headers.insert("correlation_id".into(), c.clone().into());
+            }
+            let line = tail_line(topic, None, e.seq, &e.aggregate_id.to_string(), headers, serde_json::to_value(e)?);
+            writeln!(out, "{line}")?;
+        }
+        out.flush()?;
+        if events.is_empty() {
+            // Another process writes the log: poll it.
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+}

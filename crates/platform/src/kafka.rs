@@ -533,14 +533,8 @@ pub async fn tail(
         let payload = m.payload().unwrap_or_default();
         let event = serde_json::from_slice::<serde_json::Value>(payload)
             .unwrap_or_else(|_| String::from_utf8_lossy(payload).into_owned().into());
-        let line = serde_json::json!({
-            "topic": m.topic(),
-            "partition": m.partition(),
-            "offset": m.offset(),
-            "key": String::from_utf8_lossy(m.key().unwrap_or_default()),
-            "headers": headers,
-            "event": event,
-        });
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default());
+        let line = crate::events::tail_line(m.topic(), Some(m.partition()), m.offset(), &key, headers, event);
         writeln!(out, "{line}")?;
         out.flush()?;
     }

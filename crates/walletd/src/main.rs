@@ -81,7 +81,8 @@ enum EventsCommand {
     },
     /// Show each consumer group's position, the head of the log, and parked events.
     Status,
-    /// Print events as they reach a Kafka topic, one JSON object per line, until interrupted.
+    /// Print events as they reach a topic (Kafka's, or the embedded log's), one JSON object per line,
+    /// until interrupted.
     Tail {
         #[arg(long)]
         topic: String,
@@ -211,7 +212,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     }
                 }
                 EventsCommand::Tail { topic, from_beginning } => {
-                    let kafka = settings.kafka.clone().context("WALLETD_KAFKA_BROKERS is not set")?;
                     let known = platform::kafka::TOPICS.iter().any(|t| topic == *t || topic == format!("{t}.dlq"));
                     anyhow::ensure!(
                         known,
@@ -223,7 +223,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                         walletd::shutdown_signal().await;
                         let _ = tx.send(true);
                     });
-                    platform::kafka::tail(&kafka, &topic, from_beginning, std::io::stdout().lock(), rx).await?;
+                    let out = std::io::stdout().lock();
+                    match &settings.kafka {
+                        Some(kafka) => platform::kafka::tail(kafka, &topic, from_beginning, out, rx).await?,
+                        None => {
+                            let db = walletd::open_database(&settings).await?;
+                            platform::events::tail(&db, &topic, from_beginning, out, rx).await?;
+                        }
+                    }
                 }
             }
             Ok(())
