@@ -72,21 +72,26 @@ pub async fn layer(State(db): State<Database>, req: Request, next: Next) -> Resp
         Err(e) => return ApiError::internal(e).into_response(),
     }
     let request = Request::from_parts(parts, Body::from(bytes));
-    let run = tokio::spawn(async move {
-        let response = next.run(request).await;
-        let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-        let outcome = if parts.status.is_server_error() || bytes.len() > MAX_RECORDED {
-            forget(&db, principal, &key).await
-        } else {
-            complete(&db, principal, &key, &Stored::of(parts.status, &parts.headers, &bytes)).await
-        };
-        if let Err(e) = outcome {
-            // The key stays running: its retries get 409 until it is taken over as abandoned.
-            tracing::error!(error = format!("{e:#}"), "could not record the answer to an Idempotency-Key");
-        }
-        Response::from_parts(parts, Body::from(bytes))
-    });
+    // The request's span (its id in every log line) goes along into the task.
+    let span = tracing::Span::current();
+    let run = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let response = next.run(request).await;
+            let (parts, body) = response.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            let outcome = if parts.status.is_server_error() || bytes.len() > MAX_RECORDED {
+                forget(&db, principal, &key).await
+            } else {
+                complete(&db, principal, &key, &Stored::of(parts.status, &parts.headers, &bytes)).await
+            };
+            if let Err(e) = outcome {
+                // The key stays running: its retries get 409 until it is taken over as abandoned.
+                tracing::error!(error = format!("{e:#}"), "could not record the answer to an Idempotency-Key");
+            }
+            Response::from_parts(parts, Body::from(bytes))
+        },
+        span,
+    ));
     match run.await {
         Ok(response) => response,
         Err(e) => ApiError::internal(anyhow::anyhow!("the request task failed: {e}")).into_response(),
