@@ -200,9 +200,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                         }
                     } else {
                         let head = platform::outbox::head(&db).await?;
-                        let position = platform::events::load_position(&db, "claim-processor").await?;
                         println!("log head: {head}");
-                        println!("claim-processor: position {position}, lag {}", head - position);
+                        for (group, position) in platform::events::positions(&db).await? {
+                            println!("{group}: position {position}, lag {}", head - position);
+                        }
                     }
                     for p in platform::events::parked(&db).await? {
                         println!(

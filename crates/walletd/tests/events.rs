@@ -118,3 +118,43 @@ async fn retries_then_parks_a_poison_event_without_blocking_the_log(#[case] back
     assert_eq!(handler.handled.lock().unwrap().len(), 3);
     assert_eq!(handler.attempts_on_poison.load(Ordering::SeqCst), 4);
 }
+
+#[tokio::test]
+async fn events_status_and_replay_work_on_the_embedded_log() {
+    use serde_json::Value;
+    let app = testkit::TestApp::spawn(Backend::Sqlite).await;
+    let (buyer, shopper) = (app.new_user().await, app.new_user().await);
+    app.create_supply(&shopper.access, "USDC", "10").await;
+    let body =
+        json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "n", "price": "2", "quantity": 1}]});
+    let order: Value = app.post("/v1/orders", &buyer.access).json(&body).send().await.unwrap().json().await.unwrap();
+    let oid = order["id"].as_str().unwrap();
+    assert_eq!(app.post(&format!("/v1/orders/{oid}/claim"), &shopper.access).send().await.unwrap().status(), 201);
+    let url = app.settings.database_url();
+    let db = Database::connect(&url, &app.settings.db_options()).await.unwrap();
+    let caught_up = || async {
+        events::load_position(&db, "claim-processor").await.unwrap() >= outbox::head(&db).await.unwrap()
+            && app.get(&format!("/v1/orders/{oid}"), &buyer.access).send().await.unwrap().json::<Value>().await.unwrap()
+                ["status"]
+                == "completed"
+    };
+    assert!(testkit::wait_until(Duration::from_secs(30), caught_up).await);
+    let data = app.stop().await;
+
+    let bin = env!("CARGO_BIN_EXE_walletd");
+    let run = |args: &[&str]| {
+        let out = testkit::process::command(bin, &data.0, &[("WALLETD_DATABASE_URL", url.as_str())])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let head = outbox::head(&db).await.unwrap();
+    let status = run(&["events", "status"]);
+    assert!(status.contains(&format!("log head: {head}")), "{status}");
+    assert!(status.contains(&format!("claim-processor: position {head}, lag 0")), "{status}");
+    assert!(run(&["events", "replay", "--group", "claim-processor", "--from", "0"]).contains("rewound to 0"));
+    let status = run(&["events", "status"]);
+    assert!(status.contains(&format!("claim-processor: position 0, lag {head}")), "{status}");
+}
