@@ -131,10 +131,27 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let db = walletd::open_database(&settings).await?;
             platform::kafka::ensure_topics(&kafka).await?;
             let (tx, rx) = tokio::sync::watch::channel(false);
+            // Its own metrics (outbox_unpublished, outbox_published_total) on WALLETD_METRICS_ADDR.
+            let handle = platform::telemetry::metrics_handle()?;
+            let metrics = tokio::net::TcpListener::bind(settings.metrics_addr)
+                .await
+                .with_context(|| format!("binding WALLETD_METRICS_ADDR {}", settings.metrics_addr))?;
+            tracing::info!(metrics.addr = %metrics.local_addr()?, "outbox relay metrics");
+            let app =
+                axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(handle.render())));
+            let mut stop_metrics = rx.clone();
+            let served = tokio::spawn(async move {
+                axum::serve(metrics, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop_metrics.changed().await;
+                    })
+                    .await
+            });
             let relay = tokio::spawn(platform::kafka::Relay::new(db, &kafka)?.with_lease(settings.lease).run(rx));
             walletd::shutdown_signal().await;
             let _ = tx.send(true);
             relay.await?;
+            served.await??;
             Ok(())
         }
         Command::Migrate => {

@@ -487,6 +487,7 @@ async fn a_relay_killed_between_publish_and_mark_duplicates_events_but_not_effec
         ("WALLETD_KAFKA_BROKERS", brokers.as_str()),
         ("WALLETD_LOG_FORMAT", "json"),
         ("WALLETD_LEASE_SECS", "2"),
+        ("WALLETD_METRICS_ADDR", "127.0.0.1:0"),
         ("WALLETD_FAILPOINTS", "relay-before-mark"),
     ];
     let mut cmd = command(BIN, &dir.0, &envs);
@@ -500,9 +501,11 @@ async fn a_relay_killed_between_publish_and_mark_duplicates_events_but_not_effec
     assert!(outbox::unpublished_count(&db).await.unwrap() >= waiting, "the killed relay marked nothing");
 
     // A relay taking over (after the dead one's lease lapses) publishes the same rows again.
-    let mut cmd = command(BIN, &dir.0, &envs[..4]);
+    let mut cmd = command(BIN, &dir.0, &envs[..5]);
     cmd.arg("relay");
-    let (mut second, _lines) = testkit::process::spawn_logged(cmd);
+    let (mut second, lines) = testkit::process::spawn_logged(cmd);
+    let metrics =
+        lines.iter().find_map(|l| l["metrics.addr"].as_str().map(str::to_string)).expect("its metrics address");
     let drained = wait_until(Duration::from_secs(60), || async {
         outbox::unpublished_count(&db).await.unwrap() == 0 && {
             let pending = json_of(&app, "/v1/claims?status=pending&limit=1", &admin).await;
@@ -511,9 +514,15 @@ async fn a_relay_killed_between_publish_and_mark_duplicates_events_but_not_effec
         }
     })
     .await;
+    let text = reqwest::get(format!("http://{metrics}/metrics")).await.unwrap().text().await.unwrap();
     second.kill().unwrap();
     second.wait().unwrap();
     assert!(drained, "the second relay did not drain the outbox, or the claims were not processed");
+    let published: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("outbox_published_total ").and_then(|v| v.parse().ok()))
+        .unwrap_or_default();
+    assert!(published >= waiting as f64, "the relay's own metrics count what it published: {published}");
 
     // Duplicates reached Kafka...
     let claimed_keys: HashSet<String> = claims.iter().map(|c| c.to_string()).collect();
