@@ -26,6 +26,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::clock;
 use crate::db::Database;
 use crate::events::{ConsumerOptions, Delivery, EventHandler, deliver_once};
 use crate::lease::Lease;
@@ -231,7 +232,7 @@ impl rdkafka::consumer::ConsumerContext for LagContext {}
 type GroupConsumer = StreamConsumer<LagContext>;
 
 /// Runs `handler` over Kafka until `shutdown`: a consumer group named after the handler's group
-/// (an ephemeral group gets a name of its own and starts at the end), the same delivery as the
+/// (an ephemeral group reads every partition itself, from its start, and commits nothing), the same delivery as the
 /// embedded log (inbox, retries, parking), and an event that keeps failing copied to `<topic>.dlq`
 /// so the partition moves on.
 ///
@@ -255,7 +256,7 @@ pub async fn consume(
     let consumer: GroupConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .set("group.id", &group)
-        .set("enable.auto.commit", "true")
+        .set("enable.auto.commit", if ephemeral { "false" } else { "true" })
         .set("enable.auto.offset.store", "false")
         .set("auto.commit.interval.ms", "1000")
         .set("auto.offset.reset", if ephemeral { "latest" } else { "earliest" })
@@ -269,7 +270,16 @@ pub async fn consume(
         .create_with_context(context)
         .context("creating the Kafka consumer")?;
     let consumer = Arc::new(consumer);
-    consumer.subscribe(&TOPICS).context("subscribing to the event topics")?;
+    if ephemeral {
+        // No group on the broker: every partition, from the first event written since a little
+        // before this start (so nothing written while the consumer got going is missed).
+        let since = clock::now().unix_timestamp_nanos() / 1_000_000 - 5_000;
+        let (s, since) = (settings.clone(), i64::try_from(since).unwrap_or(0));
+        let start = tokio::task::spawn_blocking(move || start_positions(&s, since)).await??;
+        consumer.assign(&start).context("assigning the event topics' partitions")?;
+    } else {
+        consumer.subscribe(&TOPICS).context("subscribing to the event topics")?;
+    }
     let dlq: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .set("enable.idempotence", "true")
@@ -404,6 +414,29 @@ impl PartitionWorker {
             Err((e, _)) => tracing::error!(topic, error = %e, "could not dead-letter an event; it stays parked"),
         }
     }
+}
+
+/// Every partition of the event topics at its first event written at or after `since_ms` (Unix
+/// milliseconds), or at its end when there is none (or the broker cannot say).
+fn start_positions(settings: &KafkaSettings, since_ms: i64) -> anyhow::Result<TopicPartitionList> {
+    let (consumer, partitions) = group_client(settings, "start-positions")?;
+    let mut wanted = TopicPartitionList::new();
+    for e in partitions.elements() {
+        wanted.add_partition_offset(e.topic(), e.partition(), Offset::Offset(since_ms))?;
+    }
+    let found = consumer.offsets_for_times(wanted, Duration::from_secs(10)).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the broker cannot look offsets up by time; reading from the end");
+        partitions.clone()
+    });
+    let mut start = TopicPartitionList::new();
+    for e in found.elements() {
+        let offset = match e.offset() {
+            Offset::Offset(o) if o >= 0 => Offset::Offset(o),
+            _ => Offset::End,
+        };
+        start.add_partition_offset(e.topic(), e.partition(), offset)?;
+    }
+    Ok(start)
 }
 
 /// Where a consumer group stands on one partition.

@@ -58,17 +58,25 @@ async fn a_write_is_visible_at_once_on_the_writing_instance(#[case] backend: Bac
 }
 
 #[rstest]
-#[case::redis_per_instance(true)]
-#[case::in_process(false)]
+#[case::redis_per_instance(true, false)]
+#[case::in_process(false, false)]
+#[case::in_process_over_kafka(false, true)]
 #[tokio::test]
-async fn another_instance_sees_a_write_after_its_invalidation_event(#[case] redis: bool) {
+async fn another_instance_sees_a_write_after_its_invalidation_event(#[case] redis: bool, #[case] kafka: bool) {
     // Two instances on one database, each with a cache of its own (two Redis databases stand for
-    // two regions' Redis, or two in-process caches): only the event log can tell B about A's write.
-    let a = TestApp::spawn_with(Backend::Postgres, |s| s.redis_url = redis.then(|| server_url(2))).await;
+    // two regions' Redis, or two in-process caches): only the events can tell B about A's write,
+    // through the embedded log or through Kafka.
+    let kafka = kafka.then(|| testkit::kafka::settings(&testkit::kafka::brokers()));
+    let a = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.redis_url = redis.then(|| server_url(2));
+        s.kafka = kafka.clone();
+    })
+    .await;
     let url = a.settings.database_url();
     let b = TestApp::spawn_with(Backend::Postgres, |s| {
         s.database_url = Some(url);
         s.redis_url = redis.then(|| server_url(3));
+        s.kafka = kafka.clone();
     })
     .await;
     let s = a.new_user().await;
