@@ -328,7 +328,8 @@ pub async fn consume(
     drop(partitions);
     stopping.store(true, Ordering::SeqCst);
     while tasks.join_next().await.is_some() {}
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+    // A process-local consumer commits nothing: the broker keeps no group for it.
+    if !ephemeral && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(consumer.group = %group, error = %e, "no offsets to commit at stop");
     }
     tracing::info!(consumer.group = %group, "Kafka consumer stopped");

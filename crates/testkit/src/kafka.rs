@@ -28,6 +28,13 @@ pub fn settings(brokers: &str) -> platform::kafka::KafkaSettings {
     }
 }
 
+/// The consumer groups the broker knows.
+pub fn group_names(brokers: &str) -> Vec<String> {
+    let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let list = client.fetch_group_list(None, Duration::from_secs(10)).expect("the broker lists its groups");
+    list.groups().iter().map(|g| g.name().to_string()).collect()
+}
+
 /// A message as a consumer sees it.
 #[derive(Debug, Clone)]
 pub struct Received {

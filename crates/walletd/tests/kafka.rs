@@ -640,6 +640,10 @@ async fn events_status_and_replay_work_on_kafka_consumer_groups() {
 
     // Kafka takes a rewind only from outside the group: stop the consumers first.
     let _data = app.stop().await;
+    // The process-local cache invalidation left no group behind on the broker; the claim processor's is there.
+    let groups = testkit::kafka::group_names(&brokers);
+    let mine: Vec<&String> = groups.iter().filter(|g| g.starts_with(&kafka.group_prefix)).collect();
+    assert_eq!(mine, [&format!("{}.claim-processor", kafka.group_prefix)], "{groups:?}");
     let replay = run(&["events", "replay", "--group", "claim-processor"]);
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
     assert!(String::from_utf8_lossy(&replay.stdout).contains("rewound"));
