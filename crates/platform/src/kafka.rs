@@ -65,6 +65,21 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
             Err((topic, code)) => anyhow::bail!("creating Kafka topic {topic}: {code}"),
         }
     }
+    // An existing topic keeps its partitions: growing them moves keys between partitions (and so
+    // breaks per-aggregate order for a moment), which is an operator's call, not walletd's.
+    let s = settings.clone();
+    let (_, partitions) = tokio::task::spawn_blocking(move || group_client(&s, "topic-check")).await??;
+    for topic in TOPICS {
+        let n = partitions.elements_for_topic(topic).len();
+        if n != usize::try_from(settings.partitions).unwrap_or(0) {
+            tracing::warn!(
+                topic,
+                partitions = n,
+                configured = settings.partitions,
+                "the topic has another partition count than WALLETD_KAFKA_PARTITIONS; walletd leaves it as it is"
+            );
+        }
+    }
     Ok(())
 }
 
