@@ -164,3 +164,30 @@ pub async fn place_order(http: &reqwest::Client, base: &str, buyer: &str, price:
     assert_eq!(res.status(), 201);
     res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
 }
+
+/// Two `walletd serve` processes on the same settings, with an admin token, a buyer and shoppers
+/// (each with a USDC supply of `amount`), for tests of work shared between processes.
+pub struct Pair {
+    pub one: WalletdProcess,
+    pub two: WalletdProcess,
+    pub http: reqwest::Client,
+    pub admin: String,
+    pub buyer: String,
+    /// (token, supply id)
+    pub shoppers: Vec<(String, String)>,
+}
+
+impl Pair {
+    pub async fn start(bin: &str, dir: &Path, envs: &[(&str, &str)], shoppers: usize, amount: &str) -> Self {
+        let one = WalletdProcess::start(bin, dir, envs);
+        let two = WalletdProcess::start(bin, dir, envs);
+        let admin = admin_token(bin, dir, envs);
+        let http = reqwest::Client::new();
+        let (buyer, _) = sign_in(&http, &one.base).await;
+        let mut list = Vec::new();
+        for _ in 0..shoppers {
+            list.push(shopper(&http, &two.base, amount).await);
+        }
+        Self { one, two, http, admin, buyer, shoppers: list }
+    }
+}

@@ -15,7 +15,7 @@ use testkit::platform::db::Database;
 use testkit::platform::events::{ConsumerOptions, EventHandler};
 use testkit::platform::kafka::{Relay, consume};
 use testkit::platform::outbox::{self, EventEnvelope};
-use testkit::process::{WalletdProcess, admin_token, command, place_order, shopper, sign_in};
+use testkit::process::{Pair, command, place_order};
 use testkit::{Backend, TempDir, TestApp, wait_until};
 
 async fn unpublished(app: &TestApp) -> i64 {
@@ -399,15 +399,8 @@ async fn two_processes_share_the_work_of_one_consumer_group() {
         ("WALLETD_KAFKA_GROUP_PREFIX", prefix.as_str()),
         ("WALLETD_RATE_LIMIT_PER_MINUTE", "0"),
     ];
-    let one = WalletdProcess::start(BIN, &dir.0, &envs);
-    let two = WalletdProcess::start(BIN, &dir.0, &envs);
-    let admin = admin_token(BIN, &dir.0, &envs);
-    let http = reqwest::Client::new();
-    let (buyer, _) = sign_in(&http, &one.base).await;
-    let mut shoppers = Vec::new();
-    for _ in 0..4 {
-        shoppers.push(shopper(&http, &two.base, "100000").await.0);
-    }
+    let Pair { one, two, http, admin, buyer, shoppers } = Pair::start(BIN, &dir.0, &envs, 4, "100000").await;
+    let shoppers: Vec<String> = shoppers.into_iter().map(|(token, _)| token).collect();
     // Claims in rounds, through both processes, until each process has processed some: the group
     // needs a rebalance after the second member joins before both have partitions.
     let mut claims = 0;

@@ -10,7 +10,7 @@ use futures::stream::FuturesUnordered;
 use rstest::rstest;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use testkit::process::{WalletdProcess, admin_token, place_order, shopper, sign_in};
+use testkit::process::{Pair, WalletdProcess, admin_token, place_order, shopper, sign_in};
 use testkit::{Backend, TempDir, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_walletd");
@@ -143,15 +143,7 @@ async fn the_embedded_log_runs_a_group_in_one_process_and_another_takes_over_aft
     let dir = TempDir::new();
     let url = testkit::fresh_database_url(Backend::Postgres, &dir).await;
     let envs = [("WALLETD_DATABASE_URL", url.as_str()), ("WALLETD_LEASE_SECS", "2")];
-    let one = WalletdProcess::start(BIN, &dir.0, &envs);
-    let two = WalletdProcess::start(BIN, &dir.0, &envs);
-    let admin = admin_token(BIN, &dir.0, &envs);
-    let http = reqwest::Client::new();
-    let (buyer, _) = sign_in(&http, &one.base).await;
-    let mut shoppers = Vec::new();
-    for _ in 0..4 {
-        shoppers.push(shopper(&http, &two.base, "1000").await);
-    }
+    let Pair { one, two, http, admin, buyer, shoppers } = Pair::start(BIN, &dir.0, &envs, 4, "1000").await;
     let settled = |base: String| {
         let (http, admin) = (&http, &admin);
         async move {
