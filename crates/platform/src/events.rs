@@ -537,14 +537,7 @@ pub async fn tail(
             if e.topic != topic {
                 continue;
             }
-            let mut headers = serde_json::Map::new();
-            headers.insert("event_id".into(), e.id.to_string().into());
-            headers.insert("event_type".into(), e.event_type.clone().into());
-            headers.insert("event_version".into(), e.version.to_string().into());
-            headers.insert("region".into(), e.region.clone().into());
-            if let Some(c) = &e.correlation_id {
-                headers.insert("correlation_id".into(), c.clone().into());
-            }
+            let headers = e.headers().into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
             let line = tail_line(topic, None, e.seq, &e.aggregate_id.to_string(), headers, serde_json::to_value(e)?);
             writeln!(out, "{line}")?;
         }

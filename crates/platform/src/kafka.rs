@@ -92,7 +92,8 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(db: Database, settings: &KafkaSettings) -> anyhow::Result<Self> {
+    /// `lease`: how long the relay's lease lasts without renewal (another relay takes over after it).
+    pub fn new(db: Database, settings: &KafkaSettings, lease: Duration) -> anyhow::Result<Self> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
             .set("enable.idempotence", "true")
@@ -102,14 +103,8 @@ impl Relay {
             .set("message.timeout.ms", "10000")
             .create()
             .context("creating the Kafka producer")?;
-        let lease = Lease::new(db.clone(), "outbox", Duration::from_secs(10));
+        let lease = Lease::new(db.clone(), "outbox", lease);
         Ok(Self { db, producer, batch: 500, lease })
-    }
-
-    /// How long a lease lasts without renewal (another relay takes over after it).
-    pub fn with_lease(mut self, ttl: Duration) -> Self {
-        self.lease = Lease::new(self.db.clone(), "outbox", ttl);
-        self
     }
 
     /// Publishes until `shutdown` turns true, then drains what it can.
@@ -199,16 +194,9 @@ fn failpoint(name: &str) -> bool {
 }
 
 fn headers(e: &EventEnvelope) -> OwnedHeaders {
-    let (id, version) = (e.id.to_string(), e.version.to_string());
-    let mut h = OwnedHeaders::new()
-        .insert(Header { key: "event_id", value: Some(id.as_str()) })
-        .insert(Header { key: "event_type", value: Some(e.event_type.as_str()) })
-        .insert(Header { key: "event_version", value: Some(version.as_str()) })
-        .insert(Header { key: "region", value: Some(e.region.as_str()) });
-    if let Some(c) = &e.correlation_id {
-        h = h.insert(Header { key: "correlation_id", value: Some(c.as_str()) });
-    }
-    h
+    e.headers()
+        .iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_str()) }))
 }
 
 /// Publishes the consumer's lag (messages behind the partition's end) from librdkafka's statistics:

@@ -48,6 +48,22 @@ pub struct EventEnvelope {
     pub data: serde_json::Value,
 }
 
+impl EventEnvelope {
+    /// What travels beside the payload (Kafka headers, the `headers` of `walletd events tail`).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![
+            ("event_id", self.id.to_string()),
+            ("event_type", self.event_type.clone()),
+            ("event_version", self.version.to_string()),
+            ("region", self.region.clone()),
+        ];
+        if let Some(c) = &self.correlation_id {
+            h.push(("correlation_id", c.clone()));
+        }
+        h
+    }
+}
+
 static WRITTEN: std::sync::LazyLock<tokio::sync::Notify> = std::sync::LazyLock::new(tokio::sync::Notify::new);
 
 /// Wakes in-process consumers after a transaction that wrote events has committed.

@@ -117,11 +117,7 @@ impl PrivateKafka {
             .spawn()
             .expect("tansu runs");
         self.child = Some(child);
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "tansu did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::wait_for_port(self.port, Duration::from_secs(20), "tansu");
     }
 
     pub fn stop(&mut self) {

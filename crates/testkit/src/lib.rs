@@ -212,6 +212,16 @@ impl TestApp {
         .unwrap()
     }
 
+    /// See [`processing_done`].
+    pub async fn processing_done(&self, admin: &str) -> bool {
+        processing_done(&self.client, &self.base, admin).await
+    }
+
+    /// See [`metric_at`].
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        metric_at(&self.metrics_base, name, labels).await
+    }
+
     pub fn get(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
         self.client.get(self.url(path)).bearer_auth(token)
     }
@@ -278,6 +288,36 @@ where
 }
 
 /// Asserts a problem+json answer with `status` and `code`; returns the body.
+/// Whether claim processing is done, whatever the transport: no claim is pending and no order is
+/// `claimed` (an order is claimed only between a claim's first and last steps, or its undoing).
+pub async fn processing_done(http: &reqwest::Client, base: &str, admin: &str) -> bool {
+    let empty = |path: &'static str| async move {
+        let page: Value =
+            http.get(format!("{base}{path}")).bearer_auth(admin).send().await.unwrap().json().await.unwrap();
+        page["items"].as_array().is_some_and(Vec::is_empty)
+    };
+    empty("/v1/claims?status=pending&limit=1").await && empty("/v1/orders?status=claimed&limit=1").await
+}
+
+/// Waits (bounded) until a server listens on a loopback `port`; panics naming `what` otherwise.
+pub fn wait_for_port(port: u16, deadline: Duration, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < deadline, "{what} did not start listening on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The sum of a Prometheus metric's samples (exact name) that carry every one of `labels`
+/// (`group="x"`), read from the metrics listener at `metrics_base` (`http://host:port`).
+pub async fn metric_at(metrics_base: &str, name: &str, labels: &[&str]) -> f64 {
+    let text = reqwest::get(format!("{metrics_base}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
 pub async fn assert_problem(res: reqwest::Response, status: u16, code: &str) -> Value {
     let got = res.status().as_u16();
     let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();

@@ -69,13 +69,9 @@ impl WalletdProcess {
         Self { child, base: addr("http.addr"), metrics: addr("metrics.addr") }
     }
 
-    /// The sum of a Prometheus metric's samples that carry every one of `labels` (`group="x"`).
+    /// See [`crate::metric_at`].
     pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.metrics)).await.unwrap().text().await.unwrap();
-        text.lines()
-            .filter(|l| l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|x| l.contains(x)))
-            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-            .sum()
+        crate::metric_at(&self.metrics, name, labels).await
     }
 
     /// `kill -9`: no shutdown, no draining.

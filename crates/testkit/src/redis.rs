@@ -2,7 +2,7 @@
 //! stop and start again on the same port.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The suite's Redis, from `scripts/test.sh`; `db` picks a logical database (0-15).
 pub fn server_url(db: u8) -> String {
@@ -38,11 +38,7 @@ impl PrivateRedis {
             .spawn()
             .expect("redis-server runs");
         self.child = Some(child);
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait_for_port(self.port, Duration::from_secs(10), "redis-server");
     }
 
     /// Kills the server (SIGKILL).

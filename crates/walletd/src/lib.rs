@@ -270,8 +270,7 @@ impl Server {
             .collect();
         let relay = match &self.settings.kafka {
             Some(kafka) if self.settings.run_relay => Some(tokio::spawn(
-                platform::kafka::Relay::new(self.database.clone(), kafka)?
-                    .with_lease(self.settings.lease)
+                platform::kafka::Relay::new(self.database.clone(), kafka, self.settings.lease)?
                     .run(consumers_rx.clone()),
             )),
             _ => None,

@@ -147,7 +147,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     })
                     .await
             });
-            let relay = tokio::spawn(platform::kafka::Relay::new(db, &kafka)?.with_lease(settings.lease).run(rx));
+            let relay = tokio::spawn(platform::kafka::Relay::new(db, &kafka, settings.lease)?.run(rx));
             walletd::shutdown_signal().await;
             let _ = tx.send(true);
             relay.await?;

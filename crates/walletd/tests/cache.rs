@@ -11,20 +11,12 @@ use testkit::redis::{PrivateRedis, server_url};
 use testkit::{Backend, TestApp, wait_until};
 
 /// The value of a counter in the app's /metrics (summed over the label sets that match).
-async fn metric(app: &TestApp, name: &str, labels: &[&str]) -> f64 {
-    let text = app.client.get(format!("{}/metrics", app.metrics_base)).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
-}
-
 /// Waits until `writes` writes' own invalidations (the repeat and the event) have landed, so a
 /// read that follows is not racing them (a load that races an invalidation is not cached).
 async fn invalidations_landed(app: &TestApp, writes: usize) {
     let landed = wait_until(Duration::from_secs(10), || async {
-        metric(app, "cache_invalidations_total", &["source=\"second\""]).await >= writes as f64
-            && metric(app, "cache_invalidations_total", &["source=\"event\""]).await >= writes as f64
+        app.metric("cache_invalidations_total", &["source=\"second\""]).await >= writes as f64
+            && app.metric("cache_invalidations_total", &["source=\"event\""]).await >= writes as f64
     })
     .await;
     assert!(landed, "invalidations did not land");
@@ -48,7 +40,7 @@ async fn a_write_is_visible_at_once_on_the_writing_instance(#[case] backend: Bac
     get_supply(&app, &s.access, &id).await;
     get_supply(&app, &s.access, &id).await;
     assert!(
-        metric(&app, "cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await >= 1.0,
+        app.metric("cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await >= 1.0,
         "served from Redis"
     );
     app.patch(&format!("/v1/supplies/{id}"), &s.access).json(&json!({"amount": "11"})).send().await.unwrap();
@@ -104,7 +96,7 @@ async fn a_thousand_concurrent_gets_of_a_cold_key_read_the_database_once() {
     let id = app.create_supply(&s.access, "USDC", "10").await["id"].as_str().unwrap().to_string();
     // The key is cold, and stays cold until the storm: no invalidation is still on its way.
     invalidations_landed(&app, 1).await;
-    let before = metric(&app, "cache_loads_total", &["kind=\"supply\""]).await;
+    let before = app.metric("cache_loads_total", &["kind=\"supply\""]).await;
     let app_ref = &app;
     let statuses = futures::future::join_all((0..1000).map(|_| {
         let (token, id) = (s.access.clone(), id.clone());
@@ -112,7 +104,7 @@ async fn a_thousand_concurrent_gets_of_a_cold_key_read_the_database_once() {
     }))
     .await;
     assert!(statuses.iter().all(|s| *s == 200));
-    assert_eq!(metric(&app, "cache_loads_total", &["kind=\"supply\""]).await - before, 1.0, "one database read");
+    assert_eq!(app.metric("cache_loads_total", &["kind=\"supply\""]).await - before, 1.0, "one database read");
 }
 
 #[tokio::test]
@@ -140,7 +132,7 @@ async fn redis_down_means_slower_not_failing() {
     assert_eq!(res.status(), 200);
     let ready: Value = res.json().await.unwrap();
     assert_eq!(ready["checks"]["cache"], "degraded");
-    assert!(metric(&app, "cache_breaker_open", &[]).await >= 1.0, "the breaker opened");
+    assert!(app.metric("cache_breaker_open", &[]).await >= 1.0, "the breaker opened");
 
     redis.start_again();
     let back = wait_until(Duration::from_secs(20), || async {
@@ -149,10 +141,10 @@ async fn redis_down_means_slower_not_failing() {
     })
     .await;
     assert!(back, "the cache did not come back");
-    let hits_before = metric(&app, "cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await;
+    let hits_before = app.metric("cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await;
     let used = wait_until(Duration::from_secs(20), || async {
         get_supply(&app, &s.access, &id).await;
-        metric(&app, "cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await > hits_before
+        app.metric("cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await > hits_before
     })
     .await;
     assert!(used, "the cache is not used again after Redis returned");
@@ -172,17 +164,13 @@ async fn lists_read_ids_from_the_database_and_entities_from_the_cache(#[case] re
     invalidations_landed(&app, 5).await;
     let list = || async { app.get("/v1/supplies", &s.access).send().await.unwrap().json::<Value>().await.unwrap() };
     let first = list().await;
-    let loads = metric(&app, "cache_loads_total", &["kind=\"supply\""]).await;
-    let hits = metric(&app, "cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await;
+    let loads = app.metric("cache_loads_total", &["kind=\"supply\""]).await;
+    let hits = app.metric("cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await;
     let second = list().await;
     assert_eq!(first, second);
     assert_eq!(second["items"].as_array().unwrap().len(), 5);
-    assert_eq!(
-        metric(&app, "cache_loads_total", &["kind=\"supply\""]).await,
-        loads,
-        "no entity read from the database"
-    );
-    assert_eq!(metric(&app, "cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await - hits, 5.0);
+    assert_eq!(app.metric("cache_loads_total", &["kind=\"supply\""]).await, loads, "no entity read from the database");
+    assert_eq!(app.metric("cache_requests_total", &["kind=\"supply\"", "result=\"hit\""]).await - hits, 5.0);
     // A write shows in the next list.
     app.patch(&format!("/v1/supplies/{}", ids[0]), &s.access).json(&json!({"amount": "9"})).send().await.unwrap();
     let third = list().await;

@@ -47,15 +47,9 @@ fn dec(v: &Value) -> Decimal {
     v.as_str().unwrap().parse().unwrap()
 }
 
-/// Waits until processing is done, whatever the transport: no claim is pending and no order is
-/// `claimed` (an order is claimed only between a claim's first and last steps, or its undoing).
+/// Waits until processing is done, whatever the transport.
 async fn settle(app: &TestApp, admin: &str) {
-    let done = wait_until(Duration::from_secs(60), || async {
-        let pending = json_of(app, "/v1/claims?status=pending&limit=1", admin).await;
-        let claimed = json_of(app, "/v1/orders?status=claimed&limit=1", admin).await;
-        pending["items"].as_array().is_some_and(Vec::is_empty) && claimed["items"].as_array().is_some_and(Vec::is_empty)
-    })
-    .await;
+    let done = wait_until(Duration::from_secs(60), || app.processing_done(admin)).await;
     assert!(done, "claims still pending, or orders still claimed, after 60 s");
 }
 

@@ -35,10 +35,6 @@ fn field_names(page: &str, section: &str) -> BTreeSet<String> {
     table(page, section).into_iter().map(|row| row[0].clone()).collect()
 }
 
-async fn json_of(app: &TestApp, path: &str, token: &str) -> Value {
-    app.get(path, token).send().await.unwrap().json().await.unwrap()
-}
-
 async fn send(req: reqwest::RequestBuilder, status: u16) -> Value {
     let res = req.send().await.unwrap();
     assert_eq!(res.status(), status);
@@ -82,11 +78,7 @@ async fn every_event(backend: Backend) -> Vec<outbox::EventEnvelope> {
     // Processing.
     let app = TestApp::spawn_with(backend, |s| s.database_url = Some(url.clone())).await;
     let db = Database::connect(&url, &app.settings.db_options()).await.unwrap();
-    let done = wait_until(Duration::from_secs(30), || async {
-        json_of(&app, "/v1/claims?status=pending&limit=1", &admin).await["items"] == json!([])
-            && json_of(&app, "/v1/orders?status=claimed&limit=1", &admin).await["items"] == json!([])
-    })
-    .await;
+    let done = wait_until(Duration::from_secs(30), || app.processing_done(&admin)).await;
     assert!(done, "the claims were not processed");
     outbox::list(&db, 0, 10_000).await.unwrap()
 }

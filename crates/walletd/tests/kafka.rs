@@ -118,6 +118,10 @@ async fn a_broker_outage_under_load_loses_no_event_and_repeats_no_effect() {
     assert!(grows_by(10).await, "the load does not run");
     kafka.stop();
     assert!(grows_by(25).await, "writes stalled while the broker was down");
+    // The backlog shows in the metrics (the relay updates the gauge between its attempts).
+    let visible =
+        wait_until(Duration::from_secs(30), || async { app.metric("outbox_unpublished", &[]).await >= 25.0 }).await;
+    assert!(visible, "outbox_unpublished does not show the backlog");
     kafka.start_again();
     assert!(grows_by(10).await, "writes stalled after the broker came back");
     let _ = stop.send(true);
@@ -126,11 +130,7 @@ async fn a_broker_outage_under_load_loses_no_event_and_repeats_no_effect() {
 
     let written = written.lock().unwrap().clone();
     let drained = wait_until(Duration::from_secs(120), || async {
-        let pending = json_of(&app, "/v1/claims?status=pending&limit=1", &admin).await;
-        let claimed = json_of(&app, "/v1/orders?status=claimed&limit=1", &admin).await;
-        outbox::unpublished_count(&db).await.unwrap() == 0
-            && pending["items"] == json!([])
-            && claimed["items"] == json!([])
+        outbox::unpublished_count(&db).await.unwrap() == 0 && app.processing_done(&admin).await
     })
     .await;
     assert!(drained, "the backlog did not drain after the outage");
@@ -166,8 +166,8 @@ async fn one_relay_holds_the_lease_and_another_takes_over_when_it_lapses() {
     let s = app.new_user().await;
     app.create_supply(&s.access, "USDC", "1").await;
     let db = Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
-    let first = Relay::new(db.clone(), &settings(&brokers)).unwrap().with_lease(Duration::from_secs(2));
-    let second = Relay::new(db.clone(), &settings(&brokers)).unwrap().with_lease(Duration::from_secs(2));
+    let first = Relay::new(db.clone(), &settings(&brokers), Duration::from_secs(2)).unwrap();
+    let second = Relay::new(db.clone(), &settings(&brokers), Duration::from_secs(2)).unwrap();
     assert!(first.publish_once().await.unwrap() >= 1);
     app.create_supply(&s.access, "USDC", "2").await;
     assert_eq!(second.publish_once().await.unwrap(), 0, "the first relay holds the lease");
@@ -294,8 +294,8 @@ async fn a_poison_event_goes_to_the_dead_letter_topic_and_later_events_flow() {
     assert!(dead.headers["error"].contains("no claim id"), "{:?}", dead.headers);
 }
 
-/// Records the supply amounts it sees, per supply, with a little jitter per event so that handling
-/// a partition's events out of order would show.
+/// Records the supply amounts it sees, per supply, yielding a varying number of times per event so
+/// that handling a partition's events out of order would show.
 struct Recorder {
     seen: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
@@ -311,8 +311,9 @@ impl EventHandler for Recorder {
     }
 
     async fn handle(&self, event: &EventEnvelope) -> anyhow::Result<()> {
-        let jitter = u64::from(event.id.as_bytes()[15] % 4);
-        tokio::time::sleep(Duration::from_millis(jitter)).await;
+        for _ in 0..event.id.as_bytes()[15] % 8 {
+            tokio::task::yield_now().await;
+        }
         let amount = event.data["amount"].as_str().unwrap_or_default().to_string();
         self.seen.lock().unwrap().entry(event.aggregate_id.to_string()).or_default().push(amount);
         Ok(())
@@ -362,17 +363,6 @@ async fn one_aggregates_events_are_consumed_in_order() {
     }
 }
 
-async fn fetch(http: &reqwest::Client, base: &str, token: &str, path: &str) -> Value {
-    http.get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap().json().await.unwrap()
-}
-
-/// No claim pending and no order between a claim's steps.
-async fn settled(http: &reqwest::Client, base: &str, admin: &str) -> bool {
-    let pending = fetch(http, base, admin, "/v1/claims?status=pending&limit=1").await;
-    let claimed = fetch(http, base, admin, "/v1/orders?status=claimed&limit=1").await;
-    pending["items"].as_array().is_some_and(Vec::is_empty) && claimed["items"].as_array().is_some_and(Vec::is_empty)
-}
-
 /// How many `claim.processed` events the log holds per claim.
 async fn processed_per_claim(db: &Database) -> HashMap<String, usize> {
     let mut out = HashMap::new();
@@ -417,7 +407,7 @@ async fn two_processes_share_the_work_of_one_consumer_group() {
             assert_eq!(res.status(), 201);
         }
         claims += 10;
-        let done = wait_until(Duration::from_secs(30), || settled(&http, &one.base, &admin)).await;
+        let done = wait_until(Duration::from_secs(30), || testkit::processing_done(&http, &one.base, &admin)).await;
         assert!(done, "claims were not processed");
         let ok = [r#"group="claim-processor""#, r#"outcome="ok""#];
         let (a, b) = (one.metric("events_handled_total", &ok).await, two.metric("events_handled_total", &ok).await);
@@ -500,21 +490,13 @@ async fn a_relay_killed_between_publish_and_mark_duplicates_events_but_not_effec
     let metrics =
         lines.iter().find_map(|l| l["metrics.addr"].as_str().map(str::to_string)).expect("its metrics address");
     let drained = wait_until(Duration::from_secs(60), || async {
-        outbox::unpublished_count(&db).await.unwrap() == 0 && {
-            let pending = json_of(&app, "/v1/claims?status=pending&limit=1", &admin).await;
-            let claimed = json_of(&app, "/v1/orders?status=claimed&limit=1", &admin).await;
-            pending["items"] == json!([]) && claimed["items"] == json!([])
-        }
+        outbox::unpublished_count(&db).await.unwrap() == 0 && app.processing_done(&admin).await
     })
     .await;
-    let text = reqwest::get(format!("http://{metrics}/metrics")).await.unwrap().text().await.unwrap();
+    let published = testkit::metric_at(&format!("http://{metrics}"), "outbox_published_total", &[]).await;
     second.kill().unwrap();
     second.wait().unwrap();
     assert!(drained, "the second relay did not drain the outbox, or the claims were not processed");
-    let published: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("outbox_published_total ").and_then(|v| v.parse().ok()))
-        .unwrap_or_default();
     assert!(published >= waiting as f64, "the relay's own metrics count what it published: {published}");
 
     // Duplicates reached Kafka...

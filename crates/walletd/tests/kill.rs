@@ -85,13 +85,7 @@ async fn kill_9_while_processing_then_restart(#[case] backend: Backend, #[case] 
     let second = WalletdProcess::start(BIN, &dir.0, &envs);
     let base = second.base.clone();
     let get = |path: String| fetch(&http, &base, &admin, path);
-    let settled = wait_until(Duration::from_secs(60), || async {
-        // Done, whatever the transport: no claim pending and no order between a claim's steps.
-        let claimed = get("/v1/orders?status=claimed&limit=1".into()).await;
-        get("/v1/claims?status=pending&limit=1".into()).await["items"].as_array().is_some_and(Vec::is_empty)
-            && claimed["items"].as_array().is_some_and(Vec::is_empty)
-    })
-    .await;
+    let settled = wait_until(Duration::from_secs(60), || testkit::processing_done(&http, &base, &admin)).await;
     assert!(settled, "claims stuck in pending after the restart");
     let claims = get("/v1/claims?limit=500".into()).await;
     let claims = claims["items"].as_array().unwrap();
@@ -144,18 +138,10 @@ async fn the_embedded_log_runs_a_group_in_one_process_and_another_takes_over_aft
     let url = testkit::fresh_database_url(Backend::Postgres, &dir).await;
     let envs = [("WALLETD_DATABASE_URL", url.as_str()), ("WALLETD_LEASE_SECS", "2")];
     let Pair { one, two, http, admin, buyer, shoppers } = Pair::start(BIN, &dir.0, &envs, 4, "1000").await;
-    let settled = |base: String| {
-        let (http, admin) = (&http, &admin);
-        async move {
-            let pending = fetch(http, &base, admin, "/v1/claims?status=pending&limit=1".into()).await;
-            let claimed = fetch(http, &base, admin, "/v1/orders?status=claimed&limit=1".into()).await;
-            pending["items"] == json!([]) && claimed["items"] == json!([])
-        }
-    };
     let ok = [r#"group="claim-processor""#, r#"outcome="ok""#];
     let mut claims = claim_round(&http, &one.base, &buyer, &shoppers).await;
     claims += claim_round(&http, &two.base, &buyer, &shoppers).await;
-    assert!(wait_until(Duration::from_secs(30), || settled(one.base.clone())).await);
+    assert!(wait_until(Duration::from_secs(30), || testkit::processing_done(&http, &one.base, &admin)).await);
     let (a, b) = (one.metric("events_handled_total", &ok).await, two.metric("events_handled_total", &ok).await);
     assert!(a + b >= claims as f64, "{a} + {b}");
     assert!(a == 0.0 || b == 0.0, "both processes worked the group: {a} and {b}");
@@ -164,7 +150,10 @@ async fn the_embedded_log_runs_a_group_in_one_process_and_another_takes_over_aft
     let (mut holder, other) = if a > 0.0 { (one, two) } else { (two, one) };
     holder.kill9();
     claims += claim_round(&http, &other.base, &buyer, &shoppers).await;
-    assert!(wait_until(Duration::from_secs(30), || settled(other.base.clone())).await, "no process took over");
+    assert!(
+        wait_until(Duration::from_secs(30), || testkit::processing_done(&http, &other.base, &admin)).await,
+        "no process took over"
+    );
     assert!(other.metric("events_handled_total", &ok).await > 0.0);
     let all = fetch(&http, &other.base, &admin, "/v1/claims?limit=500".into()).await;
     let all = all["items"].as_array().unwrap();
