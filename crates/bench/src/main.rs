@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use platform::auth::eth::{LocalWallet, to_checksum};
+use identity::eth::{LocalWallet, to_checksum};
 
 #[derive(Parser, Debug)]
 #[command(name = "walletd-bench", about = "Claim benchmark against a running walletd")]

@@ -1,11 +1,12 @@
 //! Claims and their lifecycle, without I/O: `pending -> processed | failed | released`.
 
+use base::ErrorCode;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use platform::ApiError;
+use web::ApiError;
 
 /// Where a claim is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -75,8 +76,8 @@ impl From<ClaimError> for ApiError {
     fn from(e: ClaimError) -> Self {
         match e {
             ClaimError::NotFound => ApiError::not_found("claim"),
-            ClaimError::AlreadyClaimed => ApiError::conflict("ORDER_ALREADY_CLAIMED", "the order is already claimed"),
-            e @ ClaimError::NotPending(_) => ApiError::conflict("CLAIM_NOT_PENDING", e.to_string()),
+            ClaimError::AlreadyClaimed => ApiError::new(ErrorCode::OrderAlreadyClaimed, "the order is already claimed"),
+            e @ ClaimError::NotPending(_) => ApiError::new(ErrorCode::ClaimNotPending, e.to_string()),
             ClaimError::Unexpected(e) => ApiError::internal(e),
         }
     }
@@ -141,13 +142,13 @@ mod tests {
 
     fn claim() -> Claim {
         let id = Uuid::now_v7;
-        Claim::new(id(), id(), id(), id(), "USDC".into(), Decimal::ONE, platform::clock::now())
+        Claim::new(id(), id(), id(), id(), "USDC".into(), Decimal::ONE, base::clock::now())
     }
 
     #[test]
     fn only_pending_claims_move() {
         let mut c = claim();
-        assert!(c.process(platform::clock::now()).is_ok());
+        assert!(c.process(base::clock::now()).is_ok());
         assert!(c.processed_at.is_some());
         assert!(matches!(c.release(), Err(ClaimError::NotPending("processed"))));
         assert!(matches!(c.fail("x".into()), Err(ClaimError::NotPending(_))));
@@ -156,6 +157,6 @@ mod tests {
         assert_eq!(c.failure_reason.as_deref(), Some("supply paused"));
         let mut c = claim();
         assert!(c.release().is_ok());
-        assert!(c.process(platform::clock::now()).is_err());
+        assert!(c.process(base::clock::now()).is_err());
     }
 }

@@ -12,10 +12,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::service::{ClaimService, ClaimView, ListParams};
-use platform::ApiError;
-use platform::auth::Principal;
-use platform::error::Problem;
-use platform::http::{ApiQuery, IdPath, RequestId};
+use web::ApiError;
+use web::Principal;
+use web::Problem;
+use web::extract::{ApiQuery, IdPath, RequestId};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

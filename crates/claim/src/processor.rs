@@ -15,18 +15,20 @@ use uuid::Uuid;
 use crate::domain::{Claim, ClaimError, ClaimStatus};
 use crate::service::{ClaimService, claim_event};
 use crate::store::ClaimStore;
-use platform::clients::{OrderClient, SettlementClient, Step, SupplyClient};
-use platform::clock;
-use platform::events::EventHandler;
-use platform::money::AssetRegistry;
-use platform::outbox::{EventContext, EventEnvelope};
+use base::Step;
+
+use crate::ports::{OrderClient, OrderStatus, SettlementClient, SupplyClient};
+use base::clock;
+use base::money::AssetRegistry;
+use events::EventHandler;
+use events::outbox::{EventContext, EventEnvelope};
 
 /// The consumer group of claim processing.
 pub const GROUP: &str = "claim-processor";
 
 pub struct ClaimProcessor {
     store: Arc<dyn ClaimStore>,
-    cache: Arc<platform::cache::Cache>,
+    cache: Arc<cache::Cache>,
     orders: Arc<dyn OrderClient>,
     supplies: Arc<dyn SupplyClient>,
     settlement: Arc<dyn SettlementClient>,
@@ -101,7 +103,8 @@ impl ClaimProcessor {
         if step == Step::Done {
             return Ok(step);
         }
-        let holder = self.orders.get(c.order_id).await?.filter(|o| o.status == "claimed").and_then(|o| o.claim_id);
+        let holder =
+            self.orders.get(c.order_id).await?.filter(|o| o.status == OrderStatus::Claimed).and_then(|o| o.claim_id);
         match holder {
             Some(earlier) if earlier != c.id => {
                 tracing::info!(claim.earlier = %earlier, "order still held by an earlier claim; undoing it first");
@@ -134,7 +137,7 @@ impl ClaimProcessor {
                 }),
             )
             .await;
-        let stale = vec![platform::cache::keys::claim(c.id), platform::cache::keys::claim_of_order(c.order_id)];
+        let stale = vec![crate::keys::claim(c.id), crate::keys::claim_of_order(c.order_id)];
         self.cache.invalidate(stale).await;
         match result {
             Ok(claim) => {

@@ -1,5 +1,6 @@
 //! The claim use cases shared by the HTTP handlers and the processor.
 
+use base::ErrorCode;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -8,14 +9,17 @@ use uuid::Uuid;
 
 use crate::domain::{Claim, ClaimStatus};
 use crate::store::{self, ClaimFilter, ClaimStore};
-use platform::auth::Principal;
-use platform::cache::{Cache, keys};
-use platform::clients::{OrderClient, SupplyClient};
-use platform::db::Database;
-use platform::http::RequestId;
-use platform::money::{AssetRegistry, format_amount};
-use platform::outbox::{EventContext, NewEvent};
-use platform::{ApiError, FieldError, clock, cursor};
+use cache::Cache;
+use web::Principal;
+
+use crate::keys;
+use crate::ports::{OrderClient, OrderStatus, SupplyClient};
+use base::clock;
+use base::money::{AssetRegistry, format_amount};
+use events::outbox::{EventContext, NewEvent};
+use storage::Database;
+use web::extract::RequestId;
+use web::{ApiError, FieldError, cursor};
 
 /// Topic of claim lifecycle events; `order.claimed` goes to the order topic, keyed by the order.
 pub const TOPIC: &str = "claim-events";
@@ -78,31 +82,31 @@ impl ClaimService {
     /// Claims a pending order for the caller. Every loser of a race gets 409 and nothing else.
     #[tracing::instrument(skip_all, fields(order.id = %order_id, user.id = %who.user_id))]
     pub async fn claim(&self, who: &Principal, rid: &RequestId, order_id: Uuid) -> Result<Claim, ApiError> {
-        let order = self.orders.get(order_id).await?.filter(|o| o.status != "deleted");
+        let order = self.orders.get(order_id).await?.filter(|o| o.status != OrderStatus::Deleted);
         let Some(order) = order else { return Err(ApiError::not_found("order")) };
         if order.user_id == who.user_id {
             return Err(ApiError::unprocessable_field(
-                "CANNOT_CLAIM_OWN_ORDER",
+                ErrorCode::CannotClaimOwnOrder,
                 "order_id",
                 "you cannot claim your own order",
             ));
         }
-        match order.status.as_str() {
-            "pending" => {}
-            "claimed" | "completed" => {
-                return Err(ApiError::conflict("ORDER_ALREADY_CLAIMED", "the order is already claimed"));
+        match order.status {
+            OrderStatus::Pending => {}
+            OrderStatus::Claimed | OrderStatus::Completed => {
+                return Err(ApiError::new(ErrorCode::OrderAlreadyClaimed, "the order is already claimed"));
             }
             other => {
                 return Err(ApiError::unprocessable_field(
-                    "ORDER_NOT_CLAIMABLE",
+                    ErrorCode::OrderNotClaimable,
                     "order_id",
-                    format!("the order is {other}, not pending"),
+                    format!("the order is {}, not pending", other.as_str()),
                 ));
             }
         }
         let Some(supply_id) = self.supplies.find_available(who.user_id, &order.currency, order.amount).await? else {
             return Err(ApiError::unprocessable_field(
-                "INSUFFICIENT_SUPPLY",
+                ErrorCode::InsufficientSupply,
                 "order_id",
                 format!("you have no active {} supply with {} available", order.currency, order.amount),
             ));

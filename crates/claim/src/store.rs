@@ -5,17 +5,17 @@
 mod postgres;
 mod sqlite;
 
-use platform::db::IdPage;
 use std::sync::Arc;
+use storage::IdPage;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{Claim, ClaimError, ClaimStatus};
-use platform::db::Database;
-use platform::outbox::{EventContext, NewEvent};
+use events::outbox::{EventContext, NewEvent};
+use storage::Database;
 
-platform::migrations!(pub MIGRATIONS, "claim");
+storage::migrations!(pub MIGRATIONS, "claim");
 
 /// Which claims a list returns (newest first).
 #[derive(Debug, Clone, Default)]

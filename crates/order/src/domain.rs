@@ -3,13 +3,14 @@
 //! `claimed -> pending` (the claim failed or was released); deletion is soft and only from
 //! `pending` or `cancelled`.
 
+use base::ErrorCode;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use platform::money::{Asset, AssetRegistry, parse_positive_amount};
-use platform::{ApiError, FieldError};
+use base::money::{Asset, AssetRegistry, parse_positive_amount};
+use web::{ApiError, FieldError};
 
 /// At most this many items per order.
 pub const MAX_ITEMS: usize = 100;
@@ -97,9 +98,11 @@ impl From<OrderError> for ApiError {
         match e {
             OrderError::NotFound => ApiError::not_found("order"),
             OrderError::VersionMismatch => ApiError::version_mismatch(),
-            e @ OrderError::NotPending(_) => ApiError::conflict("ORDER_NOT_PENDING", e.to_string()),
-            e @ OrderError::NotDeletable(_) => ApiError::conflict("ORDER_NOT_DELETABLE", e.to_string()),
-            e @ OrderError::InvalidTransition { .. } => ApiError::conflict("INVALID_STATUS_TRANSITION", e.to_string()),
+            e @ OrderError::NotPending(_) => ApiError::new(ErrorCode::OrderNotPending, e.to_string()),
+            e @ OrderError::NotDeletable(_) => ApiError::new(ErrorCode::OrderNotDeletable, e.to_string()),
+            e @ OrderError::InvalidTransition { .. } => {
+                ApiError::new(ErrorCode::InvalidStatusTransition, e.to_string())
+            }
             OrderError::Unexpected(e) => ApiError::internal(e),
         }
     }
@@ -273,7 +276,7 @@ mod tests {
 
     fn order() -> Order {
         let (items, amount) = parse_items(&[item("1.5", 2)], &usdc()).unwrap_or_default();
-        Order::new(Uuid::now_v7(), NewOrder { asset: usdc(), items, amount }, platform::clock::now())
+        Order::new(Uuid::now_v7(), NewOrder { asset: usdc(), items, amount }, base::clock::now())
     }
 
     #[test]

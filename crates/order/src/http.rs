@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 use crate::domain::ItemInput;
 use crate::service::{ItemView, ListParams, OrderService, OrderView};
-use platform::ApiError;
-use platform::auth::Principal;
-use platform::error::Problem;
-use platform::http::{ApiJson, ApiQuery, IdPath, RequestId, if_match, with_etag};
+use web::ApiError;
+use web::Principal;
+use web::Problem;
+use web::extract::{ApiJson, ApiQuery, IdPath, RequestId, if_match, with_etag};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,22 +1,25 @@
 //! The order use cases shared by the HTTP handlers and the in-process [`OrderClient`].
 
+use base::ErrorCode;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{ItemInput, NewOrder, Order, OrderError, OrderItem, OrderStatus, parse_items};
 use crate::store::{self, Guard, OrderFilter, OrderStore};
-use platform::auth::Principal;
-use platform::cache::{Cache, keys};
-use platform::clients::{OrderClient, OrderSnapshot, Step};
-use platform::db::Database;
-use platform::http::RequestId;
-use platform::money::{AssetRegistry, format_amount};
-use platform::outbox::{EventContext, NewEvent};
-use platform::{ApiError, FieldError, clock, cursor};
+use base::Step;
+use cache::Cache;
+use web::Principal;
+
+use crate::keys;
+use base::clock;
+use base::money::{AssetRegistry, format_amount};
+use events::outbox::{EventContext, NewEvent};
+use storage::Database;
+use web::extract::RequestId;
+use web::{ApiError, FieldError, cursor};
 
 /// Topic of this service's events.
 pub const TOPIC: &str = "order-events";
@@ -137,7 +140,7 @@ impl OrderService {
             return Err(ApiError::not_found("order"));
         }
         let asset = self.assets.get(&current.currency).ok_or_else(|| {
-            ApiError::unprocessable_field("UNKNOWN_ASSET", "currency", "this asset is no longer configured")
+            ApiError::unprocessable_field(ErrorCode::UnknownAsset, "currency", "this asset is no longer configured")
         })?;
         let new_items = items.map(|i| parse_items(i, &asset)).transpose().map_err(ApiError::validation)?;
         let assets = self.assets.clone();
@@ -268,21 +271,16 @@ impl OrderService {
     }
 }
 
-#[async_trait]
-impl OrderClient for OrderService {
-    async fn get(&self, id: Uuid) -> anyhow::Result<Option<OrderSnapshot>> {
-        let order = self.store.get(id).await.map_err(|e| anyhow::anyhow!(e))?;
-        Ok(order.map(|o| OrderSnapshot {
-            id: o.id,
-            user_id: o.user_id,
-            currency: o.currency,
-            amount: o.amount,
-            status: o.status.as_str().to_string(),
-            claim_id: o.claim_id,
-        }))
+/// What claim processing asks of orders (the claim service's `OrderClient` port, wired in
+/// walletd). Every step is idempotent, keyed by the claim it serves.
+impl OrderService {
+    /// The order as stored now, whatever its status (no cache: decisions read the database).
+    pub async fn current(&self, id: Uuid) -> anyhow::Result<Option<Order>> {
+        self.store.get(id).await.map_err(|e| anyhow::anyhow!(e))
     }
 
-    async fn mark_claimed(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
+    /// `pending -> claimed` for this claim.
+    pub async fn mark_claimed(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
         self.claim_step(order_id, ctx, "order.updated", move |o| {
             if o.status == OrderStatus::Claimed && o.claim_id == Some(claim_id) {
                 return Ok(false);
@@ -292,7 +290,8 @@ impl OrderClient for OrderService {
         .await
     }
 
-    async fn complete(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
+    /// `claimed -> completed` for this claim.
+    pub async fn complete(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
         self.claim_step(order_id, ctx, "order.completed", move |o| {
             if o.status == OrderStatus::Completed && o.claim_id == Some(claim_id) {
                 return Ok(false);
@@ -302,7 +301,8 @@ impl OrderClient for OrderService {
         .await
     }
 
-    async fn reopen(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
+    /// `claimed -> pending` if this claim holds the order; otherwise nothing.
+    pub async fn reopen(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
         // Only the claim that holds the order reopens it; anything else is nothing to undo.
         self.claim_step(order_id, ctx, "order.reopened", move |o| {
             Ok(o.status == OrderStatus::Claimed && o.claim_id == Some(claim_id) && o.reopen(claim_id).is_ok())

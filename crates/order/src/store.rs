@@ -4,17 +4,17 @@
 mod postgres;
 mod sqlite;
 
-use platform::db::IdPage;
 use std::sync::Arc;
+use storage::IdPage;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{Order, OrderError, OrderStatus};
-use platform::db::Database;
-use platform::outbox::{EventContext, NewEvent};
+use events::outbox::{EventContext, NewEvent};
+use storage::Database;
 
-platform::migrations!(pub MIGRATIONS, "order");
+storage::migrations!(pub MIGRATIONS, "order");
 
 /// Which orders a list returns (newest first).
 #[derive(Debug, Clone, Default)]
@@ -94,7 +94,7 @@ fn apply(before: Order, change: Mutation) -> Result<(Order, Option<(NewEvent, bo
         Some(event) => {
             let items_changed = after.items != before.items;
             after.version += 1;
-            after.updated_at = platform::clock::now();
+            after.updated_at = base::clock::now();
             Ok((after, Some((event, items_changed))))
         }
     }

@@ -2,13 +2,14 @@
 //! `active <-> paused`, `active -> depleted` when nothing is available, soft delete only when
 //! nothing is reserved.
 
+use base::ErrorCode;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use platform::money::{Asset, AssetRegistry, parse_amount, parse_positive_amount};
-use platform::{ApiError, FieldError};
+use base::money::{Asset, AssetRegistry, parse_amount, parse_positive_amount};
+use web::{ApiError, FieldError};
 
 /// Where a supply is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -78,14 +79,16 @@ impl From<SupplyError> for ApiError {
             SupplyError::NotFound => ApiError::not_found("supply"),
             SupplyError::VersionMismatch => ApiError::version_mismatch(),
             SupplyError::Reserved => {
-                ApiError::conflict("SUPPLY_RESERVED", "the supply has a reservation and cannot be deleted")
+                ApiError::new(ErrorCode::SupplyReserved, "the supply has a reservation and cannot be deleted")
             }
             SupplyError::AmountBelowReserved(r) => ApiError::unprocessable_field(
-                "AMOUNT_BELOW_RESERVED",
+                ErrorCode::AmountBelowReserved,
                 "amount",
                 format!("may not be below the reserved amount {r}"),
             ),
-            e @ SupplyError::InvalidTransition { .. } => ApiError::conflict("INVALID_STATUS_TRANSITION", e.to_string()),
+            e @ SupplyError::InvalidTransition { .. } => {
+                ApiError::new(ErrorCode::InvalidStatusTransition, e.to_string())
+            }
             SupplyError::Unexpected(e) => ApiError::internal(e),
         }
     }
@@ -218,11 +221,8 @@ mod tests {
     }
 
     fn supply(amount: i64, reserved: i64) -> Supply {
-        let mut s = Supply::new(
-            Uuid::now_v7(),
-            NewSupply { asset: usdc(), amount: Decimal::from(amount) },
-            platform::clock::now(),
-        );
+        let mut s =
+            Supply::new(Uuid::now_v7(), NewSupply { asset: usdc(), amount: Decimal::from(amount) }, base::clock::now());
         s.reserved = Decimal::from(reserved);
         s
     }

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{Supply, SupplyStatus};
-use platform::clients::Step;
+use base::Step;
 
 /// Where a claim's reservation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,16 +151,16 @@ fn touch(s: &mut Supply, now: OffsetDateTime) {
 mod tests {
     use super::*;
     use crate::domain::NewSupply;
-    use platform::money::Asset;
+    use base::money::Asset;
 
     fn supply(amount: i64) -> Supply {
         let asset = Asset { code: "USDC".into(), decimals: 6 };
-        Supply::new(Uuid::now_v7(), NewSupply { asset, amount: Decimal::from(amount) }, platform::clock::now())
+        Supply::new(Uuid::now_v7(), NewSupply { asset, amount: Decimal::from(amount) }, base::clock::now())
     }
 
     #[test]
     fn reserve_consume_is_exact_and_idempotent() {
-        let (claim, now) = (Uuid::now_v7(), platform::clock::now());
+        let (claim, now) = (Uuid::now_v7(), base::clock::now());
         let s = supply(10);
         let op = ReservationOp::Reserve { supply_id: s.id, amount: Decimal::from(10) };
         let p = plan(claim, op, None, Some(s.clone()), now);
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn reserve_refuses_what_is_not_there() {
-        let (claim, now) = (Uuid::now_v7(), platform::clock::now());
+        let (claim, now) = (Uuid::now_v7(), base::clock::now());
         let mut s = supply(5);
         let op = ReservationOp::Reserve { supply_id: s.id, amount: Decimal::from(6) };
         assert!(matches!(plan(claim, op, None, Some(s.clone()), now).outcome, Step::Refused(_)));
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn release_gives_back_and_a_tombstone_blocks_a_late_reserve() {
-        let (claim, now) = (Uuid::now_v7(), platform::clock::now());
+        let (claim, now) = (Uuid::now_v7(), base::clock::now());
         let s = supply(4);
         let op = ReservationOp::Reserve { supply_id: s.id, amount: Decimal::from(4) };
         let p = plan(claim, op, None, Some(s), now);

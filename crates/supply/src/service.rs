@@ -1,24 +1,26 @@
 //! The supply use cases that the HTTP handlers (and later gRPC) share.
 
+use base::ErrorCode;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use base::Step;
+use base::clock;
+use base::money::{AssetRegistry, format_amount};
+use cache::Cache;
+use events::outbox::{EventContext, NewEvent};
+use storage::Database;
+use web::extract::RequestId;
+use web::{ApiError, FieldError, Principal, cursor};
+
 use crate::domain::{NewSupply, Supply, SupplyPatch, SupplyStatus};
+use crate::keys;
 use crate::reservation::ReservationOp;
 use crate::store::{self, Guard, SupplyFilter, SupplyStore};
-use platform::auth::Principal;
-use platform::cache::{Cache, keys};
-use platform::clients::{Step, SupplyClient};
-use platform::db::Database;
-use platform::http::RequestId;
-use platform::money::{AssetRegistry, format_amount};
-use platform::outbox::{EventContext, NewEvent};
-use platform::{ApiError, FieldError, clock, cursor};
 
 /// Topic of this service's events.
 pub const TOPIC: &str = "supply-events";
@@ -114,7 +116,7 @@ impl SupplyService {
         }
         let current = self.get(who, id).await?;
         let asset = self.assets.get(&current.currency).ok_or_else(|| {
-            ApiError::unprocessable_field("UNKNOWN_ASSET", "currency", "this asset is no longer configured")
+            ApiError::unprocessable_field(ErrorCode::UnknownAsset, "currency", "this asset is no longer configured")
         })?;
         let patch = SupplyPatch::parse(amount, status, &asset)?;
         let event_of = self.event_builder("supply.updated");
@@ -233,13 +235,16 @@ impl SupplyService {
     }
 }
 
-#[async_trait]
-impl SupplyClient for SupplyService {
-    async fn find_available(&self, user_id: Uuid, currency: &str, amount: Decimal) -> anyhow::Result<Option<Uuid>> {
+/// What claim processing asks of supplies (the claim service's `SupplyClient` port, wired in
+/// walletd). Every step is idempotent, keyed by the claim it serves.
+impl SupplyService {
+    /// An active supply of `user_id` in `currency` with at least `amount` available.
+    pub async fn find_available(&self, user_id: Uuid, currency: &str, amount: Decimal) -> anyhow::Result<Option<Uuid>> {
         self.store.find_available(user_id, currency, amount).await.map_err(|e| anyhow::anyhow!(e))
     }
 
-    async fn reserve(
+    /// Reserves `amount` on the supply for the claim, only if available suffices.
+    pub async fn reserve(
         &self,
         claim_id: Uuid,
         supply_id: Uuid,
@@ -249,11 +254,13 @@ impl SupplyClient for SupplyService {
         self.step(claim_id, ReservationOp::Reserve { supply_id, amount }, ctx).await
     }
 
-    async fn consume(&self, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
+    /// Turns the claim's reservation into consumption: `amount` and `reserved` both drop.
+    pub async fn consume(&self, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
         self.step(claim_id, ReservationOp::Consume, ctx).await
     }
 
-    async fn release(&self, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
+    /// Gives back the claim's reservation, if it has one that is not consumed.
+    pub async fn release(&self, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
         self.step(claim_id, ReservationOp::Release, ctx).await
     }
 }

@@ -4,8 +4,8 @@
 mod postgres;
 mod sqlite;
 
-use platform::db::IdPage;
 use std::sync::Arc;
+use storage::IdPage;
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
@@ -13,11 +13,11 @@ use uuid::Uuid;
 
 use crate::domain::{Supply, SupplyError, SupplyStatus};
 use crate::reservation::ReservationOp;
-use platform::clients::Step;
-use platform::db::Database;
-use platform::outbox::{EventContext, NewEvent};
+use base::Step;
+use events::outbox::{EventContext, NewEvent};
+use storage::Database;
 
-platform::migrations!(pub MIGRATIONS, "supply");
+storage::migrations!(pub MIGRATIONS, "supply");
 
 /// Which supplies a list returns (newest first), and where a page starts.
 #[derive(Debug, Clone, Default)]

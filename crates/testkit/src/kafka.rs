@@ -17,8 +17,8 @@ pub fn brokers() -> String {
 }
 
 /// Settings pointing walletd at `brokers`.
-pub fn settings(brokers: &str) -> platform::kafka::KafkaSettings {
-    platform::kafka::KafkaSettings {
+pub fn settings(brokers: &str) -> kafka::KafkaSettings {
+    kafka::KafkaSettings {
         brokers: brokers.to_string(),
         partitions: 3,
         replication: 1,

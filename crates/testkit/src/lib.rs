@@ -14,12 +14,11 @@ pub mod redis;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use platform::auth::eth::{LocalWallet, to_checksum};
-use platform::config::Settings;
+use identity::eth::{LocalWallet, to_checksum};
 use serde_json::{Value, json};
+use settings::Settings;
 use uuid::Uuid;
 
-pub use platform;
 pub use reqwest;
 
 /// Storage backend under test.
@@ -55,7 +54,7 @@ impl Drop for TempDir {
 /// Logs only with `TEST_LOG=1`.
 pub fn init_test_logging() {
     if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
-        platform::telemetry::init_logging(platform::config::LogFormat::Text);
+        walletd::telemetry::init_logging(settings::LogFormat::Text);
     }
 }
 
@@ -65,7 +64,7 @@ pub fn shared_jwt_key() -> PathBuf {
     let path = std::env::temp_dir().join("walletd-test-jwt-signing-key.pem");
     if !path.exists() {
         let tmp = std::env::temp_dir().join(format!("walletd-test-jwt-{}.pem", Uuid::new_v4().simple()));
-        platform::auth::TokenKeys::load_or_generate(&tmp, "walletd", Duration::from_secs(60)).unwrap();
+        identity::TokenKeys::load_or_generate(&tmp, "walletd", Duration::from_secs(60), base::clock::system()).unwrap();
         let _ = std::fs::rename(&tmp, &path);
     }
     path
@@ -107,6 +106,16 @@ impl TestApp {
 
     /// Spawns with settings adjusted by `tweak` (the database URL is already set).
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::spawn_at(backend, base::clock::system(), tweak).await
+    }
+
+    /// Spawns with the clock that sign-in and tokens read: a test of expiry moves a
+    /// [`base::clock::ManualClock`] instead of waiting.
+    pub async fn spawn_at(
+        backend: Backend,
+        clock: std::sync::Arc<dyn base::Clock>,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
         init_test_logging();
         let dir = TempDir::new();
         let mut settings = Settings {
@@ -116,16 +125,22 @@ impl TestApp {
             jwt_private_key_file: Some(shared_jwt_key()),
             database_url: Some(fresh_database_url(backend, &dir).await),
             // Tests sign in many users from one address; the rate-limit tests turn limits on.
-            rate_limit: platform::ratelimit::Rate { per_minute: 0, burst: 1 },
-            signin_rate_limit: platform::ratelimit::Rate { per_minute: 0, burst: 1 },
+            rate_limit: web::ratelimit::Rate { per_minute: 0, burst: 1 },
+            signin_rate_limit: web::ratelimit::Rate { per_minute: 0, burst: 1 },
             ..Settings::default()
         };
         tweak(&mut settings);
-        Self::spawn_settings(backend, settings, dir).await
+        Self::spawn_settings(backend, settings, dir, clock).await
     }
 
-    async fn spawn_settings(backend: Backend, settings: Settings, dir: TempDir) -> Self {
-        let server = walletd::build(settings.clone(), &walletd::all_services()).await.expect("walletd builds");
+    async fn spawn_settings(
+        backend: Backend,
+        settings: Settings,
+        dir: TempDir,
+        clock: std::sync::Arc<dyn base::Clock>,
+    ) -> Self {
+        let server =
+            walletd::build_with_clock(settings.clone(), &walletd::all_services(), clock).await.expect("walletd builds");
         let base = format!("http://{}", server.http_addr);
         let metrics_base = format!("http://{}", server.metrics_addr);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -194,22 +209,16 @@ impl TestApp {
     pub async fn admin_token(&self) -> String {
         let wallet = LocalWallet::random().unwrap();
         let address = to_checksum(&wallet.address());
-        let db =
-            platform::db::Database::connect(&self.settings.database_url(), &self.settings.db_options()).await.unwrap();
-        let user = platform::auth::store::IdentityStore::new(db).upsert_user(&address).await.unwrap();
-        let keys = platform::auth::TokenKeys::load_or_generate(
+        let db = storage::Database::connect(&self.settings.database_url(), &self.settings.db_options()).await.unwrap();
+        let user = identity::IdentityStore::new(db, base::clock::system()).upsert_user(&address).await.unwrap();
+        let keys = identity::TokenKeys::load_or_generate(
             &self.settings.jwt_key_path(),
             &self.settings.jwt_issuer,
             self.settings.access_token_ttl,
+            base::clock::system(),
         )
         .unwrap();
-        keys.issue(
-            user.id,
-            &address,
-            &[platform::auth::Role::User, platform::auth::Role::Admin],
-            Duration::from_secs(600),
-        )
-        .unwrap()
+        keys.issue(user.id, &address, &[web::Role::User, web::Role::Admin], Duration::from_secs(600)).unwrap()
     }
 
     /// See [`processing_done`].

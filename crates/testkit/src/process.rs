@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use platform::auth::eth::{LocalWallet, to_checksum};
+use identity::eth::{LocalWallet, to_checksum};
 
 /// A running `walletd serve`.
 pub struct WalletdProcess {

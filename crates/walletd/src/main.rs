@@ -2,16 +2,18 @@
 //! sign-in by hand (keygen, sign).
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use platform::auth::eth::{self, LocalWallet};
-use platform::auth::store::IdentityStore;
-use platform::auth::{Role, TokenKeys};
-use platform::config::Settings;
-use platform::telemetry;
+use base::clock;
+use events::delivery;
+use identity::eth::{self, LocalWallet};
+use identity::{IdentityStore, TokenKeys};
+use settings::Settings;
+use walletd::telemetry;
+use web::Role;
 
 #[derive(Parser)]
 #[command(name = "walletd", version, about = "Web3 wallet platform backend")]
@@ -36,7 +38,11 @@ enum Command {
     /// Apply every migration and exit.
     Migrate,
     /// Print the effective configuration, secrets masked.
-    Config,
+    Config {
+        /// Print the README's table of every setting (variable, default, meaning) instead.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Mint an access token with the server's signing key (bootstrap an admin).
     Token {
         #[arg(long)]
@@ -94,14 +100,18 @@ enum EventsCommand {
 
 fn main() {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()) {
-        Ok(s) => s,
+    let loaded = match Settings::load(cli.config.as_deref()) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("walletd: {e}");
             std::process::exit(2);
         }
     };
+    let settings = loaded.settings;
     telemetry::init_logging(settings.log_format);
+    for warning in loaded.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -118,165 +128,188 @@ fn main() {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Serve { services } => {
-            let services = match services {
-                Some(list) => walletd::parse_services(&list)?,
-                None => walletd::all_services(),
-            };
-            let server = walletd::build(settings, &services).await?;
-            server.run(walletd::shutdown_signal()).await
-        }
-        Command::Relay => {
-            let kafka = settings.kafka.clone().context("WALLETD_KAFKA_BROKERS is not set")?;
-            let db = walletd::open_database(&settings).await?;
-            platform::kafka::ensure_topics(&kafka).await?;
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            // Its own metrics (outbox_unpublished, outbox_published_total) on WALLETD_METRICS_ADDR.
-            let handle = platform::telemetry::metrics_handle()?;
-            let metrics = tokio::net::TcpListener::bind(settings.metrics_addr)
-                .await
-                .with_context(|| format!("binding WALLETD_METRICS_ADDR {}", settings.metrics_addr))?;
-            tracing::info!(metrics.addr = %metrics.local_addr()?, "outbox relay metrics");
-            let app =
-                axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(handle.render())));
-            let mut stop_metrics = rx.clone();
-            let served = tokio::spawn(async move {
-                axum::serve(metrics, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop_metrics.changed().await;
-                    })
-                    .await
-            });
-            let relay = tokio::spawn(platform::kafka::Relay::new(db, &kafka, settings.lease)?.run(rx));
-            walletd::shutdown_signal().await;
-            let _ = tx.send(true);
-            relay.await?;
-            served.await??;
+        Command::Serve { services } => serve(settings, services).await,
+        Command::Relay => relay(settings).await,
+        Command::Migrate => migrate(settings).await,
+        Command::Config { markdown } => {
+            config(&settings, markdown);
             Ok(())
         }
-        Command::Migrate => {
-            let mut s = settings;
-            s.migrate_on_start = true;
-            walletd::open_database(&s).await?;
-            println!("migrations applied");
-            Ok(())
+        Command::Token { address, role, ttl_secs } => token(settings, &address, &role, ttl_secs).await,
+        Command::Events { command: EventsCommand::Replay { group, from, forget_handled } } => {
+            events_replay(settings, &group, from, forget_handled).await
         }
-        Command::Config => {
-            for (k, v) in settings.describe() {
-                println!("{k} = {v:?}");
+        Command::Events { command: EventsCommand::Status } => events_status(settings).await,
+        Command::Events { command: EventsCommand::Tail { topic, from_beginning } } => {
+            events_tail(settings, &topic, from_beginning).await
+        }
+        Command::Keygen { out } => keygen(&out),
+        Command::Sign { key_file, message_file } => sign(&key_file, message_file.as_deref()),
+    }
+}
+
+async fn serve(settings: Settings, services: Option<String>) -> anyhow::Result<()> {
+    let services = match services {
+        Some(list) => walletd::parse_services(&list)?,
+        None => walletd::all_services(),
+    };
+    let server = walletd::build(settings, &services).await?;
+    server.run(walletd::shutdown_signal()).await
+}
+
+/// The outbox relay alone, with its own metrics (`outbox_unpublished`, `outbox_published_total`).
+async fn relay(settings: Settings) -> anyhow::Result<()> {
+    let kafka = settings.kafka.clone().context("WALLETD_KAFKA_BROKERS is not set")?;
+    let db = walletd::open_database(&settings).await?;
+    kafka::ensure_topics(&kafka).await?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let handle = telemetry::metrics_handle()?;
+    let metrics = tokio::net::TcpListener::bind(settings.metrics_addr)
+        .await
+        .with_context(|| format!("binding WALLETD_METRICS_ADDR {}", settings.metrics_addr))?;
+    tracing::info!(metrics.addr = %metrics.local_addr()?, "outbox relay metrics");
+    let app = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(handle.render())));
+    let mut stop_metrics = rx.clone();
+    let served = tokio::spawn(async move {
+        axum::serve(metrics, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_metrics.changed().await;
+            })
+            .await
+    });
+    let relay = tokio::spawn(kafka::Relay::new(db, &kafka, settings.lease)?.run(rx));
+    walletd::shutdown_signal().await;
+    let _ = tx.send(true);
+    relay.await?;
+    served.await??;
+    Ok(())
+}
+
+async fn migrate(mut settings: Settings) -> anyhow::Result<()> {
+    settings.migrate_on_start = true;
+    walletd::open_database(&settings).await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+fn config(settings: &Settings, markdown: bool) {
+    if markdown {
+        print!("{}", settings::markdown_table());
+        return;
+    }
+    for (k, v) in settings.describe() {
+        println!("{k} = {v:?}");
+    }
+}
+
+async fn token(settings: Settings, address: &str, role: &str, ttl_secs: Option<u64>) -> anyhow::Result<()> {
+    let parsed = eth::parse_address(address).map_err(|e| anyhow::anyhow!("--address: {e}"))?;
+    let address = eth::to_checksum(&parsed);
+    let db = walletd::open_database(&settings).await?;
+    let user = IdentityStore::new(db, clock::system()).upsert_user(&address).await?;
+    let keys = TokenKeys::load_or_generate(
+        &settings.jwt_key_path(),
+        &settings.jwt_issuer,
+        settings.access_token_ttl,
+        clock::system(),
+    )?;
+    let roles = match role {
+        "admin" => vec![Role::User, Role::Admin],
+        "service" => vec![Role::Service],
+        _ => vec![Role::User],
+    };
+    let ttl = ttl_secs.map_or(settings.access_token_ttl, std::time::Duration::from_secs);
+    println!("{}", keys.issue(user.id, &address, &roles, ttl)?);
+    Ok(())
+}
+
+async fn events_replay(settings: Settings, group: &str, from: i64, forget_handled: bool) -> anyhow::Result<()> {
+    let db = walletd::open_database(&settings).await?;
+    match &settings.kafka {
+        Some(kafka) => {
+            anyhow::ensure!(from == 0, "--from: with Kafka a group goes back to the start of every topic");
+            let partitions = kafka::rewind_group(kafka, group).await?;
+            if forget_handled {
+                delivery::forget_handled_events(&db, group).await?;
             }
-            Ok(())
+            println!("{}.{group} rewound to the start of {partitions} partitions", kafka.group_prefix);
         }
-        Command::Token { address, role, ttl_secs } => {
-            let parsed = eth::parse_address(&address).map_err(|e| anyhow::anyhow!("--address: {e}"))?;
-            let address = eth::to_checksum(&parsed);
+        None => {
+            delivery::replay(&db, group, from, forget_handled).await?;
+            println!("{group} rewound to {from}; a running walletd redelivers within a poll interval");
+        }
+    }
+    Ok(())
+}
+
+async fn events_status(settings: Settings) -> anyhow::Result<()> {
+    let db = walletd::open_database(&settings).await?;
+    if let Some(kafka) = &settings.kafka {
+        for p in kafka::group_offsets(kafka, "claim-processor").await? {
+            let committed = p.committed.map_or("-".to_string(), |c| c.to_string());
+            let (prefix, lag) = (&kafka.group_prefix, p.lag());
+            println!(
+                "{prefix}.claim-processor {}[{}]: committed {committed}, end {}, lag {lag}",
+                p.topic, p.partition, p.high
+            );
+        }
+    } else {
+        let head = events::outbox::head(&db).await?;
+        println!("log head: {head}");
+        for (group, position) in delivery::positions(&db).await? {
+            println!("{group}: position {position}, lag {}", head - position);
+        }
+    }
+    for p in delivery::parked(&db).await? {
+        println!(
+            "parked: group={} seq={} type={} attempts={} error={}",
+            p.group, p.seq, p.event_type, p.attempts, p.last_error
+        );
+    }
+    Ok(())
+}
+
+async fn events_tail(settings: Settings, topic: &str, from_beginning: bool) -> anyhow::Result<()> {
+    let known = kafka::TOPICS.iter().any(|t| topic == *t || topic == format!("{t}.dlq"));
+    anyhow::ensure!(known, "--topic: `{topic}` is not an event topic ({})", kafka::TOPICS.join(", "));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        walletd::shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    let out = std::io::stdout().lock();
+    match &settings.kafka {
+        Some(kafka) => kafka::tail(kafka, topic, from_beginning, out, rx).await,
+        None => {
             let db = walletd::open_database(&settings).await?;
-            let user = IdentityStore::new(db).upsert_user(&address).await?;
-            let keys =
-                TokenKeys::load_or_generate(&settings.jwt_key_path(), &settings.jwt_issuer, settings.access_token_ttl)?;
-            let roles = match role.as_str() {
-                "admin" => vec![Role::User, Role::Admin],
-                "service" => vec![Role::Service],
-                _ => vec![Role::User],
-            };
-            let ttl = ttl_secs.map_or(settings.access_token_ttl, std::time::Duration::from_secs);
-            println!("{}", keys.issue(user.id, &address, &roles, ttl)?);
-            Ok(())
-        }
-        Command::Events { command } => {
-            match command {
-                EventsCommand::Replay { group, from, forget_handled } => match &settings.kafka {
-                    Some(kafka) => {
-                        anyhow::ensure!(from == 0, "--from: with Kafka a group goes back to the start of every topic");
-                        let db = walletd::open_database(&settings).await?;
-                        let partitions = platform::kafka::rewind_group(kafka, &group).await?;
-                        if forget_handled {
-                            platform::events::forget_handled_events(&db, &group).await?;
-                        }
-                        println!("{}.{group} rewound to the start of {partitions} partitions", kafka.group_prefix);
-                    }
-                    None => {
-                        let db = walletd::open_database(&settings).await?;
-                        platform::events::replay(&db, &group, from, forget_handled).await?;
-                        println!("{group} rewound to {from}; a running walletd redelivers within a poll interval");
-                    }
-                },
-                EventsCommand::Status => {
-                    let db = walletd::open_database(&settings).await?;
-                    if let Some(kafka) = &settings.kafka {
-                        for p in platform::kafka::group_offsets(kafka, "claim-processor").await? {
-                            let committed = p.committed.map_or("-".to_string(), |c| c.to_string());
-                            println!(
-                                "{}.claim-processor {}[{}]: committed {committed}, end {}, lag {}",
-                                kafka.group_prefix,
-                                p.topic,
-                                p.partition,
-                                p.high,
-                                p.lag()
-                            );
-                        }
-                    } else {
-                        let head = platform::outbox::head(&db).await?;
-                        println!("log head: {head}");
-                        for (group, position) in platform::events::positions(&db).await? {
-                            println!("{group}: position {position}, lag {}", head - position);
-                        }
-                    }
-                    for p in platform::events::parked(&db).await? {
-                        println!(
-                            "parked: group={} seq={} type={} attempts={} error={}",
-                            p.group, p.seq, p.event_type, p.attempts, p.last_error
-                        );
-                    }
-                }
-                EventsCommand::Tail { topic, from_beginning } => {
-                    let known = platform::kafka::TOPICS.iter().any(|t| topic == *t || topic == format!("{t}.dlq"));
-                    anyhow::ensure!(
-                        known,
-                        "--topic: `{topic}` is not an event topic ({})",
-                        platform::kafka::TOPICS.join(", ")
-                    );
-                    let (tx, rx) = tokio::sync::watch::channel(false);
-                    tokio::spawn(async move {
-                        walletd::shutdown_signal().await;
-                        let _ = tx.send(true);
-                    });
-                    let out = std::io::stdout().lock();
-                    match &settings.kafka {
-                        Some(kafka) => platform::kafka::tail(kafka, &topic, from_beginning, out, rx).await?,
-                        None => {
-                            let db = walletd::open_database(&settings).await?;
-                            platform::events::tail(&db, &topic, from_beginning, out, rx).await?;
-                        }
-                    }
-                }
-            }
-            Ok(())
-        }
-        Command::Keygen { out } => {
-            let wallet = LocalWallet::random()?;
-            write_secret(&out, &wallet.to_hex())?;
-            println!("{}", eth::to_checksum(&wallet.address()));
-            Ok(())
-        }
-        Command::Sign { key_file, message_file } => {
-            let key = std::fs::read_to_string(&key_file).with_context(|| format!("reading {}", key_file.display()))?;
-            let wallet = LocalWallet::from_hex(&key).context("the key file must hold 32 bytes of hex")?;
-            let message = match message_file {
-                Some(p) => std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
-                None => {
-                    let mut s = String::new();
-                    std::io::stdin().read_to_string(&mut s)?;
-                    s
-                }
-            };
-            println!("{}", wallet.sign_message(&message)?);
-            Ok(())
+            delivery::tail(&db, topic, from_beginning, out, rx).await
         }
     }
 }
 
-fn write_secret(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+fn keygen(out: &Path) -> anyhow::Result<()> {
+    let wallet = LocalWallet::random()?;
+    write_secret(out, &wallet.to_hex())?;
+    println!("{}", eth::to_checksum(&wallet.address()));
+    Ok(())
+}
+
+fn sign(key_file: &Path, message_file: Option<&Path>) -> anyhow::Result<()> {
+    let key = std::fs::read_to_string(key_file).with_context(|| format!("reading {}", key_file.display()))?;
+    let wallet = LocalWallet::from_hex(&key).context("the key file must hold 32 bytes of hex")?;
+    let message = match message_file {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        None => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s
+        }
+    };
+    println!("{}", wallet.sign_message(&message)?);
+    Ok(())
+}
+
+fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
+use base::Clock;
+use base::clock::ManualClock;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use identity::eth::{LocalWallet, to_checksum};
 use rstest::rstest;
 use serde_json::{Value, json};
-use testkit::platform::auth::eth::{LocalWallet, to_checksum};
 use testkit::{Backend, TestApp, assert_problem, session_from};
 
 #[rstest]
@@ -173,13 +175,14 @@ async fn forged_tokens_are_refused() {
     };
     // RS256 signed by another key, with and without our kid
     let other_dir = testkit::TempDir::new();
-    let other = testkit::platform::auth::TokenKeys::load_or_generate(
+    let other = identity::TokenKeys::load_or_generate(
         &other_dir.0.join("k.pem"),
         "walletd",
         Duration::from_secs(60),
+        base::clock::system(),
     )
     .unwrap();
-    let roles = [testkit::platform::auth::Role::User, testkit::platform::auth::Role::Admin];
+    let roles = [web::Role::User, web::Role::Admin];
     let other_token = other.issue(session.user_id, &session.address, &roles, Duration::from_secs(60)).unwrap();
     let mut parts: Vec<&str> = other_token.split('.').collect();
     let our_header =
@@ -212,14 +215,52 @@ async fn forged_tokens_are_refused() {
 
 #[tokio::test]
 async fn an_expired_token_is_refused() {
-    let app = TestApp::spawn_with(Backend::Sqlite, |s| s.access_token_ttl = Duration::from_secs(1)).await;
+    // The server reads a clock the test moves: no waiting for the token to run out.
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_at(Backend::Sqlite, clock.clone(), |s| s.access_token_ttl = Duration::from_secs(60)).await;
     let session = app.new_user().await;
-    // exp is whole seconds plus 5 s of leeway: wait for it with a deadline rather than a fixed sleep.
-    let refused = testkit::wait_until(Duration::from_secs(15), || async {
-        app.get("/v1/me", &session.access).send().await.unwrap().status() == 401
-    })
-    .await;
-    assert!(refused, "an expired token kept working");
+    assert_eq!(app.get("/v1/me", &session.access).send().await.unwrap().status(), 200);
+    // exp is 60 s after issue, with 5 s of leeway: still good at 64 s, refused after 66 s.
+    clock.advance(time::Duration::seconds(64));
+    assert_eq!(app.get("/v1/me", &session.access).send().await.unwrap().status(), 200, "within the leeway");
+    clock.advance(time::Duration::seconds(2));
+    let body = assert_problem(app.get("/v1/me", &session.access).send().await.unwrap(), 401, "INVALID_TOKEN").await;
+    assert_eq!(body["detail"], "token expired");
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_sign_in_message_signed_after_its_nonce_expired_is_refused(#[case] backend: Backend) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_at(backend, clock.clone(), |s| s.nonce_ttl = Duration::from_secs(300)).await;
+    let wallet = LocalWallet::random().unwrap();
+    let message = app.nonce_message(&wallet).await;
+    clock.advance(time::Duration::seconds(301));
+    let res = app.login_raw(&message, &wallet.sign_message(&message).unwrap()).await;
+    assert_problem(res, 401, "SIWE_MESSAGE_EXPIRED").await;
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn an_expired_nonce_cannot_be_spent(#[case] backend: Backend) {
+    let dir = testkit::TempDir::new();
+    let db = storage::Database::connect(&testkit::fresh_database_url(backend, &dir).await, &Default::default())
+        .await
+        .unwrap();
+    walletd::migrate(&db).await.unwrap();
+    let clock = ManualClock::new();
+    let store = identity::IdentityStore::new(db, clock.clone());
+    let address = to_checksum(&LocalWallet::random().unwrap().address());
+    let expires = clock.now() + time::Duration::seconds(300);
+    store.create_nonce("fresh", &address, expires).await.unwrap();
+    store.create_nonce("stale", &address, expires).await.unwrap();
+    assert!(store.consume_nonce("fresh", &address).await.unwrap(), "a live nonce is spent once");
+    clock.advance(time::Duration::seconds(301));
+    assert!(!store.consume_nonce("stale", &address).await.unwrap(), "an expired nonce was accepted");
 }
 
 #[rstest]

@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use kafka::KafkaSettings;
 use rstest::rstest;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use testkit::platform::kafka::KafkaSettings;
 use testkit::{Backend, Session, TestApp, assert_problem, wait_until};
 
 /// Claim processing over the embedded log or over Kafka.
@@ -374,11 +374,13 @@ async fn snapshot(app: &TestApp, admin: &str, orders: &[String], supplies: &[Str
 }
 
 /// Whether the claim processor has caught up with everything written so far.
-async fn caught_up(db: &testkit::platform::db::Database, kafka: Option<&KafkaSettings>) -> bool {
-    use testkit::platform::{events, kafka as k, outbox};
+async fn caught_up(db: &storage::Database, kafka: Option<&KafkaSettings>) -> bool {
+    use events::{delivery, outbox};
     match kafka {
-        None => events::load_position(db, "claim-processor").await.unwrap() >= outbox::head(db).await.unwrap(),
-        Some(settings) => k::group_offsets(settings, "claim-processor").await.unwrap().iter().all(|p| p.lag() == 0),
+        None => delivery::load_position(db, "claim-processor").await.unwrap() >= outbox::head(db).await.unwrap(),
+        Some(settings) => {
+            ::kafka::group_offsets(settings, "claim-processor").await.unwrap().iter().all(|p| p.lag() == 0)
+        }
     }
 }
 
@@ -391,7 +393,9 @@ async fn redelivered_events_and_a_restarted_consumer_change_nothing(
     #[case] backend: Backend,
     #[case] transport: Transport,
 ) {
-    use testkit::platform::{db::Database, events, kafka as k};
+    use events::delivery;
+    use kafka as k;
+    use storage::Database;
     // Over Kafka, a broker of its own: "caught up" means every partition's end, which other tests
     // would keep moving.
     let broker = matches!(transport, Transport::Kafka).then(testkit::kafka::PrivateKafka::start);
@@ -438,14 +442,14 @@ async fn redelivered_events_and_a_restarted_consumer_change_nothing(
     // every event a second time.
     for forget in [false, true] {
         match &kafka {
-            None => events::replay(&db, "claim-processor", 0, forget).await.unwrap(),
+            None => delivery::replay(&db, "claim-processor", 0, forget).await.unwrap(),
             Some(settings) => {
                 // Kafka moves a group's offsets only while it has no member.
                 let _data = app.stop().await;
                 assert!(k::rewind_group(settings, "claim-processor").await.unwrap() > 0);
                 assert!(!caught_up(&db, Some(settings)).await, "the rewind moved nothing back");
                 if forget {
-                    events::forget_handled_events(&db, "claim-processor").await.unwrap();
+                    delivery::forget_handled_events(&db, "claim-processor").await.unwrap();
                 }
                 app = spawn_on(Some(url.clone())).await;
             }

@@ -6,9 +6,9 @@
 use std::process::Command;
 use std::time::Duration;
 
+use identity::eth::{LocalWallet, to_checksum};
 use serde_json::{Value, json};
 use testkit::TempDir;
-use testkit::platform::auth::eth::{LocalWallet, to_checksum};
 use testkit::process::{WalletdProcess, command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_walletd");

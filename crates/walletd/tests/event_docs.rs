@@ -6,9 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use events::outbox;
 use serde_json::{Value, json};
-use testkit::platform::db::Database;
-use testkit::platform::outbox;
+use storage::Database;
 use testkit::{Backend, TestApp, wait_until};
 
 /// What the page says about one event type.

@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use events::delivery::{self, ConsumerOptions, EventHandler};
+use events::outbox::{self, EventContext, EventEnvelope, NewEvent};
 use rstest::rstest;
 use serde_json::json;
-use testkit::platform::db::Database;
-use testkit::platform::events::{self, ConsumerOptions, EventHandler};
-use testkit::platform::outbox::{self, EventContext, EventEnvelope, NewEvent};
+use storage::Database;
 use testkit::{Backend, TempDir};
 use uuid::Uuid;
 
@@ -97,10 +97,10 @@ async fn retries_then_parks_a_poison_event_without_blocking_the_log(#[case] back
     };
     let opts = ConsumerOptions { max_attempts: 4, backoff: Duration::from_millis(5), ..Default::default() };
 
-    assert_eq!(events::drain_once(&db, &handler, &opts).await.unwrap(), 5);
+    assert_eq!(delivery::drain_once(&db, &handler, &opts).await.unwrap(), 5);
     assert_eq!(*handler.handled.lock().unwrap(), ["first", "flaky", "last"], "the flaky event got through on a retry");
     assert_eq!(handler.attempts_on_poison.load(Ordering::SeqCst), 4);
-    let parked = events::parked(&db).await.unwrap();
+    let parked = delivery::parked(&db).await.unwrap();
     assert_eq!(parked.len(), 1);
     assert_eq!(
         (parked[0].group.as_str(), parked[0].event_type.as_str(), parked[0].attempts),
@@ -108,13 +108,13 @@ async fn retries_then_parks_a_poison_event_without_blocking_the_log(#[case] back
     );
     assert!(parked[0].last_error.contains("cannot digest"));
     let head = outbox::head(&db).await.unwrap();
-    assert_eq!(events::load_position(&db, "test-group").await.unwrap(), head);
+    assert_eq!(delivery::load_position(&db, "test-group").await.unwrap(), head);
 
     // The position persists: a new drain (as after a restart) finds nothing to do.
-    assert_eq!(events::drain_once(&db, &handler, &opts).await.unwrap(), 0);
+    assert_eq!(delivery::drain_once(&db, &handler, &opts).await.unwrap(), 0);
     // A replay through the inbox re-handles nothing, the parked event included.
-    events::replay(&db, "test-group", 0, false).await.unwrap();
-    events::drain_once(&db, &handler, &opts).await.unwrap();
+    delivery::replay(&db, "test-group", 0, false).await.unwrap();
+    delivery::drain_once(&db, &handler, &opts).await.unwrap();
     assert_eq!(handler.handled.lock().unwrap().len(), 3);
     assert_eq!(handler.attempts_on_poison.load(Ordering::SeqCst), 4);
 }
@@ -133,7 +133,7 @@ async fn events_status_and_replay_work_on_the_embedded_log() {
     let url = app.settings.database_url();
     let db = Database::connect(&url, &app.settings.db_options()).await.unwrap();
     let caught_up = || async {
-        events::load_position(&db, "claim-processor").await.unwrap() >= outbox::head(&db).await.unwrap()
+        delivery::load_position(&db, "claim-processor").await.unwrap() >= outbox::head(&db).await.unwrap()
             && app.get(&format!("/v1/orders/{oid}"), &buyer.access).send().await.unwrap().json::<Value>().await.unwrap()
                 ["status"]
                 == "completed"

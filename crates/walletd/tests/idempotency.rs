@@ -6,7 +6,7 @@
 
 use rstest::rstest;
 use serde_json::{Value, json};
-use testkit::platform::db::Database;
+use storage::Database;
 use testkit::{Backend, TestApp, assert_problem};
 
 fn order_body(price: &str) -> Value {
@@ -105,7 +105,7 @@ async fn a_key_still_running_is_refused(#[case] backend: Backend) {
     let buyer = app.new_user().await;
     // A request under this key is in progress (as another instance would have recorded it).
     let db = Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
-    let now = testkit::platform::clock::now();
+    let now = base::clock::now();
     match &db {
         Database::Postgres(pool) => {
             pool.get()
@@ -119,7 +119,7 @@ async fn a_key_still_running_is_refused(#[case] backend: Backend) {
                 .unwrap();
         }
         Database::Sqlite(pool) => {
-            let (user, at) = (buyer.user_id.to_string(), testkit::platform::clock::to_text(now));
+            let (user, at) = (buyer.user_id.to_string(), base::clock::to_text(now));
             pool.call(move |c| {
                 c.execute(
                     "INSERT INTO idempotency_keys (principal_id, key, fingerprint, created_at) VALUES (?1, 'busy', 'f', ?2)",

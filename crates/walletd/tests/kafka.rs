@@ -8,13 +8,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use events::delivery::{ConsumerOptions, EventHandler};
+use events::outbox::{self, EventEnvelope};
+use kafka::{Relay, consume};
 use rstest::rstest;
 use serde_json::{Value, json};
+use storage::Database;
 use testkit::kafka::{PrivateKafka, brokers, read_topic, settings};
-use testkit::platform::db::Database;
-use testkit::platform::events::{ConsumerOptions, EventHandler};
-use testkit::platform::kafka::{Relay, consume};
-use testkit::platform::outbox::{self, EventEnvelope};
 use testkit::process::{Pair, command, place_order};
 use testkit::{Backend, TempDir, TestApp, wait_until};
 
@@ -224,7 +224,7 @@ async fn claims_are_processed_over_kafka(#[case] backend: Backend) {
     .await;
     assert!(done, "orders not completed through Kafka");
     let db = Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
-    let positions = testkit::platform::events::positions(&db).await.unwrap();
+    let positions = events::delivery::positions(&db).await.unwrap();
     assert!(positions.iter().all(|(g, _)| g != "claim-processor"), "the embedded log was used: {positions:?}");
     let log = outbox::list(&db, 0, 10_000).await.unwrap();
     assert_eq!(log.iter().filter(|e| e.event_type == "claim.processed").count(), 10, "each claim processed once");
@@ -591,7 +591,7 @@ async fn events_status_and_replay_work_on_kafka_consumer_groups() {
     app.create_supply(&s.access, "USDC", "3").await;
     let url = app.settings.database_url();
     let caught_up = || async {
-        let offsets = testkit::platform::kafka::group_offsets(&kafka, "claim-processor").await.unwrap();
+        let offsets = kafka::group_offsets(&kafka, "claim-processor").await.unwrap();
         offsets.iter().any(|p| p.committed.is_some()) && offsets.iter().all(|p| p.lag() == 0)
     };
     assert!(wait_until(Duration::from_secs(30), caught_up).await, "the claim processor did not catch up");

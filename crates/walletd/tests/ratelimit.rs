@@ -3,11 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
+use identity::eth::{LocalWallet, to_checksum};
 use serde_json::json;
-use testkit::platform::auth::eth::{LocalWallet, to_checksum};
-use testkit::platform::ratelimit::Rate;
 use testkit::redis::server_url;
 use testkit::{Backend, TestApp, assert_problem};
+use web::ratelimit::Rate;
 
 #[tokio::test]
 async fn a_principal_gets_its_burst_then_429_with_retry_after() {
@@ -43,7 +43,7 @@ async fn sign_in_is_limited_per_address() {
 
 #[tokio::test]
 async fn two_instances_sharing_redis_enforce_one_combined_limit() {
-    let limits = |s: &mut testkit::platform::config::Settings| {
+    let limits = |s: &mut settings::Settings| {
         s.redis_url = Some(server_url(6));
         s.rate_limit = Rate { per_minute: 6, burst: 10 };
     };
@@ -68,9 +68,9 @@ async fn two_instances_sharing_redis_enforce_one_combined_limit() {
 #[tokio::test]
 async fn behind_a_trusted_proxy_sign_in_is_limited_per_forwarded_client() {
     let limited = |trusted: &'static str| {
-        move |s: &mut testkit::platform::config::Settings| {
+        move |s: &mut settings::Settings| {
             s.signin_rate_limit = Rate { per_minute: 6, burst: 2 };
-            s.trusted_proxies = testkit::platform::http::TrustedProxies::parse(trusted).unwrap();
+            s.trusted_proxies = web::TrustedProxies::parse(trusted).unwrap();
         }
     };
     let nonce = |app: &TestApp, client: &str| {

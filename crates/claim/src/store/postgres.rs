@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::{COLS, ClaimFilter, ClaimStore, Mutation};
 use crate::domain::{Claim, ClaimError, ClaimStatus};
-use platform::db::is_unique_violation;
-use platform::outbox::{self, EventContext, NewEvent};
+use events::outbox::{self, EventContext, NewEvent};
+use storage::is_unique_violation;
 
 pub struct PgClaimStore {
     pool: Pool,
@@ -109,7 +109,7 @@ impl ClaimStore for PgClaimStore {
         let mut c = from_row(&row)?;
         let event = change(&mut c)?;
         c.version += 1;
-        c.updated_at = platform::clock::now();
+        c.updated_at = base::clock::now();
         tx.execute(
             "UPDATE claims SET status = $2, failure_reason = $3, processed_at = $4, updated_at = $5, version = $6
              WHERE id = $1",

@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 use super::{COLS, ClaimFilter, ClaimStore, Mutation};
 use crate::domain::{Claim, ClaimError, ClaimStatus};
-use platform::clock;
-use platform::outbox::{self, EventContext, NewEvent};
-use platform::sqlite::SqlitePool;
+use base::clock;
+use events::outbox::{self, EventContext, NewEvent};
+use storage::SqlitePool;
 
 pub struct SqliteClaimStore {
     pool: SqlitePool,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{Guard, Mutation, OrderFilter, OrderStore, apply, check_guard};
 use crate::domain::{Order, OrderError, OrderItem, OrderStatus};
-use platform::outbox::{self, EventContext, NewEvent};
+use events::outbox::{self, EventContext, NewEvent};
 
 const COLS: &str = "id, user_id, currency, amount, status, claim_id, version, created_at, updated_at";
 

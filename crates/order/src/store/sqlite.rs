@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 use super::{Guard, Mutation, OrderFilter, OrderStore, apply, check_guard};
 use crate::domain::{Order, OrderError, OrderItem, OrderStatus};
-use platform::clock;
-use platform::outbox::{self, EventContext, NewEvent};
-use platform::sqlite::SqlitePool;
+use base::clock;
+use events::outbox::{self, EventContext, NewEvent};
+use storage::SqlitePool;
 
 const COLS: &str = "id, user_id, currency, amount, status, claim_id, version, created_at, updated_at";
 

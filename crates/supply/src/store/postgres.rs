@@ -10,9 +10,9 @@ use rust_decimal::Decimal;
 use super::{EventFn, Guard, Mutation, SupplyFilter, SupplyStore, check_guard};
 use crate::domain::{Supply, SupplyError, SupplyStatus};
 use crate::reservation::{Reservation, ReservationOp, ReservationStatus, plan};
-use platform::clients::Step;
-use platform::clock;
-use platform::outbox::{self, EventContext, NewEvent};
+use base::Step;
+use base::clock;
+use events::outbox::{self, EventContext, NewEvent};
 
 const COLS: &str = "id, user_id, currency, amount, reserved, status, version, created_at, updated_at";
 
@@ -188,7 +188,7 @@ impl SupplyStore for PgSupplyStore {
                 .transpose()?,
             None => None,
         };
-        let p = plan(claim_id, op, current, supply, platform::clock::now());
+        let p = plan(claim_id, op, current, supply, base::clock::now());
         if let Some(s) = &p.supply {
             tx.execute(
                 "UPDATE supplies SET amount = $2, reserved = $3, status = $4, version = $5, updated_at = $6 WHERE id = $1",

@@ -10,10 +10,10 @@ use uuid::Uuid;
 use super::{EventFn, Guard, Mutation, SupplyFilter, SupplyStore, check_guard};
 use crate::domain::{Supply, SupplyError, SupplyStatus};
 use crate::reservation::{Reservation, ReservationOp, ReservationStatus, plan};
-use platform::clients::Step;
-use platform::clock;
-use platform::outbox::{self, EventContext, NewEvent};
-use platform::sqlite::SqlitePool;
+use base::Step;
+use base::clock;
+use events::outbox::{self, EventContext, NewEvent};
+use storage::SqlitePool;
 
 const COLS: &str = "id, user_id, currency, amount, reserved, status, version, created_at, updated_at";
 

@@ -1,0 +1,264 @@
+//! The transactional outbox (DESIGN D4): a state change and its event are written in one
+//! transaction; the outbox is also the embedded event log that admins can read.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use base::clock;
+use storage::Database;
+
+/// An event about to be written with the change that caused it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// `supply.created`, `order.claimed`, ...
+    pub event_type: &'static str,
+    pub version: i32,
+    /// `supply-events`, ...
+    pub topic: &'static str,
+    pub aggregate_id: Uuid,
+    pub data: serde_json::Value,
+}
+
+/// Where an event comes from: the region, the request and the principal that caused it.
+#[derive(Debug, Clone, Default)]
+pub struct EventContext {
+    pub region: String,
+    pub correlation_id: Option<String>,
+    /// The user (or service) whose request made the change: the audit trail's "who".
+    pub actor_id: Option<Uuid>,
+}
+
+/// The envelope every event carries, as stored and as published.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct EventEnvelope {
+    /// Position in the log, for `after`.
+    pub seq: i64,
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: i32,
+    pub topic: String,
+    pub aggregate_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    pub region: String,
+    pub correlation_id: Option<String>,
+    pub actor_id: Option<Uuid>,
+    pub data: serde_json::Value,
+}
+
+impl EventEnvelope {
+    /// What travels beside the payload (Kafka headers, the `headers` of `walletd events tail`).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![
+            ("event_id", self.id.to_string()),
+            ("event_type", self.event_type.clone()),
+            ("event_version", self.version.to_string()),
+            ("region", self.region.clone()),
+        ];
+        if let Some(c) = &self.correlation_id {
+            h.push(("correlation_id", c.clone()));
+        }
+        h
+    }
+}
+
+static WRITTEN: std::sync::LazyLock<tokio::sync::Notify> = std::sync::LazyLock::new(tokio::sync::Notify::new);
+
+/// Wakes in-process consumers after a transaction that wrote events has committed.
+pub fn notify_written() {
+    WRITTEN.notify_waiters();
+}
+
+/// Resolves at the next [`notify_written`]; register it (`enable`) before looking for events.
+pub fn written() -> tokio::sync::futures::Notified<'static> {
+    WRITTEN.notified()
+}
+
+/// Writes `event` inside the caller's PostgreSQL transaction. Call it last in the transaction:
+/// it takes a transaction-scoped lock so that log positions are assigned in commit order, which
+/// is what lets a consumer's cursor never skip an event committed late.
+pub async fn insert_pg(
+    tx: &tokio_postgres::Transaction<'_>,
+    ctx: &EventContext,
+    event: &NewEvent,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute("SELECT pg_advisory_xact_lock(7007002)", &[]).await?;
+    tx.execute(
+        "INSERT INTO outbox (id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, actor_id, data)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            &Uuid::now_v7(),
+            &event.event_type,
+            &event.version,
+            &event.topic,
+            &event.aggregate_id,
+            &clock::now(),
+            &ctx.region,
+            &ctx.correlation_id,
+            &ctx.actor_id,
+            &event.data,
+        ],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Writes `event` inside the caller's SQLite transaction.
+pub fn insert_sqlite(tx: &rusqlite::Transaction<'_>, ctx: &EventContext, event: &NewEvent) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO outbox (id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, actor_id, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        rusqlite::params![
+            Uuid::now_v7().to_string(),
+            event.event_type,
+            event.version,
+            event.topic,
+            event.aggregate_id.to_string(),
+            clock::to_text(clock::now()),
+            ctx.region,
+            ctx.correlation_id,
+            ctx.actor_id.map(|a| a.to_string()),
+            event.data.to_string(),
+        ],
+    )
+    .map(|_| ())
+}
+
+/// The newest position in the log (0 when empty).
+pub async fn head(db: &Database) -> anyhow::Result<i64> {
+    match db {
+        Database::Postgres(pool) => {
+            Ok(pool.get().await?.query_one("SELECT COALESCE(MAX(seq), 0) FROM outbox", &[]).await?.get(0))
+        }
+        Database::Sqlite(pool) => {
+            pool.call(|c| {
+                c.query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| r.get(0)).map_err(anyhow::Error::from)
+            })
+            .await
+        }
+    }
+}
+
+/// Reads the log in order, after position `after`.
+pub async fn list(db: &Database, after: i64, limit: i64) -> anyhow::Result<Vec<EventEnvelope>> {
+    query(db, "seq > ", after, limit).await
+}
+
+/// The oldest events not yet published to Kafka, in order.
+pub async fn unpublished(db: &Database, limit: i64) -> anyhow::Result<Vec<EventEnvelope>> {
+    query(db, "published_at IS NULL AND seq > ", 0, limit).await
+}
+
+/// How many events wait for the relay.
+pub async fn unpublished_count(db: &Database) -> anyhow::Result<i64> {
+    const SQL: &str = "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL";
+    match db {
+        Database::Postgres(pool) => Ok(pool.get().await?.query_one(SQL, &[]).await?.get(0)),
+        Database::Sqlite(pool) => pool.call(|c| c.query_row(SQL, [], |r| r.get(0)).map_err(anyhow::Error::from)).await,
+    }
+}
+
+/// Marks events as published.
+pub async fn mark_published(db: &Database, seqs: Vec<i64>) -> anyhow::Result<()> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let now = clock::now();
+    match db {
+        Database::Postgres(pool) => {
+            pool.get()
+                .await?
+                .execute("UPDATE outbox SET published_at = $1 WHERE seq = ANY($2)", &[&now, &seqs])
+                .await?;
+        }
+        Database::Sqlite(pool) => {
+            pool.call(move |c| {
+                let placeholders = (2..=seqs.len() + 1).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+                let mut params: Vec<rusqlite::types::Value> = vec![clock::to_text(now).into()];
+                params.extend(seqs.iter().map(|s| rusqlite::types::Value::from(*s)));
+                c.execute(
+                    &format!("UPDATE outbox SET published_at = ?1 WHERE seq IN ({placeholders})"),
+                    rusqlite::params_from_iter(params),
+                )?;
+                Ok::<_, anyhow::Error>(())
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Events where `{condition}{after}` holds, in order.
+async fn query(db: &Database, condition: &'static str, after: i64, limit: i64) -> anyhow::Result<Vec<EventEnvelope>> {
+    const COLS: &str =
+        "seq, id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, data, actor_id";
+    match db {
+        Database::Postgres(pool) => {
+            let client = pool.get().await?;
+            let rows = client
+                .query(
+                    &format!("SELECT {COLS} FROM outbox WHERE {condition}$1 ORDER BY seq LIMIT $2"),
+                    &[&after, &limit],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| EventEnvelope {
+                    seq: r.get(0),
+                    id: r.get(1),
+                    event_type: r.get(2),
+                    version: r.get(3),
+                    topic: r.get(4),
+                    aggregate_id: r.get(5),
+                    occurred_at: r.get(6),
+                    region: r.get(7),
+                    correlation_id: r.get(8),
+                    data: r.get(9),
+                    actor_id: r.get(10),
+                })
+                .collect())
+        }
+        Database::Sqlite(pool) => {
+            pool.call(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(&format!("SELECT {COLS} FROM outbox WHERE {condition}?1 ORDER BY seq LIMIT ?2"))?;
+                let rows = stmt.query_map(rusqlite::params![after, limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i32>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, String>(7)?,
+                        r.get::<_, Option<String>>(8)?,
+                        r.get::<_, String>(9)?,
+                        r.get::<_, Option<String>>(10)?,
+                    ))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (seq, id, event_type, version, topic, agg, at, region, corr, data, actor) = row?;
+                    out.push(EventEnvelope {
+                        seq,
+                        id: id.parse()?,
+                        event_type,
+                        version,
+                        topic,
+                        aggregate_id: agg.parse()?,
+                        occurred_at: clock::from_text(&at)?,
+                        region,
+                        correlation_id: corr,
+                        actor_id: actor.map(|a| a.parse()).transpose()?,
+                        data: serde_json::from_str(&data)?,
+                    });
+                }
+                Ok::<_, anyhow::Error>(out)
+            })
+            .await
+        }
+    }
+}

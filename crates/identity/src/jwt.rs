@@ -1,0 +1,167 @@
+//! RS256 access tokens: the signing key (generated on first start), JWKS, issue and verify.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::KeyPair as _;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use base::Clock;
+use web::Role;
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: Uuid,
+    pub addr: String,
+    pub roles: Vec<Role>,
+    pub iss: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+}
+
+/// Clock skew a token's `exp` is allowed.
+const LEEWAY_SECS: i64 = 5;
+
+/// The server's signing key and its public half.
+pub struct TokenKeys {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    jwk: serde_json::Value,
+    issuer: String,
+    ttl: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl TokenKeys {
+    /// Loads the PKCS#8 PEM key at `path`, generating a 2048-bit one (mode 0600) if there is none.
+    pub fn load_or_generate(path: &Path, issuer: &str, ttl: Duration, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let pem = if path.exists() {
+            std::fs::read_to_string(path).with_context(|| format!("reading signing key {}", path.display()))?
+        } else {
+            let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| anyhow::anyhow!("RSA key generation failed"))?;
+            let der = pair.as_der().map_err(|_| anyhow::anyhow!("encoding the RSA key"))?;
+            let pem = to_pem("PRIVATE KEY", der.as_ref());
+            write_private(path, &pem)?;
+            tracing::info!(key.path = %path.display(), "generated a new JWT signing key");
+            pem
+        };
+        Self::from_pem(&pem, issuer, ttl, clock).with_context(|| format!("loading signing key {}", path.display()))
+    }
+
+    /// From a PKCS#8 PEM RSA private key.
+    /// `clock`: what `iat`, `exp` and "expired" are measured against.
+    pub fn from_pem(pem: &str, issuer: &str, ttl: Duration, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let der = from_pem(pem).context("not a PEM file")?;
+        let pair = KeyPair::from_pkcs8(&der).map_err(|e| anyhow::anyhow!("not a PKCS#8 RSA private key: {e}"))?;
+        let public = pair.public_key();
+        let n = public.modulus().big_endian_without_leading_zero().to_vec();
+        let e = public.exponent().big_endian_without_leading_zero().to_vec();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &[n.as_slice(), e.as_slice()].concat());
+        let kid = URL_SAFE_NO_PAD.encode(&digest.as_ref()[..12]);
+        let jwk = serde_json::json!({
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+            "n": URL_SAFE_NO_PAD.encode(&n), "e": URL_SAFE_NO_PAD.encode(&e),
+        });
+        Ok(Self {
+            kid,
+            encoding: EncodingKey::from_rsa_pem(pem.as_bytes())?,
+            decoding: DecodingKey::from_rsa_raw_components(&n, &e),
+            jwk,
+            issuer: issuer.to_string(),
+            ttl,
+            clock,
+        })
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// `{"keys": [...]}` for `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": [self.jwk] })
+    }
+
+    /// Signs an access token for the given user and roles, valid for `ttl`.
+    pub fn issue(&self, user_id: Uuid, address: &str, roles: &[Role], ttl: Duration) -> anyhow::Result<String> {
+        let now = self.clock.now().unix_timestamp();
+        let claims = Claims {
+            sub: user_id,
+            addr: address.to_string(),
+            roles: roles.to_vec(),
+            iss: self.issuer.clone(),
+            iat: now,
+            exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
+            jti: Uuid::now_v7(),
+        };
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        Ok(jsonwebtoken::encode(&header, &claims, &self.encoding)?)
+    }
+
+    /// Verifies a token: RS256 only, our `kid` only, our issuer, not expired.
+    pub fn verify(&self, token: &str) -> Result<Claims, &'static str> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token")?;
+        if header.alg != Algorithm::RS256 {
+            return Err("unsupported token algorithm");
+        }
+        if header.kid.as_deref() != Some(self.kid.as_str()) {
+            return Err("unknown signing key");
+        }
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        // Expiry is checked below against the injected clock, with the same 5 s of leeway.
+        validation.validate_exp = false;
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map(|d| d.claims)
+            .map_err(|_| "invalid token")?;
+        if claims.exp + LEEWAY_SECS < self.clock.now().unix_timestamp() {
+            return Err("token expired");
+        }
+        Ok(claims)
+    }
+}
+
+fn to_pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn from_pem(pem: &str) -> anyhow::Result<Vec<u8>> {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
+    Ok(STANDARD.decode(body)?)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating signing key {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}

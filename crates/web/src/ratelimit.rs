@@ -1,0 +1,193 @@
+//! Rate limits (DESIGN D6): GCRA per principal on `/v1` and per client IP on sign-in. Shared by
+//! every instance when a [`SharedLimiter`] is configured (Redis); in-process otherwise, and
+//! in-process as the fallback while the shared one does not answer (limits then hold per instance).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base::ErrorCode;
+
+use crate::error::ApiError;
+use crate::principal::Principal;
+use crate::proxies::TrustedProxies;
+
+/// A rate: `per_minute` sustained, `burst` at once. `per_minute == 0` turns the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+impl Rate {
+    /// Milliseconds between two requests at the sustained rate.
+    pub fn emission_ms(self) -> u64 {
+        60_000 / u64::from(self.per_minute.max(1))
+    }
+
+    /// How far ahead of the sustained rate a burst may run, in milliseconds.
+    pub fn tolerance_ms(self) -> u64 {
+        self.emission_ms() * u64::from(self.burst.max(1) - 1)
+    }
+}
+
+/// The answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub remaining: u64,
+    /// Until the next request would be allowed (when refused) or until the bucket is full again.
+    pub retry_after_ms: u64,
+}
+
+/// GCRA on a theoretical arrival time `tat` (ms); returns the decision and the new tat to store.
+pub fn gcra(rate: Rate, tat: Option<u64>, now: u64) -> (Decision, Option<u64>) {
+    let (t, tau) = (rate.emission_ms(), rate.tolerance_ms());
+    let tat = tat.unwrap_or(now).max(now);
+    if tat - now > tau {
+        return (Decision { allowed: false, remaining: 0, retry_after_ms: tat - tau - now }, None);
+    }
+    let new_tat = tat + t;
+    let remaining = (tau + t).saturating_sub(new_tat - now) / t;
+    (Decision { allowed: true, remaining, retry_after_ms: new_tat - now }, Some(new_tat))
+}
+
+/// Limits that every instance shares (Redis, in crate `redis-backend`).
+#[async_trait::async_trait]
+pub trait SharedLimiter: Send + Sync {
+    async fn check(&self, key: &str, rate: Rate) -> anyhow::Result<Decision>;
+}
+
+/// The limiter of this process.
+pub struct Limiter {
+    pub principal: Rate,
+    pub signin: Rate,
+    local: moka::sync::Cache<String, u64>,
+    shared: Option<Box<dyn SharedLimiter>>,
+    epoch: Instant,
+    /// Whose `X-Forwarded-For` names the client.
+    trusted: TrustedProxies,
+}
+
+impl Limiter {
+    /// `shared`: limits all instances share (in-process without it, and while it fails);
+    /// `trusted`: the proxies whose `X-Forwarded-For` names the client (sign-in limits are per client).
+    pub fn new(
+        principal: Rate,
+        signin: Rate,
+        shared: Option<Box<dyn SharedLimiter>>,
+        trusted: TrustedProxies,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            principal,
+            signin,
+            local: moka::sync::Cache::builder().max_capacity(1_000_000).time_to_idle(Duration::from_secs(3600)).build(),
+            shared,
+            epoch: Instant::now(),
+            trusted,
+        })
+    }
+
+    fn check_local(&self, key: &str, rate: Rate) -> Decision {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let mut decision = None;
+        self.local.entry(key.to_string()).and_compute_with(|current| {
+            let (d, new_tat) = gcra(rate, current.map(|e| *e.value()), now);
+            decision = Some(d);
+            match new_tat {
+                Some(t) => moka::ops::compute::Op::Put(t),
+                None => moka::ops::compute::Op::Nop,
+            }
+        });
+        decision.unwrap_or(Decision { allowed: true, remaining: 0, retry_after_ms: 0 })
+    }
+
+    /// Decides for `key` under `rate`: shared when configured and answering, in-process otherwise.
+    pub async fn check(&self, key: &str, rate: Rate) -> Decision {
+        if let Some(shared) = &self.shared {
+            match shared.check(key, rate).await {
+                Ok(d) => return d,
+                Err(e) => {
+                    metrics::counter!("rate_limit_fallbacks_total").increment(1);
+                    tracing::debug!(error = format!("{e:#}"), "shared rate limit failed; limiting in process");
+                }
+            }
+        }
+        self.check_local(key, rate)
+    }
+}
+
+fn headers(h: &mut HeaderMap, rate: Rate, d: Decision) {
+    let secs = d.retry_after_ms.div_ceil(1000).max(u64::from(!d.allowed));
+    let put = |h: &mut HeaderMap, name: &'static str, v: u64| {
+        if let Ok(v) = HeaderValue::from_str(&v.to_string()) {
+            h.insert(name, v);
+        }
+    };
+    put(h, "ratelimit-limit", u64::from(rate.burst));
+    put(h, "ratelimit-remaining", d.remaining);
+    put(h, "ratelimit-reset", secs);
+    if !d.allowed {
+        put(h, "retry-after", secs);
+    }
+}
+
+async fn limit(limiter: &Limiter, scope: &'static str, key: String, rate: Rate, req: Request, next: Next) -> Response {
+    if rate.per_minute == 0 {
+        return next.run(req).await;
+    }
+    let d = limiter.check(&key, rate).await;
+    let mut res = if d.allowed {
+        next.run(req).await
+    } else {
+        metrics::counter!("rate_limit_rejections_total", "scope" => scope).increment(1);
+        ApiError::new(ErrorCode::RateLimited, "too many requests; retry after the Retry-After delay").into_response()
+    };
+    headers(res.headers_mut(), rate, d);
+    res
+}
+
+/// Per principal, on routes behind the token middleware.
+pub async fn per_principal(State(limiter): State<Arc<Limiter>>, req: Request, next: Next) -> Response {
+    let key = match req.extensions().get::<Principal>() {
+        Some(p) => format!("user:{}", p.user_id),
+        None => return next.run(req).await,
+    };
+    let rate = limiter.principal;
+    limit(&limiter, "principal", key, rate, req, next).await
+}
+
+/// Per client IP (the peer address, or the client behind a trusted proxy), on sign-in routes.
+pub async fn per_ip(State(limiter): State<Arc<Limiter>>, req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| limiter.trusted.client_ip(c.0.ip(), req.headers()).to_string());
+    let rate = limiter.signin;
+    limit(&limiter, "signin", format!("ip:{ip}"), rate, req, next).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcra_allows_the_burst_then_the_rate() {
+        let rate = Rate { per_minute: 60, burst: 3 };
+        let mut tat = None;
+        for i in 0..3 {
+            let (d, t) = gcra(rate, tat, 0);
+            assert!(d.allowed, "request {i}");
+            tat = t;
+        }
+        let (d, _) = gcra(rate, tat, 0);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_ms, 1000);
+        let (d, _) = gcra(rate, tat, 1000);
+        assert!(d.allowed, "one more after one emission interval");
+    }
+}
