@@ -9,7 +9,7 @@ use events::EventContext;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-/// An order's status as the claim service sees it.
+/// An order's status as the claim service sees it (shown in messages as its name in lower case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderStatus {
     Pending,
@@ -17,18 +17,6 @@ pub enum OrderStatus {
     Completed,
     Cancelled,
     Deleted,
-}
-
-impl OrderStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Claimed => "claimed",
-            Self::Completed => "completed",
-            Self::Cancelled => "cancelled",
-            Self::Deleted => "deleted",
-        }
-    }
 }
 
 /// What the claim service needs to know about an order.

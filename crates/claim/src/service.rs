@@ -97,10 +97,11 @@ impl ClaimService {
                 return Err(ApiError::new(ErrorCode::OrderAlreadyClaimed, "the order is already claimed"));
             }
             other => {
+                let status = format!("{other:?}").to_lowercase();
                 return Err(ApiError::unprocessable_field(
                     ErrorCode::OrderNotClaimable,
                     "order_id",
-                    format!("the order is {}, not pending", other.as_str()),
+                    format!("the order is {status}, not pending"),
                 ));
             }
         }

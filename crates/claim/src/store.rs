@@ -63,3 +63,12 @@ pub fn open(db: &Database) -> Arc<dyn ClaimStore> {
 
 const COLS: &str = "id, order_id, user_id, buyer_id, supply_id, currency, amount, status, failure_reason, \
                     claimed_at, processed_at, updated_at, version";
+
+/// What every backend does to a locked claim before writing it back: the change (which yields the
+/// event to record with it) and the version bump.
+fn apply(mut c: Claim, change: Mutation) -> Result<(Claim, NewEvent), ClaimError> {
+    let event = change(&mut c)?;
+    c.version += 1;
+    c.updated_at = base::clock::now();
+    Ok((c, event))
+}

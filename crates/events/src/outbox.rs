@@ -175,7 +175,7 @@ pub async fn mark_published(db: &Database, seqs: Vec<i64>) -> anyhow::Result<()>
         }
         Database::Sqlite(pool) => {
             pool.call(move |c| {
-                let placeholders = (2..=seqs.len() + 1).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+                let placeholders = storage::sqlite::placeholders(2, seqs.len());
                 let mut params: Vec<rusqlite::types::Value> = vec![clock::to_text(now).into()];
                 params.extend(seqs.iter().map(|s| rusqlite::types::Value::from(*s)));
                 c.execute(

@@ -45,3 +45,17 @@ impl SqlitePool {
         .map_err(|e| E::from(anyhow::anyhow!("SQLite task failed: {e}")))?
     }
 }
+
+/// `?{first}, ?{first+1}, ...`: `count` numbered placeholders for an `IN (...)` list.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_are_numbered_from_the_first() {
+        assert_eq!(super::placeholders(2, 3), "?2, ?3, ?4");
+        assert_eq!(super::placeholders(1, 0), "");
+    }
+}

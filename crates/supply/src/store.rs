@@ -98,6 +98,16 @@ pub fn open(db: &Database) -> Arc<dyn SupplyStore> {
     }
 }
 
+/// What every backend does to a locked supply before writing it back: the guard, the version bump
+/// and the change, which yields the event to record with it.
+fn apply(mut s: Supply, guard: &Guard, change: Mutation) -> Result<(Supply, NewEvent), SupplyError> {
+    check_guard(&s, guard)?;
+    s.version += 1;
+    s.updated_at = base::clock::now();
+    let event = change(&mut s)?;
+    Ok((s, event))
+}
+
 /// The checks every backend makes on a locked row before changing it.
 fn check_guard(supply: &Supply, guard: &Guard) -> Result<(), SupplyError> {
     if supply.status == SupplyStatus::Deleted || guard.owner.is_some_and(|o| o != supply.user_id) {

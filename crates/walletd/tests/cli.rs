@@ -128,6 +128,47 @@ fn a_bad_setting_stops_the_start_naming_it() {
 }
 
 #[test]
+fn a_misspelt_setting_stops_the_start_and_names_the_real_one() {
+    let dir = TempDir::new();
+    let out = walletd(&dir).args(["serve"]).env("WALLETD_HTTP_ADR", "1").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WALLETD_HTTP_ADR") && err.contains("did you mean WALLETD_HTTP_ADDR"), "{err}");
+    // A variable that only shares the prefix (Kubernetes injects WALLETD_SERVICE_HOST and friends
+    // into every pod of a Service named walletd) is warned about, not refused.
+    let out = walletd(&dir).args(["config"]).env("WALLETD_PORT_8080_TCP_ADDR", "10.0.0.7").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WALLETD_PORT_8080_TCP_ADDR"));
+}
+
+#[test]
+fn config_lists_every_setting_of_the_readme_table() {
+    let dir = TempDir::new();
+    let out = walletd(&dir).args(["config"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(" = ").map(|(k, _)| format!("WALLETD_{}", k.to_ascii_uppercase())))
+        .collect();
+    let readme = include_str!("../../../README.md");
+    let listed: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `WALLETD_"))
+        .filter_map(|l| l.split_once('`').map(|(k, _)| k))
+        .collect();
+    assert!(listed.len() >= 40, "the README's configuration table: {listed:?}");
+    for key in &listed {
+        assert!(printed.contains(&format!("WALLETD_{key}")), "walletd config does not print WALLETD_{key}");
+    }
+    assert_eq!(printed.len(), listed.len(), "walletd config prints settings the README does not list");
+    // And the README's table is exactly what `walletd config --markdown` renders.
+    let out = walletd(&dir).args(["config", "--markdown"]).output().unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(readme.contains(&table), "the README table differs from `walletd config --markdown`");
+}
+
+#[test]
 fn config_prints_the_effective_settings_with_secrets_masked() {
     let dir = TempDir::new();
     std::fs::write(dir.0.join("walletd.toml"), "region = \"eu-west\"\nsiwe_chain_id = 10\n").unwrap();

@@ -5,7 +5,7 @@ use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{COLS, ClaimFilter, ClaimStore, Mutation};
+use super::{COLS, ClaimFilter, ClaimStore, Mutation, apply};
 use crate::domain::{Claim, ClaimError, ClaimStatus};
 use events::outbox::{self, EventContext, NewEvent};
 use storage::is_unique_violation;
@@ -106,10 +106,7 @@ impl ClaimStore for PgClaimStore {
             .await
             .map_err(db_err)?
             .ok_or(ClaimError::NotFound)?;
-        let mut c = from_row(&row)?;
-        let event = change(&mut c)?;
-        c.version += 1;
-        c.updated_at = base::clock::now();
+        let (c, event) = apply(from_row(&row)?, change)?;
         tx.execute(
             "UPDATE claims SET status = $2, failure_reason = $3, processed_at = $4, updated_at = $5, version = $6
              WHERE id = $1",

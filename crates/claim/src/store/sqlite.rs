@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, Row, TransactionBehavior, params_from_iter};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::{COLS, ClaimFilter, ClaimStore, Mutation};
+use super::{COLS, ClaimFilter, ClaimStore, Mutation, apply};
 use crate::domain::{Claim, ClaimError, ClaimStatus};
 use base::clock;
 use events::outbox::{self, EventContext, NewEvent};
@@ -122,11 +122,9 @@ impl ClaimStore for SqliteClaimStore {
             .pool
             .call(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                let mut c = one(&tx, &format!("SELECT {COLS} FROM claims WHERE id = ?1"), id.to_string())?
+                let row = one(&tx, &format!("SELECT {COLS} FROM claims WHERE id = ?1"), id.to_string())?
                     .ok_or(ClaimError::NotFound)?;
-                let event = change(&mut c)?;
-                c.version += 1;
-                c.updated_at = clock::now();
+                let (c, event) = apply(row, change)?;
                 tx.execute(
                     "UPDATE claims SET status = ?2, failure_reason = ?3, processed_at = ?4, updated_at = ?5, version = ?6
                      WHERE id = ?1",
@@ -153,7 +151,7 @@ impl ClaimStore for SqliteClaimStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders = (1..=ids.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let placeholders = storage::sqlite::placeholders(1, ids.len());
         let sql = format!("SELECT {COLS} FROM claims WHERE id IN ({placeholders})");
         self.pool
             .call(move |c| {

@@ -201,7 +201,7 @@ impl OrderStore for SqliteOrderStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders = (1..=ids.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let placeholders = storage::sqlite::placeholders(1, ids.len());
         let sql = format!("SELECT {COLS} FROM orders WHERE id IN ({placeholders})");
         self.pool
             .call(move |c| {

@@ -7,11 +7,10 @@ use uuid::Uuid;
 
 use rust_decimal::Decimal;
 
-use super::{EventFn, Guard, Mutation, SupplyFilter, SupplyStore, check_guard};
+use super::{EventFn, Guard, Mutation, SupplyFilter, SupplyStore, apply};
 use crate::domain::{Supply, SupplyError, SupplyStatus};
 use crate::reservation::{Reservation, ReservationOp, ReservationStatus, plan};
 use base::Step;
-use base::clock;
 use events::outbox::{self, EventContext, NewEvent};
 
 const COLS: &str = "id, user_id, currency, amount, reserved, status, version, created_at, updated_at";
@@ -97,11 +96,7 @@ impl SupplyStore for PgSupplyStore {
             .await
             .map_err(db_err)?
             .ok_or(SupplyError::NotFound)?;
-        let mut s = from_row(&row)?;
-        check_guard(&s, &guard)?;
-        s.version += 1;
-        s.updated_at = clock::now();
-        let event = change(&mut s)?;
+        let (s, event) = apply(from_row(&row)?, &guard, change)?;
         tx.execute(
             "UPDATE supplies SET amount = $2, reserved = $3, status = $4, version = $5, updated_at = $6 WHERE id = $1",
             &[&s.id, &s.amount, &s.reserved, &s.status.as_str(), &s.version, &s.updated_at],

@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, Row, TransactionBehavior, params_from_iter};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::{EventFn, Guard, Mutation, SupplyFilter, SupplyStore, check_guard};
+use super::{EventFn, Guard, Mutation, SupplyFilter, SupplyStore, apply};
 use crate::domain::{Supply, SupplyError, SupplyStatus};
 use crate::reservation::{Reservation, ReservationOp, ReservationStatus, plan};
 use base::Step;
@@ -133,11 +133,7 @@ impl SupplyStore for SqliteSupplyStore {
                     .optional()
                     .map_err(db_err)?
                     .ok_or(SupplyError::NotFound)?;
-                let mut s = from_raw(row)?;
-                check_guard(&s, &guard)?;
-                s.version += 1;
-                s.updated_at = clock::now();
-                let event = change(&mut s)?;
+                let (s, event) = apply(from_raw(row)?, &guard, change)?;
                 update_supply(&tx, &s)?;
                 outbox::insert_sqlite(&tx, &ctx, &event).map_err(db_err)?;
                 tx.commit().map_err(db_err)?;
@@ -151,7 +147,7 @@ impl SupplyStore for SqliteSupplyStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders = (1..=ids.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let placeholders = storage::sqlite::placeholders(1, ids.len());
         let sql = format!("SELECT {COLS} FROM supplies WHERE id IN ({placeholders})");
         self.pool
             .call(move |c| {
