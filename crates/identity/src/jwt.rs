@@ -150,7 +150,9 @@ fn from_pem(pem: &str) -> anyhow::Result<Vec<u8>> {
     Ok(STANDARD.decode(body)?)
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+/// Writes a secret (a signing key, a wallet key) to a new file only its owner can read; an existing
+/// file is never overwritten.
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -161,7 +163,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("creating signing key {}", path.display()))?;
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
     f.write_all(contents.as_bytes())?;
     Ok(())
 }

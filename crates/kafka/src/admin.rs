@@ -8,7 +8,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::{KafkaSettings, TOPICS};
+use crate::{KafkaSettings, Topics};
 
 /// Where a consumer group stands on one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,7 @@ impl GroupPartition {
 
 pub(crate) fn group_client(
     settings: &KafkaSettings,
+    topics: Topics,
     group: &str,
 ) -> anyhow::Result<(BaseConsumer, TopicPartitionList)> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -38,7 +39,7 @@ pub(crate) fn group_client(
         .create()
         .context("creating a Kafka client")?;
     let mut tpl = TopicPartitionList::new();
-    for topic in TOPICS {
+    for topic in topics {
         let metadata =
             consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).context("reading topic metadata")?;
         for t in metadata.topics() {
@@ -51,10 +52,14 @@ pub(crate) fn group_client(
 }
 
 /// A consumer group's committed offsets and the partitions' ends, over every event topic.
-pub async fn group_offsets(settings: &KafkaSettings, group: &str) -> anyhow::Result<Vec<GroupPartition>> {
+pub async fn group_offsets(
+    settings: &KafkaSettings,
+    topics: Topics,
+    group: &str,
+) -> anyhow::Result<Vec<GroupPartition>> {
     let (settings, group) = (settings.clone(), group.to_string());
     tokio::task::spawn_blocking(move || {
-        let (consumer, tpl) = group_client(&settings, &group)?;
+        let (consumer, tpl) = group_client(&settings, topics, &group)?;
         let committed =
             consumer.committed_offsets(tpl, Duration::from_secs(10)).context("reading committed offsets")?;
         let mut out = Vec::new();
@@ -76,10 +81,10 @@ pub async fn group_offsets(settings: &KafkaSettings, group: &str) -> anyhow::Res
 /// Moves a consumer group back to the start of every event topic, so its next member redelivers
 /// everything still retained. Kafka only takes this while the group has no live member: stop the
 /// consumers first.
-pub async fn rewind_group(settings: &KafkaSettings, group: &str) -> anyhow::Result<usize> {
+pub async fn rewind_group(settings: &KafkaSettings, topics: Topics, group: &str) -> anyhow::Result<usize> {
     let (settings, group) = (settings.clone(), group.to_string());
     tokio::task::spawn_blocking(move || {
-        let (consumer, tpl) = group_client(&settings, &group)?;
+        let (consumer, tpl) = group_client(&settings, topics, &group)?;
         let mut start = TopicPartitionList::new();
         for e in tpl.elements() {
             let (low, _) = consumer

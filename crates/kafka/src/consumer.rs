@@ -18,7 +18,7 @@ use events::outbox::EventEnvelope;
 use storage::Database;
 
 use crate::admin::group_client;
-use crate::{KafkaSettings, TOPICS};
+use crate::{KafkaSettings, Topics};
 
 /// Publishes the consumer's lag (messages behind the partition's end) from librdkafka's statistics:
 /// `kafka_consumer_lag{group,topic,partition}` per partition (0 for the ones another member holds, so
@@ -68,6 +68,7 @@ type GroupConsumer = StreamConsumer<LagContext>;
 /// which the inbox turns away.
 pub async fn consume(
     settings: KafkaSettings,
+    topics: Topics,
     db: Database,
     handler: Arc<dyn EventHandler>,
     opts: ConsumerOptions,
@@ -99,10 +100,10 @@ pub async fn consume(
         // before this start (so nothing written while the consumer got going is missed).
         let since = clock::now().unix_timestamp_nanos() / 1_000_000 - 5_000;
         let (s, since) = (settings.clone(), i64::try_from(since).unwrap_or(0));
-        let start = tokio::task::spawn_blocking(move || start_positions(&s, since)).await??;
+        let start = tokio::task::spawn_blocking(move || start_positions(&s, topics, since)).await??;
         consumer.assign(&start).context("assigning the event topics' partitions")?;
     } else {
-        consumer.subscribe(&TOPICS).context("subscribing to the event topics")?;
+        consumer.subscribe(topics).context("subscribing to the event topics")?;
     }
     let dlq: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
@@ -243,8 +244,8 @@ impl PartitionWorker {
 
 /// Every partition of the event topics at its first event written at or after `since_ms` (Unix
 /// milliseconds), or at its end when there is none (or the broker cannot say).
-fn start_positions(settings: &KafkaSettings, since_ms: i64) -> anyhow::Result<TopicPartitionList> {
-    let (consumer, partitions) = group_client(settings, "start-positions")?;
+fn start_positions(settings: &KafkaSettings, topics: Topics, since_ms: i64) -> anyhow::Result<TopicPartitionList> {
+    let (consumer, partitions) = group_client(settings, topics, "start-positions")?;
     let mut wanted = TopicPartitionList::new();
     for e in partitions.elements() {
         wanted.add_partition_offset(e.topic(), e.partition(), Offset::Offset(since_ms))?;

@@ -18,8 +18,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
-/// The topics of DESIGN D4.
-pub const TOPICS: [&str; 4] = ["supply-events", "order-events", "claim-events", "wallet-events"];
+/// The event topics (DESIGN D4) are the services' own: each declares its `TOPIC`, and the caller
+/// passes the list in (`walletd::TOPICS`). Every topic has a dead-letter twin, `<topic>.dlq`.
+pub type Topics = &'static [&'static str];
 
 /// How the process reaches Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,19 +33,19 @@ pub struct KafkaSettings {
     pub group_prefix: String,
 }
 
-/// Creates the topics that are missing.
-pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
+/// Creates the topics (and their `.dlq`s) that are missing.
+pub async fn ensure_topics(settings: &KafkaSettings, topics: Topics) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .create()
         .context("creating the Kafka admin client")?;
-    let names: Vec<String> = TOPICS.iter().flat_map(|t| [t.to_string(), format!("{t}.dlq")]).collect();
-    let topics: Vec<NewTopic<'_>> = names
+    let names: Vec<String> = topics.iter().flat_map(|t| [t.to_string(), format!("{t}.dlq")]).collect();
+    let new: Vec<NewTopic<'_>> = names
         .iter()
         .map(|t| NewTopic::new(t, settings.partitions, TopicReplication::Fixed(settings.replication)))
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(&topics, &opts).await.context("creating Kafka topics")? {
+    for result in admin.create_topics(&new, &opts).await.context("creating Kafka topics")? {
         match result {
             Ok(topic) => tracing::info!(topic, "created Kafka topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -54,8 +55,8 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
     // An existing topic keeps its partitions: growing them moves keys between partitions (and so
     // breaks per-aggregate order for a moment), which is an operator's call, not walletd's.
     let s = settings.clone();
-    let (_, partitions) = tokio::task::spawn_blocking(move || admin::group_client(&s, "topic-check")).await??;
-    for topic in TOPICS {
+    let (_, partitions) = tokio::task::spawn_blocking(move || admin::group_client(&s, topics, "topic-check")).await??;
+    for topic in topics {
         let n = partitions.elements_for_topic(topic).len();
         if n != usize::try_from(settings.partitions).unwrap_or(0) {
             tracing::warn!(

@@ -161,7 +161,7 @@ async fn serve(settings: Settings, services: Option<String>) -> anyhow::Result<(
 async fn relay(settings: Settings) -> anyhow::Result<()> {
     let kafka = settings.kafka.clone().context("WALLETD_KAFKA_BROKERS is not set")?;
     let db = walletd::open_database(&settings).await?;
-    kafka::ensure_topics(&kafka).await?;
+    kafka::ensure_topics(&kafka, walletd::TOPICS).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let handle = telemetry::metrics_handle()?;
     let metrics = tokio::net::TcpListener::bind(settings.metrics_addr)
@@ -228,7 +228,7 @@ async fn events_replay(settings: Settings, group: &str, from: i64, forget_handle
     match &settings.kafka {
         Some(kafka) => {
             anyhow::ensure!(from == 0, "--from: with Kafka a group goes back to the start of every topic");
-            let partitions = kafka::rewind_group(kafka, group).await?;
+            let partitions = kafka::rewind_group(kafka, walletd::TOPICS, group).await?;
             if forget_handled {
                 delivery::forget_handled_events(&db, group).await?;
             }
@@ -245,7 +245,7 @@ async fn events_replay(settings: Settings, group: &str, from: i64, forget_handle
 async fn events_status(settings: Settings) -> anyhow::Result<()> {
     let db = walletd::open_database(&settings).await?;
     if let Some(kafka) = &settings.kafka {
-        for p in kafka::group_offsets(kafka, "claim-processor").await? {
+        for p in kafka::group_offsets(kafka, walletd::TOPICS, "claim-processor").await? {
             let committed = p.committed.map_or("-".to_string(), |c| c.to_string());
             let (prefix, lag) = (&kafka.group_prefix, p.lag());
             println!(
@@ -270,8 +270,8 @@ async fn events_status(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn events_tail(settings: Settings, topic: &str, from_beginning: bool) -> anyhow::Result<()> {
-    let known = kafka::TOPICS.iter().any(|t| topic == *t || topic == format!("{t}.dlq"));
-    anyhow::ensure!(known, "--topic: `{topic}` is not an event topic ({})", kafka::TOPICS.join(", "));
+    let known = walletd::TOPICS.iter().any(|t| topic == *t || topic == format!("{t}.dlq"));
+    anyhow::ensure!(known, "--topic: `{topic}` is not an event topic ({})", walletd::TOPICS.join(", "));
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         walletd::shutdown_signal().await;
@@ -289,7 +289,7 @@ async fn events_tail(settings: Settings, topic: &str, from_beginning: bool) -> a
 
 fn keygen(out: &Path) -> anyhow::Result<()> {
     let wallet = LocalWallet::random()?;
-    write_secret(out, &wallet.to_hex())?;
+    identity::jwt::write_private(out, &wallet.to_hex())?;
     println!("{}", eth::to_checksum(&wallet.address()));
     Ok(())
 }
@@ -306,18 +306,5 @@ fn sign(key_file: &Path, message_file: Option<&Path>) -> anyhow::Result<()> {
         }
     };
     println!("{}", wallet.sign_message(&message)?);
-    Ok(())
-}
-
-fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    f.write_all(contents.as_bytes())?;
     Ok(())
 }

@@ -54,7 +54,7 @@ impl Server {
                 let (db, rx, opts) = (self.database.clone(), consumers_rx.clone(), opts.clone());
                 match kafka.clone() {
                     Some(k) => tokio::spawn(async move {
-                        if let Err(e) = kafka::consume(k, db, h, opts, rx).await {
+                        if let Err(e) = kafka::consume(k, crate::TOPICS, db, h, opts, rx).await {
                             tracing::error!(error = format!("{e:#}"), "Kafka consumer failed");
                         }
                     }),

@@ -234,7 +234,7 @@ impl health::Reported for CacheStatus {
 /// Creates missing topics; a broker that is down now only delays publishing.
 async fn ensure_kafka_topics(settings: &Settings) {
     if let Some(kafka) = &settings.kafka
-        && let Err(e) = kafka::ensure_topics(kafka).await
+        && let Err(e) = kafka::ensure_topics(kafka, crate::TOPICS).await
     {
         tracing::warn!(
             error = format!("{e:#}"),

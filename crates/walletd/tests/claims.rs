@@ -378,9 +378,11 @@ async fn caught_up(db: &storage::Database, kafka: Option<&KafkaSettings>) -> boo
     use events::{delivery, outbox};
     match kafka {
         None => delivery::load_position(db, "claim-processor").await.unwrap() >= outbox::head(db).await.unwrap(),
-        Some(settings) => {
-            ::kafka::group_offsets(settings, "claim-processor").await.unwrap().iter().all(|p| p.lag() == 0)
-        }
+        Some(settings) => ::kafka::group_offsets(settings, walletd::TOPICS, "claim-processor")
+            .await
+            .unwrap()
+            .iter()
+            .all(|p| p.lag() == 0),
     }
 }
 
@@ -446,7 +448,7 @@ async fn redelivered_events_and_a_restarted_consumer_change_nothing(
             Some(settings) => {
                 // Kafka moves a group's offsets only while it has no member.
                 let _data = app.stop().await;
-                assert!(k::rewind_group(settings, "claim-processor").await.unwrap() > 0);
+                assert!(k::rewind_group(settings, walletd::TOPICS, "claim-processor").await.unwrap() > 0);
                 assert!(!caught_up(&db, Some(settings)).await, "the rewind moved nothing back");
                 if forget {
                     delivery::forget_handled_events(&db, "claim-processor").await.unwrap();

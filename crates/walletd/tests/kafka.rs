@@ -328,7 +328,8 @@ async fn one_aggregates_events_are_consumed_in_order() {
     let db = Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
     let recorder = Arc::new(Recorder { seen: Default::default() });
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let consumer = tokio::spawn(consume(kafka, db, recorder.clone(), ConsumerOptions::default(), stopped));
+    let consumer =
+        tokio::spawn(consume(kafka, walletd::TOPICS, db, recorder.clone(), ConsumerOptions::default(), stopped));
 
     // Eight supplies, each updated 15 times in sequence, all eight at once.
     let app_ref = &app;
@@ -591,7 +592,7 @@ async fn events_status_and_replay_work_on_kafka_consumer_groups() {
     app.create_supply(&s.access, "USDC", "3").await;
     let url = app.settings.database_url();
     let caught_up = || async {
-        let offsets = kafka::group_offsets(&kafka, "claim-processor").await.unwrap();
+        let offsets = kafka::group_offsets(&kafka, walletd::TOPICS, "claim-processor").await.unwrap();
         offsets.iter().any(|p| p.committed.is_some()) && offsets.iter().all(|p| p.lag() == 0)
     };
     assert!(wait_until(Duration::from_secs(30), caught_up).await, "the claim processor did not catch up");
