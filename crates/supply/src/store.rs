@@ -75,7 +75,8 @@ pub trait SupplyStore: Send + Sync {
     /// Supplies by id, in any order; unknown ids are left out.
     async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Supply>, SupplyError>;
 
-    /// An active supply of the user in the currency with at least `amount` available (the largest).
+    /// An active supply of the user in the currency with at least `amount` available: the one with
+    /// the most available, and of equals the oldest.
     async fn find_available(&self, user_id: Uuid, currency: &str, amount: Decimal)
     -> Result<Option<Uuid>, SupplyError>;
 

@@ -182,8 +182,12 @@ impl SupplyStore for SqliteSupplyStore {
                 rows.map(|r| r.map_err(db_err).and_then(from_raw)).collect::<Result<Vec<_>, _>>()
             })
             .await?;
-        // Amounts are text here: compare them as decimals, not in SQL.
-        let best = candidates.into_iter().filter(|s| s.available() >= amount).max_by_key(|s| s.available());
+        // Amounts are text here: compare them as decimals, not in SQL. The most available wins; of
+        // equals the oldest (smallest UUIDv7), as on PostgreSQL.
+        let best = candidates
+            .into_iter()
+            .filter(|s| s.available() >= amount)
+            .max_by(|a, b| a.available().cmp(&b.available()).then(b.id.cmp(&a.id)));
         Ok(best.map(|s| s.id))
     }
 
