@@ -128,11 +128,11 @@ impl ClaimProcessor {
                 Box::new(move |claim| match failure {
                     None => {
                         claim.process(clock::now())?;
-                        Ok(claim_event(&assets, "claim.processed", claim))
+                        Ok(claim_event(&assets, "claim.processed", claim)?)
                     }
                     Some(reason) => {
                         claim.fail(reason)?;
-                        Ok(claim_event(&assets, "claim.failed", claim))
+                        Ok(claim_event(&assets, "claim.failed", claim)?)
                     }
                 }),
             )

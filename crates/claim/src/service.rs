@@ -114,13 +114,7 @@ impl ClaimService {
         };
         let claim =
             Claim::new(order.id, who.user_id, order.user_id, supply_id, order.currency, order.amount, clock::now());
-        let event = NewEvent {
-            event_type: "order.claimed",
-            version: 1,
-            topic: ORDER_TOPIC,
-            aggregate_id: order.id,
-            data: serde_json::to_value(self.view(&claim)).unwrap_or_default(),
-        };
+        let event = NewEvent::of("order.claimed", 1, ORDER_TOPIC, order.id, &self.view(&claim))?;
         let ctx =
             EventContext { region: self.region.clone(), correlation_id: rid.0.clone(), actor_id: Some(who.user_id) };
         match self.store.insert(&claim, &event, &ctx).await {
@@ -169,7 +163,7 @@ impl ClaimService {
                 &ctx,
                 Box::new(move |c| {
                     c.release()?;
-                    Ok(claim_event(&assets, "claim.released", c))
+                    Ok(claim_event(&assets, "claim.released", c)?)
                 }),
             )
             .await?;
@@ -231,12 +225,6 @@ pub(crate) fn view_of(assets: &AssetRegistry, c: &Claim) -> ClaimView {
     }
 }
 
-pub(crate) fn claim_event(assets: &AssetRegistry, event_type: &'static str, c: &Claim) -> NewEvent {
-    NewEvent {
-        event_type,
-        version: 1,
-        topic: TOPIC,
-        aggregate_id: c.id,
-        data: serde_json::to_value(view_of(assets, c)).unwrap_or_default(),
-    }
+pub(crate) fn claim_event(assets: &AssetRegistry, event_type: &'static str, c: &Claim) -> anyhow::Result<NewEvent> {
+    NewEvent::of(event_type, 1, TOPIC, c.id, &view_of(assets, c))
 }

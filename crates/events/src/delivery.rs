@@ -49,12 +49,23 @@ pub trait EventHandler: Send + Sync + 'static {
 pub struct ConsumerOptions {
     pub batch: i64,
     pub max_attempts: u32,
-    /// First retry delay; doubles per attempt.
+    /// First retry delay; doubles per attempt, up to `max_backoff`.
     pub backoff: Duration,
+    /// The longest wait between two attempts.
+    pub max_backoff: Duration,
     /// How often to look for events when nothing wakes the consumer.
     pub idle_poll: Duration,
     /// The embedded log's groups run in one process at a time, under a lease of this length.
     pub lease: Duration,
+}
+
+impl ConsumerOptions {
+    /// The wait after failed attempt number `attempt` (from 1): `backoff`, doubled per attempt, never
+    /// more than `max_backoff` (without the cap, 30 attempts of 50 ms would end in a wait of 300 days).
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.backoff.checked_mul(factor).map_or(self.max_backoff, |d| d.min(self.max_backoff))
+    }
 }
 
 impl Default for ConsumerOptions {
@@ -63,6 +74,7 @@ impl Default for ConsumerOptions {
             batch: 200,
             max_attempts: 5,
             backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(30),
             idle_poll: Duration::from_millis(500),
             lease: Duration::from_secs(10),
         }
@@ -275,7 +287,7 @@ async fn deliver(
                 );
                 metrics::counter!("events_handled_total", "group" => group, "type" => event.event_type.clone(), "outcome" => "retry")
                     .increment(1);
-                tokio::time::sleep(opts.backoff * 2u32.saturating_pow(attempt - 1)).await;
+                tokio::time::sleep(opts.retry_delay(attempt)).await;
             }
         }
     }
@@ -549,5 +561,26 @@ pub async fn tail(
                 _ = shutdown.changed() => return Ok(()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_up_to_the_cap() {
+        let opts = ConsumerOptions {
+            backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(30),
+            ..Default::default()
+        };
+        let delays: Vec<u128> = (1..=6).map(|a| opts.retry_delay(a).as_millis()).collect();
+        assert_eq!(delays, [50, 100, 200, 400, 800, 1600]);
+        assert_eq!(opts.retry_delay(11), Duration::from_secs(30), "51.2 s is capped");
+        assert_eq!(opts.retry_delay(100), Duration::from_secs(30));
+        assert_eq!(opts.retry_delay(u32::MAX), Duration::from_secs(30));
+        let slow = ConsumerOptions { backoff: Duration::from_secs(60), max_backoff: Duration::from_secs(600), ..opts };
+        assert_eq!(slow.retry_delay(100), Duration::from_secs(600), "no overflow at the largest settings");
     }
 }

@@ -20,6 +20,22 @@ pub struct NewEvent {
     pub data: serde_json::Value,
 }
 
+impl NewEvent {
+    /// An event whose data is `data` as JSON. A value that does not serialise is an error (and so a
+    /// rolled-back change), never an event with `data: null`.
+    pub fn of(
+        event_type: &'static str,
+        version: i32,
+        topic: &'static str,
+        aggregate_id: Uuid,
+        data: &impl Serialize,
+    ) -> anyhow::Result<Self> {
+        let data =
+            serde_json::to_value(data).map_err(|e| anyhow::anyhow!("serialising the data of {event_type}: {e}"))?;
+        Ok(Self { event_type, version, topic, aggregate_id, data })
+    }
+}
+
 /// Where an event comes from: the region, the request and the principal that caused it.
 #[derive(Debug, Clone, Default)]
 pub struct EventContext {
@@ -260,5 +276,28 @@ async fn query(db: &Database, condition: &'static str, after: i64, limit: i64) -
             })
             .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value whose serialisation fails.
+    struct Unserialisable;
+
+    impl Serialize for Unserialisable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("cannot"))
+        }
+    }
+
+    #[test]
+    fn an_event_whose_data_does_not_serialise_is_an_error_not_null() {
+        let id = Uuid::now_v7();
+        let failed = NewEvent::of("thing.created", 1, "thing-events", id, &Unserialisable);
+        assert!(failed.is_err_and(|e| e.to_string().contains("thing.created")));
+        let ok = NewEvent::of("thing.created", 1, "thing-events", id, &serde_json::json!({"a": 1}));
+        assert!(ok.is_ok_and(|e| e.data["a"] == 1));
     }
 }

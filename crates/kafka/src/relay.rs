@@ -94,8 +94,12 @@ impl Relay {
         if events.is_empty() {
             return Ok(0);
         }
-        let payloads: Vec<(String, String)> =
-            events.iter().map(|e| (e.aggregate_id.to_string(), serde_json::to_string(e).unwrap_or_default())).collect();
+        // An event that does not serialise stops the batch (and waits, logged) rather than going out empty.
+        let payloads = events
+            .iter()
+            .map(|e| Ok((e.aggregate_id.to_string(), serde_json::to_string(e)?)))
+            .collect::<Result<Vec<(String, String)>, serde_json::Error>>()
+            .context("serialising an outbox event for Kafka")?;
         // Sends are queued in log order; the idempotent producer keeps that order per partition.
         let sends = events.iter().zip(&payloads).map(|(e, (key, payload))| {
             let record = FutureRecord::to(&e.topic).key(key).payload(payload).headers(headers(e));

@@ -96,7 +96,7 @@ impl OrderService {
         items: &[ItemInput],
     ) -> Result<Order, ApiError> {
         let order = Order::new(who.user_id, NewOrder::parse(currency, items, &self.assets)?, clock::now());
-        self.store.insert(&order, &event_of(&self.assets, "order.created", &order), &self.ctx(who, rid)).await?;
+        self.store.insert(&order, &event_of(&self.assets, "order.created", &order)?, &self.ctx(who, rid)).await?;
         self.cache.invalidate(vec![keys::order(order.id)]).await;
         tracing::info!(order.id = %order.id, "order created");
         Ok(order)
@@ -157,7 +157,7 @@ impl OrderService {
                     if cancel {
                         o.cancel()?;
                     }
-                    Ok(Some(event_of(&assets, if cancel { "order.cancelled" } else { "order.updated" }, o)))
+                    Ok(Some(event_of(&assets, if cancel { "order.cancelled" } else { "order.updated" }, o)?))
                 }),
             )
             .await?;
@@ -182,7 +182,7 @@ impl OrderService {
                 &self.ctx(who, rid),
                 Box::new(move |o| {
                     o.delete()?;
-                    Ok(Some(event_of(&assets, "order.deleted", o)))
+                    Ok(Some(event_of(&assets, "order.deleted", o)?))
                 }),
             )
             .await?;
@@ -259,7 +259,7 @@ impl OrderService {
                 order_id,
                 Guard::default(),
                 ctx,
-                Box::new(move |o| Ok(step(o)?.then(|| event_of(&assets, event_type, o)))),
+                Box::new(move |o| Ok(step(o)?.then(|| event_of(&assets, event_type, o)).transpose()?)),
             )
             .await;
         self.cache.invalidate(vec![keys::order(order_id)]).await;
@@ -337,12 +337,6 @@ fn item_view(i: &OrderItem, decimals: u32) -> ItemView {
     }
 }
 
-fn event_of(assets: &AssetRegistry, event_type: &'static str, o: &Order) -> NewEvent {
-    NewEvent {
-        event_type,
-        version: 1,
-        topic: TOPIC,
-        aggregate_id: o.id,
-        data: serde_json::to_value(view_of(assets, o)).unwrap_or_default(),
-    }
+fn event_of(assets: &AssetRegistry, event_type: &'static str, o: &Order) -> anyhow::Result<NewEvent> {
+    NewEvent::of(event_type, 1, TOPIC, o.id, &view_of(assets, o))
 }

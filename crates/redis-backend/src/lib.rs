@@ -105,20 +105,21 @@ impl cache::SharedBackend for RedisCache {
     }
 }
 
-/// GCRA in one atomic script on Redis's clock, so every instance shares each key's budget.
+/// GCRA in one atomic script on Redis's clock (in microseconds, as `web::ratelimit::gcra`), so every
+/// instance shares each key's budget; it answers the wait in milliseconds.
 const SCRIPT: &str = r"
 local t = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 if tat - now > tau then
-  return {0, 0, tat - tau - now}
+  return {0, 0, math.ceil((tat - tau - now) / 1000)}
 end
 local new_tat = tat + t
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + t)
-return {1, math.floor((tau + t - (new_tat - now)) / t), new_tat - now}
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now + t) / 1000))
+return {1, math.floor((tau + t - (new_tat - now)) / t), math.ceil((new_tat - now) / 1000)}
 ";
 
 /// Rate limits shared through Redis.
@@ -138,7 +139,7 @@ impl SharedLimiter for RedisLimiter {
     async fn check(&self, key: &str, rate: Rate) -> anyhow::Result<Decision> {
         let mut manager = self.conn.get().await?;
         let mut invocation = self.script.key(format!("ratelimit:{key}"));
-        invocation.arg(rate.emission_ms()).arg(rate.tolerance_ms());
+        invocation.arg(rate.emission_us()).arg(rate.tolerance_us());
         let (allowed, remaining, retry): (i64, i64, i64) =
             tokio::time::timeout(self.conn.timeout, invocation.invoke_async(&mut manager)).await??;
         Ok(Decision { allowed: allowed == 1, remaining: remaining.max(0) as u64, retry_after_ms: retry.max(0) as u64 })

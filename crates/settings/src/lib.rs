@@ -62,6 +62,8 @@ pub struct Settings {
     pub event_max_attempts: u32,
     /// The first retry's delay; it doubles per attempt.
     pub event_retry_backoff: Duration,
+    /// The longest wait between two attempts at an event.
+    pub event_retry_backoff_max: Duration,
     /// How long a lease (the relay's, an embedded consumer group's) lasts without renewal: a process
     /// that died blocks its job for at most this long.
     pub lease: Duration,
@@ -151,6 +153,7 @@ impl Default for Settings {
             run_relay: false,
             event_max_attempts: 0,
             event_retry_backoff: Duration::ZERO,
+            event_retry_backoff_max: Duration::ZERO,
             lease: Duration::ZERO,
             redis_url: None,
             redis_timeout: Duration::ZERO,
@@ -370,7 +373,7 @@ mod tests {
         {
             assert!(keys.iter().any(|k| k == kafka), "{kafka}");
         }
-        assert_eq!(keys.len(), 40);
+        assert_eq!(keys.len(), 41);
     }
 
     #[test]

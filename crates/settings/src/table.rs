@@ -131,9 +131,12 @@ pub static SETTINGS: &[Setting] = &[
         |s, v| within(v, 1, 100, "must be 1 to 100").map(|n| s.event_max_attempts = n),
         |s| s.event_max_attempts.to_string()),
     // Capped rather than refused, as before: a longer first delay is never useful.
-    setting("event_retry_backoff_ms", Text("50"), "first retry delay; doubles per attempt",
+    setting("event_retry_backoff_ms", Text("50"), "first retry delay; doubles per attempt, up to `WALLETD_EVENT_RETRY_BACKOFF_MAX_MS`",
         |s, v| number(v).map(|n| s.event_retry_backoff = Duration::from_millis(n.min(60_000))),
         |s| s.event_retry_backoff.as_millis().to_string()),
+    setting("event_retry_backoff_max_ms", Text("30000"), "the longest wait between two attempts at an event (1 to 3600000)",
+        |s, v| within(v, 1, 3_600_000, "must be 1 to 3600000").map(|n: u64| s.event_retry_backoff_max = Duration::from_millis(n)),
+        |s| s.event_retry_backoff_max.as_millis().to_string()),
     setting("lease_secs", Text("10"),
         "how long a process that stopped renewing keeps a lease (the relay's, each embedded consumer group's) before another takes over",
         |s, v| positive_secs(v).map(|d| s.lease = d), |s| s.lease.as_secs().to_string()),

@@ -151,21 +151,24 @@ impl Database {
     }
 }
 
-/// A database URL fit to print: the password replaced.
+/// A database URL fit to print: the password replaced, whether it is in the user info
+/// (`postgres://u:secret@h/db`) or a `password=` parameter (with or without `user@`, any case).
 pub fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (auth, tail) = match rest.rsplit_once('@') {
-        Some((a, t)) => (a, t),
-        None => return url.to_string(),
-    };
-    let user = auth.split_once(':').map_or(auth, |(u, _)| u);
-    let masked = if auth.contains(':') { format!("{user}:****") } else { user.to_string() };
-    let mut out = format!("{scheme}://{masked}@{tail}");
-    if let Some(i) = out.find("password=") {
-        let end = out[i..].find('&').map_or(out.len(), |e| i + e);
-        out.replace_range(i..end, "password=****");
+    let mut out = url.to_string();
+    if let Some((scheme, rest)) = url.split_once("://") {
+        // The user info is in the authority, which ends at the path, query or fragment.
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        if let Some((user, _)) = authority.rsplit_once('@').and_then(|(info, _)| info.split_once(':')) {
+            let host_and_rest = &rest[authority.rfind('@').map_or(0, |i| i + 1)..];
+            out = format!("{scheme}://{user}:****@{host_and_rest}");
+        }
+    }
+    let mut from = 0;
+    while let Some(i) = out[from..].to_ascii_lowercase().find("password=").map(|i| from + i) {
+        let value = i + "password=".len();
+        let end = out[value..].find(['&', ' ']).map_or(out.len(), |e| value + e);
+        out.replace_range(value..end, "****");
+        from = value + 4;
     }
     out
 }
@@ -187,5 +190,16 @@ mod tests {
             "postgres://u@h/db?password=****&sslmode=disable"
         );
         assert_eq!(mask_url("sqlite://data/w.db"), "sqlite://data/w.db");
+        // A password parameter without `user@` (a finding of the security review: it printed as is).
+        assert_eq!(
+            mask_url("postgres://db.internal/walletd?password=s3cret"),
+            "postgres://db.internal/walletd?password=****"
+        );
+        assert_eq!(
+            mask_url("postgresql:///walletd?host=/run&PASSWORD=a&sslmode=disable&password=b"),
+            "postgresql:///walletd?host=/run&PASSWORD=****&sslmode=disable&password=****"
+        );
+        assert_eq!(mask_url("postgres://u:p@h1,h2/db?password=x"), "postgres://u:****@h1,h2/db?password=****");
+        assert_eq!(mask_url("postgres://u:p@h/db?application_name=a@b"), "postgres://u:****@h/db?application_name=a@b");
     }
 }

@@ -85,7 +85,7 @@ impl SupplyService {
     ) -> Result<Supply, ApiError> {
         let new = NewSupply::parse(currency, amount, &self.assets)?;
         let supply = Supply::new(who.user_id, new, clock::now());
-        self.store.insert(&supply, &event_of(&self.assets, "supply.created", &supply), &self.ctx(who, rid)).await?;
+        self.store.insert(&supply, &event_of(&self.assets, "supply.created", &supply)?, &self.ctx(who, rid)).await?;
         self.cache.invalidate(vec![keys::supply(supply.id)]).await;
         tracing::info!(supply.id = %supply.id, "supply created");
         Ok(supply)
@@ -129,7 +129,7 @@ impl SupplyService {
                 &self.ctx(who, rid),
                 Box::new(move |s| {
                     s.apply(&patch)?;
-                    Ok(event_of(s))
+                    Ok(event_of(s)?)
                 }),
             )
             .await?;
@@ -154,7 +154,7 @@ impl SupplyService {
                 &self.ctx(who, rid),
                 Box::new(move |s| {
                     s.delete()?;
-                    Ok(event_of(s))
+                    Ok(event_of(s)?)
                 }),
             )
             .await?;
@@ -214,7 +214,7 @@ impl SupplyService {
     }
 
     /// Builds events inside a store transaction, where `self` cannot go.
-    fn event_builder(&self, event_type: &'static str) -> impl Fn(&Supply) -> NewEvent + Send + 'static {
+    fn event_builder(&self, event_type: &'static str) -> impl Fn(&Supply) -> anyhow::Result<NewEvent> + Send + 'static {
         let assets = self.assets.clone();
         move |s| event_of(&assets, event_type, s)
     }
@@ -281,12 +281,6 @@ fn view_of(assets: &AssetRegistry, s: &Supply) -> SupplyView {
     }
 }
 
-fn event_of(assets: &AssetRegistry, event_type: &'static str, s: &Supply) -> NewEvent {
-    NewEvent {
-        event_type,
-        version: 1,
-        topic: TOPIC,
-        aggregate_id: s.id,
-        data: serde_json::to_value(view_of(assets, s)).unwrap_or_default(),
-    }
+fn event_of(assets: &AssetRegistry, event_type: &'static str, s: &Supply) -> anyhow::Result<NewEvent> {
+    NewEvent::of(event_type, 1, TOPIC, s.id, &view_of(assets, s))
 }

@@ -53,7 +53,7 @@ pub struct Guard {
 pub type Mutation = Box<dyn FnOnce(&mut Supply) -> Result<NewEvent, SupplyError> + Send>;
 
 /// Builds the event for a supply a reservation step changed.
-pub type EventFn = Box<dyn Fn(&Supply) -> NewEvent + Send>;
+pub type EventFn = Box<dyn Fn(&Supply) -> anyhow::Result<NewEvent> + Send>;
 
 /// Storage of supplies.
 #[async_trait]

@@ -15,6 +15,9 @@ use settings::Settings;
 use walletd::telemetry;
 use web::Role;
 
+/// The longest lifetime `walletd token --ttl-secs` mints.
+const MAX_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
+
 #[derive(Parser)]
 #[command(name = "walletd", version, about = "Web3 wallet platform backend")]
 struct Cli {
@@ -49,8 +52,9 @@ enum Command {
         address: String,
         #[arg(long, default_value = "user", value_parser = ["user", "admin", "service"])]
         role: String,
-        /// Lifetime in seconds (default: the access-token TTL).
-        #[arg(long)]
+        /// Lifetime in seconds, 1 to 604800 (7 days); default: the access-token TTL. A longer-lived
+        /// token would outlive any rotation of admins or keys.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL_SECS))]
         ttl_secs: Option<u64>,
     },
     /// Operate on the event log's consumers.

@@ -44,6 +44,7 @@ impl Server {
         let opts = ConsumerOptions {
             max_attempts: self.settings.event_max_attempts,
             backoff: self.settings.event_retry_backoff,
+            max_backoff: self.settings.event_retry_backoff_max,
             lease: self.settings.lease,
             ..ConsumerOptions::default()
         };

@@ -218,7 +218,8 @@ fn http_app(
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(axum::middleware::from_fn(observe::observe))
         .layer(PropagateRequestIdLayer::new(extract::X_REQUEST_ID.clone()))
-        .layer(SetRequestIdLayer::new(extract::X_REQUEST_ID.clone(), MakeRequestUuid)))
+        .layer(SetRequestIdLayer::new(extract::X_REQUEST_ID.clone(), MakeRequestUuid))
+        .layer(axum::middleware::from_fn(observe::drop_bad_request_id)))
 }
 
 /// The cache as readiness reports it.

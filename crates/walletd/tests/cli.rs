@@ -128,6 +128,21 @@ fn a_bad_setting_stops_the_start_naming_it() {
 }
 
 #[test]
+fn token_lifetimes_are_capped_at_seven_days() {
+    let dir = TempDir::new();
+    let address = to_checksum(&LocalWallet::random().unwrap().address());
+    for ttl in ["604801", "18446744073709551615", "18446744073709551616", "0", "-1"] {
+        let out = walletd(&dir).args(["token", "--address", &address, &format!("--ttl-secs={ttl}")]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "--ttl-secs {ttl}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--ttl-secs"), "--ttl-secs {ttl}: {err}");
+        assert!(!err.contains("panicked"), "--ttl-secs {ttl}: {err}");
+    }
+    let out = walletd(&dir).args(["token", "--address", &address, "--ttl-secs", "604800"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn a_misspelt_setting_stops_the_start_and_names_the_real_one() {
     let dir = TempDir::new();
     let out = walletd(&dir).args(["serve"]).env("WALLETD_HTTP_ADR", "1").output().unwrap();

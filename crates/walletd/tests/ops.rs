@@ -43,6 +43,29 @@ async fn request_ids_are_echoed_or_made() {
     let res = app.client.get(app.url("/v1/me")).send().await.unwrap();
     assert_eq!(res.status(), 401);
     assert!(res.headers().contains_key("x-request-id"));
+    // Only a short token is taken as it is; anything else gets an id of ours.
+    for bad in ["x".repeat(65), "has space".into(), "semi;colon".into(), "quote\"".into()] {
+        let res = app.client.get(app.url("/health/live")).header("x-request-id", bad.as_str()).send().await.unwrap();
+        let id = res.headers()["x-request-id"].to_str().unwrap();
+        assert!(id.parse::<uuid::Uuid>().is_ok(), "{bad:?} was kept as {id:?}");
+    }
+    let longest = "a".repeat(64);
+    let res = app.client.get(app.url("/health/live")).header("x-request-id", longest.as_str()).send().await.unwrap();
+    assert_eq!(res.headers()["x-request-id"], longest.as_str());
+}
+
+#[tokio::test]
+async fn a_method_a_client_invents_is_one_metrics_label() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    for name in ["FOOBAR", "BAZQUUX", "X-ANYTHING"] {
+        let method = reqwest::Method::from_bytes(name.as_bytes()).unwrap();
+        let res = app.client.request(method, app.url("/health/live")).send().await.unwrap();
+        assert!(res.status().is_client_error(), "{name}: {}", res.status());
+    }
+    let text = app.client.get(format!("{}/metrics", app.metrics_base)).send().await.unwrap().text().await.unwrap();
+    assert!(!text.contains("FOOBAR") && !text.contains("BAZQUUX") && !text.contains("X-ANYTHING"), "{text}");
+    let other = text.lines().find(|l| l.starts_with("http_requests_total") && l.contains("method=\"other\""));
+    assert!(other.is_some_and(|l| l.ends_with(" 3")), "three requests counted as method=\"other\": {other:?}");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use crate::extract::X_REQUEST_ID;
 /// One log line and the RED metrics per request, labelled by route pattern; logs a 5xx's cause.
 pub async fn observe(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_string();
     let route =
         req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let request_id = req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
@@ -35,4 +35,35 @@ pub async fn observe(req: Request, next: Next) -> Response {
         tracing::info!(http.status = status, duration_ms, "request");
     }
     res
+}
+
+/// The method as a metrics label: the standard ones by name, anything a client invents as `other`,
+/// so a client cannot create series at will.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN.iter().find(|m| *m == method).map_or("other", Method::as_str)
+}
+
+/// Drops an `x-request-id` that is not a short token (1 to 64 of `A-Z a-z 0-9 - _ . :`), so the
+/// request gets a fresh one: the id is echoed, logged on every line and stored in every event.
+pub async fn drop_bad_request_id(mut req: Request, next: Next) -> Response {
+    let acceptable = |v: &axum::http::HeaderValue| {
+        let b = v.as_bytes();
+        (1..=64).contains(&b.len()) && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+    };
+    if req.headers().get(&X_REQUEST_ID).is_some_and(|v| !acceptable(v)) {
+        req.headers_mut().remove(&X_REQUEST_ID);
+    }
+    next.run(req).await
 }

@@ -24,14 +24,15 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// Milliseconds between two requests at the sustained rate.
-    pub fn emission_ms(self) -> u64 {
-        60_000 / u64::from(self.per_minute.max(1))
+    /// Microseconds between two requests at the sustained rate. Microseconds, not milliseconds: above
+    /// 60,000 a minute the interval is under a millisecond (and was 0, a division by zero later).
+    pub fn emission_us(self) -> u64 {
+        (60_000_000 / u64::from(self.per_minute.max(1))).max(1)
     }
 
-    /// How far ahead of the sustained rate a burst may run, in milliseconds.
-    pub fn tolerance_ms(self) -> u64 {
-        self.emission_ms() * u64::from(self.burst.max(1) - 1)
+    /// How far ahead of the sustained rate a burst may run, in microseconds.
+    pub fn tolerance_us(self) -> u64 {
+        self.emission_us().saturating_mul(u64::from(self.burst.max(1) - 1))
     }
 }
 
@@ -44,16 +45,16 @@ pub struct Decision {
     pub retry_after_ms: u64,
 }
 
-/// GCRA on a theoretical arrival time `tat` (ms); returns the decision and the new tat to store.
+/// GCRA on a theoretical arrival time `tat` (µs); returns the decision and the new tat to store.
 pub fn gcra(rate: Rate, tat: Option<u64>, now: u64) -> (Decision, Option<u64>) {
-    let (t, tau) = (rate.emission_ms(), rate.tolerance_ms());
+    let (t, tau) = (rate.emission_us(), rate.tolerance_us());
     let tat = tat.unwrap_or(now).max(now);
     if tat - now > tau {
-        return (Decision { allowed: false, remaining: 0, retry_after_ms: tat - tau - now }, None);
+        return (Decision { allowed: false, remaining: 0, retry_after_ms: (tat - tau - now).div_ceil(1000) }, None);
     }
-    let new_tat = tat + t;
-    let remaining = (tau + t).saturating_sub(new_tat - now) / t;
-    (Decision { allowed: true, remaining, retry_after_ms: new_tat - now }, Some(new_tat))
+    let new_tat = tat.saturating_add(t);
+    let remaining = tau.saturating_add(t).saturating_sub(new_tat - now) / t;
+    (Decision { allowed: true, remaining, retry_after_ms: (new_tat - now).div_ceil(1000) }, Some(new_tat))
 }
 
 /// Limits that every instance shares (Redis, in crate `redis-backend`).
@@ -93,7 +94,7 @@ impl Limiter {
     }
 
     fn check_local(&self, key: &str, rate: Rate) -> Decision {
-        let now = self.epoch.elapsed().as_millis() as u64;
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mut decision = None;
         self.local.entry(key.to_string()).and_compute_with(|current| {
             let (d, new_tat) = gcra(rate, current.map(|e| *e.value()), now);
@@ -187,7 +188,30 @@ mod tests {
         let (d, _) = gcra(rate, tat, 0);
         assert!(!d.allowed);
         assert_eq!(d.retry_after_ms, 1000);
-        let (d, _) = gcra(rate, tat, 1000);
+        let (d, _) = gcra(rate, tat, 1_000_000);
         assert!(d.allowed, "one more after one emission interval");
+    }
+
+    /// Every rate the configuration accepts (0 is "off" and never reaches here; 1 to 1,000,000 a
+    /// minute, bursts of 1 to 1,000,000) decides without a panic, and the sustained rate holds.
+    #[test]
+    fn gcra_holds_at_the_extremes_of_the_settings() {
+        for per_minute in [1, 59_999, 60_000, 60_001, 120_000, 1_000_000] {
+            for burst in [1, 2, 1_000_000] {
+                let rate = Rate { per_minute, burst };
+                let (mut tat, mut allowed) = (None, 0u64);
+                // One simulated second, one request every microsecond.
+                for now in 0..1_000_000u64 {
+                    let (d, t) = gcra(rate, tat, now);
+                    if d.allowed {
+                        allowed += 1;
+                        tat = t;
+                    }
+                }
+                let sustained = u64::from(per_minute).div_ceil(60);
+                let most = sustained + u64::from(burst);
+                assert!(allowed >= 1 && allowed <= most, "{per_minute}/min burst {burst}: {allowed} in a second");
+            }
+        }
     }
 }

@@ -205,7 +205,7 @@ impl SupplyStore for PgSupplyStore {
                 .map_err(db_err)?;
         }
         if let Some(s) = &p.supply {
-            outbox::insert_pg(&tx, ctx, &event_of(s)).await.map_err(db_err)?;
+            outbox::insert_pg(&tx, ctx, &event_of(s)?).await.map_err(db_err)?;
         }
         tx.commit().await.map_err(db_err)?;
         if p.supply.is_some() {

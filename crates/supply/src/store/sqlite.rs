@@ -270,7 +270,7 @@ impl SupplyStore for SqliteSupplyStore {
                     .map_err(db_err)?;
                 }
                 if let Some(s) = &p.supply {
-                    outbox::insert_sqlite(&tx, &ctx, &event_of(s)).map_err(db_err)?;
+                    outbox::insert_sqlite(&tx, &ctx, &event_of(s)?).map_err(db_err)?;
                 }
                 tx.commit().map_err(db_err)?;
                 Ok::<_, SupplyError>((p.outcome, p.supply.map(|s| s.id)))

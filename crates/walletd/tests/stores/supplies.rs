@@ -54,7 +54,7 @@ fn guard(owner: Option<Uuid>, expected_version: Option<i64>) -> Guard {
 }
 
 async fn step(store: &Arc<dyn SupplyStore>, claim: Uuid, op: ReservationOp) -> (Step, Option<Uuid>) {
-    store.reservation_step(claim, op, &ctx(), Box::new(|s| event(s, "supply.updated"))).await.unwrap()
+    store.reservation_step(claim, op, &ctx(), Box::new(|s| Ok(event(s, "supply.updated")))).await.unwrap()
 }
 
 fn reserve(supply_id: Uuid, amount: &str) -> ReservationOp {
