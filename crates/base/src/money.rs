@@ -109,6 +109,18 @@ pub fn parse_amount(s: &str, asset: &Asset) -> Result<Decimal, AmountError> {
     Ok(value.normalize())
 }
 
+/// The largest amount of an asset walletd holds: fewer than `28 - decimals` integer digits, so every
+/// amount (and every sum or product of them that stays below it) is exact in a 96-bit decimal.
+pub fn max_amount(asset: &Asset) -> Decimal {
+    let int_digits = 28u32.saturating_sub(asset.decimals);
+    Decimal::from_i128_with_scale(10i128.pow(int_digits), 0) - Decimal::new(1, asset.decimals)
+}
+
+/// Whether `value` is at most [`max_amount`]: a computed amount above it may have been rounded.
+pub fn within_max(value: Decimal, asset: &Asset) -> bool {
+    value <= max_amount(asset)
+}
+
 /// Like [`parse_amount`] but zero is refused too.
 pub fn parse_positive_amount(s: &str, asset: &Asset) -> Result<Decimal, AmountError> {
     let v = parse_amount(s, asset)?;
@@ -163,6 +175,20 @@ mod tests {
         );
         assert_eq!(parse_amount("12.50", &eth()).map(|d| d.to_string()), Ok("12.5".into()));
         assert_eq!(format_amount(Decimal::new(125, 3), 18), "0.125000000000000000");
+    }
+
+    #[test]
+    fn the_maximum_keeps_every_amount_exact() {
+        let usdc = Asset { code: "USDC".into(), decimals: 6 };
+        assert_eq!(max_amount(&usdc).to_string(), "9999999999999999999999.999999");
+        assert_eq!(max_amount(&eth()).to_string(), "9999999999.999999999999999999");
+        assert!(within_max(max_amount(&eth()), &eth()));
+        // Nine of the largest ETH price need a mantissa above 2^96, so the product is rounded...
+        let rounded = max_amount(&eth()).checked_mul(Decimal::from(9)).unwrap_or_default();
+        assert_ne!(rounded.to_string(), "89999999999.999999999999999991");
+        // ...and the bound refuses it, as it refuses an exact product above the maximum.
+        assert!(!within_max(rounded, &eth()));
+        assert!(!within_max(max_amount(&eth()) * Decimal::from(3), &eth()));
     }
 
     #[test]

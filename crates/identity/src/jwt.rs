@@ -47,6 +47,7 @@ impl TokenKeys {
     /// Loads the PKCS#8 PEM key at `path`, generating a 2048-bit one (mode 0600) if there is none.
     pub fn load_or_generate(path: &Path, issuer: &str, ttl: Duration, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let pem = if path.exists() {
+            refuse_if_others_can_read(path)?;
             std::fs::read_to_string(path).with_context(|| format!("reading signing key {}", path.display()))?
         } else {
             let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| anyhow::anyhow!("RSA key generation failed"))?;
@@ -150,13 +151,28 @@ fn from_pem(pem: &str) -> anyhow::Result<Vec<u8>> {
     Ok(STANDARD.decode(body)?)
 }
 
+/// A signing key that other users of the machine can read is no secret: refuse it, naming the fix.
+fn refuse_if_others_can_read(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
+    if mode & 0o007 != 0 {
+        anyhow::bail!(
+            "signing key {} is readable by other users (mode {:o}); run `chmod 600 {}` (on Kubernetes, mount the secret with defaultMode 0400)",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Writes a secret (a signing key, a wallet key) to a new file only its owner can read; an existing
 /// file is never overwritten.
 pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        storage::sqlite::create_private_dir(dir)?;
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use base::money::{Asset, AssetRegistry, parse_positive_amount};
+use base::money::{Asset, AssetRegistry, max_amount, parse_positive_amount, within_max};
 use web::{ApiError, FieldError};
 
 /// At most this many items per order.
@@ -119,6 +119,10 @@ pub struct ItemInput {
     pub quantity: i64,
 }
 
+/// Text fields refuse control characters (NUL, escapes, line breaks): PostgreSQL cannot store NUL,
+/// and none belongs in a product's id or name.
+const CONTROL_CHARACTERS: &str = "must not contain control characters";
+
 /// Validates items against the asset and computes the total; every bad field is listed.
 pub fn parse_items(items: &[ItemInput], asset: &Asset) -> Result<(Vec<OrderItem>, Decimal), Vec<FieldError>> {
     let mut errors = Vec::new();
@@ -132,10 +136,14 @@ pub fn parse_items(items: &[ItemInput], asset: &Asset) -> Result<(Vec<OrderItem>
         let product_id = item.product_id.trim();
         if product_id.is_empty() || product_id.len() > 128 {
             errors.push(FieldError::new(field("product_id"), "must be 1 to 128 characters"));
+        } else if product_id.chars().any(char::is_control) {
+            errors.push(FieldError::new(field("product_id"), CONTROL_CHARACTERS));
         }
         let product_name = item.product_name.trim();
         if product_name.is_empty() || product_name.len() > 256 {
             errors.push(FieldError::new(field("product_name"), "must be 1 to 256 characters"));
+        } else if product_name.chars().any(char::is_control) {
+            errors.push(FieldError::new(field("product_name"), CONTROL_CHARACTERS));
         }
         let price = parse_positive_amount(&item.price, asset)
             .map_err(|e| errors.push(FieldError::new(field("price"), e.to_string())))
@@ -147,9 +155,13 @@ pub fn parse_items(items: &[ItemInput], asset: &Asset) -> Result<(Vec<OrderItem>
             None
         };
         if let (Some(price), Some(quantity)) = (price, quantity) {
+            // Past the asset's maximum a product or sum may have been rounded: refused, never rounded.
             match price.checked_mul(Decimal::from(quantity)).and_then(|line| total.checked_add(line)) {
-                Some(t) => total = t,
-                None => errors.push(FieldError::new(field("price"), "the order total is too large")),
+                Some(t) if within_max(t, asset) => total = t,
+                _ => errors.push(FieldError::new(
+                    field("price"),
+                    format!("the order total would exceed {} {}", max_amount(asset), asset.code),
+                )),
             }
             out.push(OrderItem {
                 id: Uuid::now_v7(),

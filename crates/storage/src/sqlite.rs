@@ -16,12 +16,20 @@ pub struct SqlitePool {
 }
 
 impl SqlitePool {
-    /// Opens (creating if needed) the database file and its parent directory.
+    /// Opens (creating if needed) the database file and its parent directory, both private to the
+    /// owner when walletd creates them (mode 0700 and 0600; SQLite gives its -wal and -shm files the
+    /// database file's mode).
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            create_private_dir(dir)?;
         }
+        let created = !path.exists();
         let conn = Connection::open(path).with_context(|| format!("opening SQLite database {}", path.display()))?;
+        if created {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} private", path.display()))?;
+        }
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
         )
@@ -44,6 +52,16 @@ impl SqlitePool {
         .await
         .map_err(|e| E::from(anyhow::anyhow!("SQLite task failed: {e}")))?
     }
+}
+
+/// Creates `dir` and its missing parents with mode 0700 (an existing directory keeps its mode).
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
 }
 
 /// `?{first}, ?{first+1}, ...`: `count` numbered placeholders for an `IN (...)` list.

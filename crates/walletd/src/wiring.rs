@@ -216,6 +216,7 @@ fn http_app(
         .merge(health::router(readiness))
         .fallback(|| async { ApiError::not_found("route").into_response() })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(observe::catch_panic())
         .layer(axum::middleware::from_fn(observe::observe))
         .layer(PropagateRequestIdLayer::new(extract::X_REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(extract::X_REQUEST_ID.clone(), MakeRequestUuid))

@@ -128,6 +128,45 @@ fn a_bad_setting_stops_the_start_naming_it() {
 }
 
 #[test]
+fn files_walletd_creates_are_private_and_a_readable_key_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = TempDir::new();
+    let address = to_checksum(&LocalWallet::random().unwrap().address());
+    let out = walletd(&dir).args(["token", "--address", &address]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(mode(&dir.0.join("data")), 0o700, "the data directory");
+    assert_eq!(mode(&dir.0.join("data/walletd.db")), 0o600, "the SQLite database");
+    assert_eq!(mode(&dir.0.join("data/jwt-signing-key.pem")), 0o600, "the signing key");
+
+    let key = dir.0.join("data/jwt-signing-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut serve = walletd(&dir)
+        .args(["serve"])
+        .env("WALLETD_HTTP_ADDR", "127.0.0.1:0")
+        .env("WALLETD_METRICS_ADDR", "127.0.0.1:0")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must stop by itself; one that serves is killed after the deadline and fails the test.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            serve.kill().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(serve.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.is_some_and(|s| !s.success()), "walletd served with a key others can read: {err}");
+    assert!(err.contains("jwt-signing-key.pem") && err.contains("chmod 600"), "{err}");
+}
+
+#[test]
 fn token_lifetimes_are_capped_at_seven_days() {
     let dir = TempDir::new();
     let address = to_checksum(&LocalWallet::random().unwrap().address());

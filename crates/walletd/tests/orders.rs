@@ -86,6 +86,19 @@ async fn bad_orders_are_refused_naming_the_field(#[case] backend: Backend) {
             json!({"currency": "USDC", "items": [{"product_id": "a", "product_name": "b", "price": 1, "quantity": 1}]}),
             vec!["items[0].price"],
         ),
+        // Control characters (a NUL was a 500 on PostgreSQL and stored on SQLite).
+        (
+            json!({"currency": "USDC", "items": [{"product_id": "a\u{7}b", "product_name": "Mug\u{0}", "price": "1", "quantity": 1}]}),
+            vec!["items[0].product_id", "items[0].product_name"],
+        ),
+        // A total that a 96-bit decimal would round (nine times the largest price), or that passes the
+        // asset's maximum: refused, not rounded.
+        (json!({"currency": "ETH", "items": [item("9999999999.999999999999999999", 9)]}), vec!["items[0].price"]),
+        (json!({"currency": "ETH", "items": [item("9999999999.999999999999999999", 3)]}), vec!["items[0].price"]),
+        (
+            json!({"currency": "ETH", "items": [item("9999999999.999999999999999999", 1), item("0.000000000000000001", 1)]}),
+            vec!["items[1].price"],
+        ),
     ];
     for (body, fields) in cases {
         let res = app.post("/v1/orders", &s.access).json(&body).send().await.unwrap();

@@ -67,3 +67,49 @@ pub async fn drop_bad_request_id(mut req: Request, next: Next) -> Response {
     }
     next.run(req).await
 }
+
+/// A layer that turns a panic in a handler into a 500 problem+json (instead of a dropped
+/// connection): the panic's message goes to the log line [`observe`] writes, inside the request's
+/// span with its id, and `http_panics_total` counts it. Put it inside [`observe`].
+pub fn catch_panic() -> tower_http::catch_panic::CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> Response> {
+    tower_http::catch_panic::CatchPanicLayer::custom(panic_response as fn(Box<dyn std::any::Any + Send>) -> Response)
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send>) -> Response {
+    use axum::response::IntoResponse;
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string());
+    metrics::counter!("http_panics_total").increment(1);
+    crate::ApiError::internal(anyhow::anyhow!("the handler panicked: {message}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_problem_json() {
+        #[allow(clippy::panic, unreachable_code, reason = "the handler under test panics")]
+        async fn boom() -> &'static str {
+            panic!("boom");
+        }
+        let app = axum::Router::new()
+            .route("/boom", get(boom))
+            .layer(catch_panic())
+            .layer(axum::middleware::from_fn(observe));
+        let res = app.oneshot(Request::builder().uri("/boom").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), 500);
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        let body = axum::body::to_bytes(res.into_body(), 10_000).await.unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["code"], "INTERNAL");
+        assert!(!problem.to_string().contains("boom"), "the panic's message stays in the log: {problem}");
+    }
+}
