@@ -43,14 +43,25 @@ impl TrustedProxies {
         if !self.contains(peer) {
             return peer;
         }
-        let chain: Vec<std::net::IpAddr> = headers
+        let entries: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .map_while(|s| s.trim().parse().ok())
+            .map(str::trim)
             .collect();
-        chain.iter().rev().find(|ip| !self.contains(**ip)).or(chain.first()).copied().unwrap_or(peer)
+        // From the right: each trusted proxy appended the address it was talking to, so the first
+        // address that is not a trusted proxy is the client, and whatever stands left of it was
+        // written by the client. An entry that does not parse ends the walk at the last hop known.
+        let mut client = peer;
+        for entry in entries.iter().rev() {
+            match entry.parse::<std::net::IpAddr>() {
+                Ok(ip) if self.contains(ip) => client = ip,
+                Ok(ip) => return ip,
+                Err(_) => return client,
+            }
+        }
+        client
     }
 }
 
@@ -95,6 +106,11 @@ mod tests {
         // A trusted peer without the header is the client.
         assert_eq!(t.client_ip(ip("::1"), &HeaderMap::new()), ip("::1"));
         assert!(t.contains(ip("10.255.0.1")) && !t.contains(ip("11.0.0.1")) && !t.contains(ip("192.168.1.8")));
+        // Junk the client writes does not stop the walk before the address a trusted proxy added
+        // (the parse used to stop at the first entry it could not read and take what was left of it).
+        assert_eq!(t.client_ip(ip("10.1.2.3"), &xff("1.1.1.1, junk, 198.51.100.4")), ip("198.51.100.4"));
+        assert_eq!(t.client_ip(ip("10.1.2.3"), &xff("1.1.1.1, junk")), ip("10.1.2.3"));
+        assert_eq!(t.client_ip(ip("10.1.2.3"), &xff("1.1.1.1, junk, 10.9.9.9")), ip("10.9.9.9"));
         assert!(TrustedProxies::parse("10.0.0.0/33").is_err() && TrustedProxies::parse("nope").is_err());
     }
 }

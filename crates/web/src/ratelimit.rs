@@ -167,14 +167,37 @@ pub async fn per_ip(State(limiter): State<Arc<Limiter>>, req: Request, next: Nex
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_string(), |c| limiter.trusted.client_ip(c.0.ip(), req.headers()).to_string());
+        .map_or_else(|| "unknown".to_string(), |c| client_key(limiter.trusted.client_ip(c.0.ip(), req.headers())));
     let rate = limiter.signin;
     limit(&limiter, "signin", format!("ip:{ip}"), rate, req, next).await
+}
+
+/// What a client address is limited as: an IPv4 address itself, an IPv6 address by its /64 (one
+/// subscriber gets a whole /64 and could otherwise rotate through it).
+fn client_key(ip: std::net::IpAddr) -> String {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => format!("{}/64", std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4.to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_are_limited_per_64() {
+        let key = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_eq!(key("2001:db8:1:2::9"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("198.51.100.4"), "198.51.100.4");
+        assert_eq!(key("::ffff:198.51.100.4"), "198.51.100.4");
+    }
 
     #[test]
     fn gcra_allows_the_burst_then_the_rate() {
