@@ -50,24 +50,32 @@ impl IdentityStore {
         Self { db, clock }
     }
 
-    pub async fn create_nonce(&self, nonce: &str, address: &str, expires_at: OffsetDateTime) -> anyhow::Result<()> {
+    /// Stores a nonce issued for `address` with the exact message that carries it.
+    pub async fn create_nonce(
+        &self,
+        nonce: &str,
+        address: &str,
+        message: &str,
+        expires_at: OffsetDateTime,
+    ) -> anyhow::Result<()> {
         match &self.db {
             Database::Postgres(pool) => {
                 let c = pool.get().await?;
                 c.execute("DELETE FROM auth_nonces WHERE expires_at < $1", &[&self.clock.now()]).await?;
                 c.execute(
-                    "INSERT INTO auth_nonces (nonce, address, expires_at) VALUES ($1, $2, $3)",
-                    &[&nonce, &address, &expires_at],
+                    "INSERT INTO auth_nonces (nonce, address, message, expires_at) VALUES ($1, $2, $3, $4)",
+                    &[&nonce, &address, &message, &expires_at],
                 )
                 .await?;
             }
             Database::Sqlite(pool) => {
-                let (nonce, address, now) = (nonce.to_string(), address.to_string(), self.clock.now());
+                let (nonce, address, message, now) =
+                    (nonce.to_string(), address.to_string(), message.to_string(), self.clock.now());
                 pool.call(move |c| {
                     c.execute("DELETE FROM auth_nonces WHERE expires_at < ?1", [clock::to_text(now)])?;
                     c.execute(
-                        "INSERT INTO auth_nonces (nonce, address, expires_at) VALUES (?1, ?2, ?3)",
-                        rusqlite::params![nonce, address, clock::to_text(expires_at)],
+                        "INSERT INTO auth_nonces (nonce, address, message, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                        rusqlite::params![nonce, address, message, clock::to_text(expires_at)],
                     )?;
                     Ok::<_, anyhow::Error>(())
                 })
@@ -77,25 +85,25 @@ impl IdentityStore {
         Ok(())
     }
 
-    /// Spends a nonce issued for `address`; false when it is unknown, spent or expired.
-    pub async fn consume_nonce(&self, nonce: &str, address: &str) -> anyhow::Result<bool> {
+    /// Spends a nonce issued for `address` with exactly `message`; false when it is unknown, spent,
+    /// expired, or the message is not the text it was issued with.
+    pub async fn consume_nonce(&self, nonce: &str, address: &str, message: &str) -> anyhow::Result<bool> {
         let now = self.clock.now();
         let n = match &self.db {
-            Database::Postgres(pool) => {
-                pool.get()
-                    .await?
-                    .execute(
-                        "DELETE FROM auth_nonces WHERE nonce = $1 AND address = $2 AND expires_at > $3",
-                        &[&nonce, &address, &now],
-                    )
-                    .await?
-            }
+            Database::Postgres(pool) => pool
+                .get()
+                .await?
+                .execute(
+                    "DELETE FROM auth_nonces WHERE nonce = $1 AND address = $2 AND expires_at > $3 AND message = $4",
+                    &[&nonce, &address, &now, &message],
+                )
+                .await?,
             Database::Sqlite(pool) => {
-                let (nonce, address) = (nonce.to_string(), address.to_string());
+                let (nonce, address, message) = (nonce.to_string(), address.to_string(), message.to_string());
                 pool.call(move |c| {
                     c.execute(
-                        "DELETE FROM auth_nonces WHERE nonce = ?1 AND address = ?2 AND expires_at > ?3",
-                        rusqlite::params![nonce, address, clock::to_text(now)],
+                        "DELETE FROM auth_nonces WHERE nonce = ?1 AND address = ?2 AND expires_at > ?3 AND message = ?4",
+                        rusqlite::params![nonce, address, clock::to_text(now), message],
                     )
                     .map(|n| n as u64)
                     .map_err(anyhow::Error::from)

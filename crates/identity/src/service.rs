@@ -96,7 +96,6 @@ impl AuthService {
         let now = self.clock.now();
         let issued = now.replace_nanosecond(0).unwrap_or(now);
         let expires = issued + self.opts.nonce_ttl;
-        self.store.create_nonce(&nonce, &address, expires).await?;
         let message = format!(
             "{domain} wants you to sign in with your Ethereum account:\n{address}\n\nSign in to walletd.\n\nURI: {uri}\nVersion: 1\nChain ID: {chain}\nNonce: {nonce}\nIssued At: {iat}\nExpiration Time: {exp}",
             domain = self.opts.domain,
@@ -105,6 +104,7 @@ impl AuthService {
             iat = rfc3339(issued),
             exp = rfc3339(expires),
         );
+        self.store.create_nonce(&nonce, &address, &message, expires).await?;
         Ok(NonceResponse { nonce, message })
     }
 
@@ -137,8 +137,13 @@ impl AuthService {
             ));
         }
         let address = eth::to_checksum(&msg.address);
-        if !self.store.consume_nonce(&msg.nonce, &address).await? {
-            return Err(ApiError::new(ErrorCode::NonceInvalid, "the nonce is unknown, used or expired"));
+        // Only the exact text issued with the nonce: another statement, extra resources or a missing
+        // expiration would otherwise pass as long as the fields checked out.
+        if !self.store.consume_nonce(&msg.nonce, &address, message).await? {
+            return Err(ApiError::new(
+                ErrorCode::NonceInvalid,
+                "the nonce is unknown, used or expired, or the message is not the one issued with it",
+            ));
         }
         let user = self.store.upsert_user(&address).await?;
         tracing::info!(user.id = %user.id, "signed in");

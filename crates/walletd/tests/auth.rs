@@ -116,6 +116,39 @@ async fn an_expired_message_is_refused(#[case] backend: Backend) {
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn only_the_exact_message_issued_with_the_nonce_signs_in(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let wallet = LocalWallet::random().unwrap();
+    let message = app.nonce_message(&wallet).await;
+    let (head, expiration) = message.rsplit_once("\nExpiration Time: ").unwrap();
+    // Each parses as EIP-4361 with the same domain, URI, chain, nonce and a valid expiry, and each is
+    // signed by the right key: only the text differs from what the server issued.
+    let forged = [
+        message.replace("Sign in to walletd.", "Transfer everything."),
+        format!("{message}\nResources:\n- https://evil.example/grant"),
+        head.to_string(),
+        message.replace("\n\nURI:", "\n \nURI:"),
+    ];
+    for text in &forged {
+        assert_ne!(text, &message);
+        let res = app.login_raw(text, &wallet.sign_message(text).unwrap()).await;
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        assert!(status == 401 || status == 422, "{text:?} was accepted: {status} {body}");
+        if status == 401 {
+            assert_eq!(body["code"], "NONCE_INVALID", "{text:?}");
+        }
+    }
+    assert!(!expiration.is_empty());
+    // The refusals did not spend the nonce: the issued text still signs in.
+    let res = app.login_raw(&message, &wallet.sign_message(&message).unwrap()).await;
+    assert_eq!(res.status(), 200);
+}
+
+#[rstest]
 #[case::domain("localhost:8080", "evil.example:443", "SIWE_DOMAIN_MISMATCH")]
 #[case::chain("Chain ID: 1", "Chain ID: 5", "SIWE_CHAIN_MISMATCH")]
 #[tokio::test]
@@ -256,11 +289,11 @@ async fn an_expired_nonce_cannot_be_spent(#[case] backend: Backend) {
     let store = identity::IdentityStore::new(db, clock.clone());
     let address = to_checksum(&LocalWallet::random().unwrap().address());
     let expires = clock.now() + time::Duration::seconds(300);
-    store.create_nonce("fresh", &address, expires).await.unwrap();
-    store.create_nonce("stale", &address, expires).await.unwrap();
-    assert!(store.consume_nonce("fresh", &address).await.unwrap(), "a live nonce is spent once");
+    store.create_nonce("fresh", &address, "m", expires).await.unwrap();
+    store.create_nonce("stale", &address, "m", expires).await.unwrap();
+    assert!(store.consume_nonce("fresh", &address, "m").await.unwrap(), "a live nonce is spent once");
     clock.advance(time::Duration::seconds(301));
-    assert!(!store.consume_nonce("stale", &address).await.unwrap(), "an expired nonce was accepted");
+    assert!(!store.consume_nonce("stale", &address, "m").await.unwrap(), "an expired nonce was accepted");
 }
 
 #[rstest]

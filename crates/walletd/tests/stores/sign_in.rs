@@ -26,18 +26,19 @@ async fn a_nonce_is_spent_once_by_its_address_and_never_after_it_expired(#[case]
     let store = IdentityStore::new(db, clock.clone());
     let (me, someone_else) = (address(), address());
     let expires = clock.now() + time::Duration::seconds(300);
-    store.create_nonce("n-1", &me, expires).await.unwrap();
-    store.create_nonce("n-2", &me, expires).await.unwrap();
-    store.create_nonce("n-3", &me, expires + time::Duration::seconds(1)).await.unwrap();
+    store.create_nonce("n-1", &me, "m", expires).await.unwrap();
+    store.create_nonce("n-2", &me, "m", expires).await.unwrap();
+    store.create_nonce("n-3", &me, "m", expires + time::Duration::seconds(1)).await.unwrap();
 
-    assert!(!store.consume_nonce("n-1", &someone_else).await.unwrap(), "another address cannot spend it");
-    assert!(!store.consume_nonce("never-issued", &me).await.unwrap());
-    assert!(store.consume_nonce("n-1", &me).await.unwrap(), "a live nonce is spent");
-    assert!(!store.consume_nonce("n-1", &me).await.unwrap(), "once");
+    assert!(!store.consume_nonce("n-1", &someone_else, "m").await.unwrap(), "another address cannot spend it");
+    assert!(!store.consume_nonce("never-issued", &me, "m").await.unwrap());
+    assert!(!store.consume_nonce("n-1", &me, "another text").await.unwrap(), "only with the text it was issued with");
+    assert!(store.consume_nonce("n-1", &me, "m").await.unwrap(), "a live nonce is spent");
+    assert!(!store.consume_nonce("n-1", &me, "m").await.unwrap(), "once");
 
     clock.advance(time::Duration::seconds(300));
-    assert!(!store.consume_nonce("n-2", &me).await.unwrap(), "expired at its expiry time");
-    assert!(store.consume_nonce("n-3", &me).await.unwrap(), "a nonce one second younger is still live");
+    assert!(!store.consume_nonce("n-2", &me, "m").await.unwrap(), "expired at its expiry time");
+    assert!(store.consume_nonce("n-3", &me, "m").await.unwrap(), "a nonce one second younger is still live");
 }
 
 #[rstest]
@@ -48,10 +49,10 @@ async fn of_concurrent_spends_of_one_nonce_exactly_one_succeeds(#[case] backend:
     let (_dir, db) = fresh(backend).await;
     let store = IdentityStore::new(db, base::clock::system());
     let me = address();
-    store.create_nonce("race", &me, base::clock::now() + time::Duration::minutes(5)).await.unwrap();
+    store.create_nonce("race", &me, "m", base::clock::now() + time::Duration::minutes(5)).await.unwrap();
     let tasks = (0..20).map(|_| {
         let (store, me) = (store.clone(), me.clone());
-        tokio::spawn(async move { store.consume_nonce("race", &me).await.unwrap() })
+        tokio::spawn(async move { store.consume_nonce("race", &me, "m").await.unwrap() })
     });
     let spent = futures::future::join_all(tasks).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
     assert_eq!(spent, 1);
