@@ -9,6 +9,28 @@ use serde_json::{Value, json};
 
 use identity::eth::{LocalWallet, to_checksum};
 
+/// Runs `cmd` and waits (bounded) for it to exit by itself: its exit status and everything it wrote
+/// to stderr, or `None` (and the process killed) when it is still running at the deadline. It waits
+/// on the end of stderr, which the process closes when it exits, so nothing polls.
+pub fn run_to_exit(mut cmd: Command, deadline: Duration) -> Option<(std::process::ExitStatus, String)> {
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        let _ = tx.send(text);
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(text) => Some((child.wait().unwrap(), text)),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    }
+}
+
 /// A running `walletd serve`.
 pub struct WalletdProcess {
     pub child: Child,

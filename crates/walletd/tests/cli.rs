@@ -141,28 +141,12 @@ fn files_walletd_creates_are_private_and_a_readable_key_is_refused() {
 
     let key = dir.0.join("data/jwt-signing-key.pem");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut serve = walletd(&dir)
-        .args(["serve"])
-        .env("WALLETD_HTTP_ADDR", "127.0.0.1:0")
-        .env("WALLETD_METRICS_ADDR", "127.0.0.1:0")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // It must stop by itself; one that serves is killed after the deadline and fails the test.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = serve.try_wait().unwrap() {
-            break Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            serve.kill().unwrap();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(serve.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert!(status.is_some_and(|s| !s.success()), "walletd served with a key others can read: {err}");
+    let mut serve = walletd(&dir);
+    serve.args(["serve"]).env("WALLETD_HTTP_ADDR", "127.0.0.1:0").env("WALLETD_METRICS_ADDR", "127.0.0.1:0");
+    // It must stop by itself; one that serves is killed at the deadline and fails the test.
+    let exited = testkit::process::run_to_exit(serve, Duration::from_secs(20));
+    let (status, err) = exited.expect("walletd served with a key others can read");
+    assert!(!status.success(), "{err}");
     assert!(err.contains("jwt-signing-key.pem") && err.contains("chmod 600"), "{err}");
 }
 
