@@ -9,6 +9,8 @@ backend="${1:-sqlite}"
 [ $# -gt 0 ] && shift
 cargo build --release -q -p walletd -p bench
 root="$PWD"
+# The admin the benchmark mints a token for (the server gives the role only to listed addresses).
+export WALLETD_ADMIN_ADDRESSES=0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed
 dir="$(mktemp -d /tmp/walletd-bench.XXXXXX)"
 pid=""
 cleanup() {
@@ -37,7 +39,7 @@ until curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null; do
   kill -0 "$pid" 2>/dev/null || { cat "$dir/server.log" >&2; exit 1; }
   sleep 0.05
 done
-admin=$(cd "$dir" && "$root/target/release/walletd" token --role admin --address 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --ttl-secs 3600)
+admin=$(cd "$dir" && "$root/target/release/walletd" token --role admin --address "$WALLETD_ADMIN_ADDRESSES" --ttl-secs 3600)
 echo "backend: $backend ($(nproc) cores)"
 start_s=$(date +%s%N)
 "$root/target/release/walletd-bench" --url "http://127.0.0.1:$port" --admin-token "$admin" --server-pid "$pid" "$@"

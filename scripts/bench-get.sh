@@ -8,6 +8,8 @@ seconds="${1:-10}"
 clients="${2:-32}"
 cargo build --release -q -p walletd -p bench
 root="$PWD"
+# The admin the benchmark mints a token for (the server gives the role only to listed addresses).
+export WALLETD_ADMIN_ADDRESSES=0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed
 source scripts/test-infra.sh
 dir="$(mktemp -d /tmp/walletd-bench-get.XXXXXX)"
 pid=""
@@ -32,7 +34,7 @@ start_walletd() {
 load() { "$root/target/release/get_load" --url "$1" --label "$2" --seconds "$seconds" --concurrency "$clients" ${3:+--token "$3"}; }
 
 start_walletd true
-token=$(cd "$dir" && "$root/target/release/walletd" token --role admin --address 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed --ttl-secs 3600)
+token=$(cd "$dir" && "$root/target/release/walletd" token --role admin --address "$WALLETD_ADMIN_ADDRESSES" --ttl-secs 3600)
 order=$(curl -sf "http://127.0.0.1:$port/v1/orders" -H "authorization: Bearer $token" -H 'content-type: application/json' \
   -d '{"currency":"USDC","items":[{"product_id":"sku-1","product_name":"Mug","price":"12.5","quantity":2}]}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')

@@ -45,11 +45,13 @@ error_codes! {
     SiweChainMismatch = 401, "SIWE_CHAIN_MISMATCH";
     Forbidden = 403, "FORBIDDEN";
     NotFound = 404, "NOT_FOUND";
+    RequestTimeout = 408, "REQUEST_TIMEOUT";
     SupplyReserved = 409, "SUPPLY_RESERVED";
     InvalidStatusTransition = 409, "INVALID_STATUS_TRANSITION";
     OrderNotPending = 409, "ORDER_NOT_PENDING";
     OrderNotDeletable = 409, "ORDER_NOT_DELETABLE";
     OrderAlreadyClaimed = 409, "ORDER_ALREADY_CLAIMED";
+    OrderChanged = 409, "ORDER_CHANGED";
     ClaimNotPending = 409, "CLAIM_NOT_PENDING";
     IdempotencyKeyInUse = 409, "IDEMPOTENCY_KEY_IN_USE";
     VersionMismatch = 412, "VERSION_MISMATCH";

@@ -57,6 +57,8 @@ pub struct Claim {
     pub processed_at: Option<OffsetDateTime>,
     pub updated_at: OffsetDateTime,
     pub version: i64,
+    /// The order's version the claim was made against; the order is marked claimed only at it.
+    pub order_version: Option<i64>,
 }
 
 /// Why a claim operation was refused.
@@ -108,7 +110,13 @@ impl Claim {
             processed_at: None,
             updated_at: now,
             version: 1,
+            order_version: None,
         }
+    }
+
+    /// The claim made against this version of the order.
+    pub fn at_order_version(self, version: i64) -> Self {
+        Self { order_version: Some(version), ..self }
     }
 
     fn leave_pending(&mut self, to: ClaimStatus) -> Result<(), ClaimError> {

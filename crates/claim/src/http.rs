@@ -44,7 +44,8 @@ pub fn router(service: Arc<ClaimService>) -> OpenApiRouter {
 /// Claim a pending order. Exactly one concurrent claimer wins; every other gets 409.
 #[utoipa::path(post, path = "/v1/orders/{id}/claim", tag = "claims", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
-    responses((status = 201, body = ClaimView), (status = 404, body = Problem), (status = 409, body = Problem),
+    responses((status = 201, body = ClaimView), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "ORDER_ALREADY_CLAIMED, or ORDER_CHANGED when the buyer changed it meanwhile"),
         (status = 422, body = Problem)))]
 async fn claim_order(
     State(svc): State<Arc<ClaimService>>,

@@ -28,14 +28,22 @@ pub struct OrderSnapshot {
     pub amount: Decimal,
     pub status: OrderStatus,
     pub claim_id: Option<Uuid>,
+    pub version: i64,
 }
 
 /// The order service as the claim service sees it.
 #[async_trait]
 pub trait OrderClient: Send + Sync {
     async fn get(&self, id: Uuid) -> anyhow::Result<Option<OrderSnapshot>>;
-    /// `pending -> claimed` for this claim.
-    async fn mark_claimed(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step>;
+    /// `pending -> claimed` for this claim; with `at_version`, only if the order is still at that
+    /// version (the one the claim was made against).
+    async fn mark_claimed(
+        &self,
+        order_id: Uuid,
+        claim_id: Uuid,
+        at_version: Option<i64>,
+        ctx: &EventContext,
+    ) -> anyhow::Result<Step>;
     /// `claimed -> completed` for this claim.
     async fn complete(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step>;
     /// `claimed -> pending` if this claim holds the order; otherwise nothing.

@@ -99,7 +99,7 @@ impl ClaimProcessor {
     /// just failed or been released but not yet been undone; the unique index guarantees that
     /// claim is no longer live, so finish undoing it first and try again.
     async fn mark_claimed(&self, c: &Claim, ctx: &EventContext) -> anyhow::Result<Step> {
-        let step = self.orders.mark_claimed(c.order_id, c.id, ctx).await?;
+        let step = self.orders.mark_claimed(c.order_id, c.id, c.order_version, ctx).await?;
         if step == Step::Done {
             return Ok(step);
         }
@@ -109,7 +109,7 @@ impl ClaimProcessor {
             Some(earlier) if earlier != c.id => {
                 tracing::info!(claim.earlier = %earlier, "order still held by an earlier claim; undoing it first");
                 Box::pin(self.converge(earlier, ctx.correlation_id.clone())).await?;
-                self.orders.mark_claimed(c.order_id, c.id, ctx).await
+                self.orders.mark_claimed(c.order_id, c.id, c.order_version, ctx).await
             }
             _ => Ok(step),
         }

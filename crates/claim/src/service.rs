@@ -7,13 +7,14 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{Claim, ClaimStatus};
+use crate::domain::{Claim, ClaimError, ClaimStatus};
 use crate::store::{self, ClaimFilter, ClaimStore};
 use cache::Cache;
 use web::Principal;
 
 use crate::keys;
-use crate::ports::{OrderClient, OrderStatus, SupplyClient};
+use crate::ports::{OrderClient, OrderSnapshot, OrderStatus, SupplyClient};
+use base::Step;
 use base::clock;
 use base::money::{AssetRegistry, format_amount};
 use events::outbox::{EventContext, NewEvent};
@@ -80,31 +81,15 @@ impl ClaimService {
     }
 
     /// Claims a pending order for the caller. Every loser of a race gets 409 and nothing else.
+    ///
+    /// The claim row is the guard against two live claims (a unique index); the order is then
+    /// marked claimed, at the version read here, before the 201: from then on the buyer can neither
+    /// change nor cancel it until the claim fails or is released, whether or not this instance runs
+    /// the processor. A buyer's change that slips in between fails the claim (409 `ORDER_CHANGED`).
     #[tracing::instrument(skip_all, fields(order.id = %order_id, user.id = %who.user_id))]
     pub async fn claim(&self, who: &Principal, rid: &RequestId, order_id: Uuid) -> Result<Claim, ApiError> {
-        let order = self.orders.get(order_id).await?.filter(|o| o.status != OrderStatus::Deleted);
-        let Some(order) = order else { return Err(ApiError::not_found("order")) };
-        if order.user_id == who.user_id {
-            return Err(ApiError::unprocessable_field(
-                ErrorCode::CannotClaimOwnOrder,
-                "order_id",
-                "you cannot claim your own order",
-            ));
-        }
-        match order.status {
-            OrderStatus::Pending => {}
-            OrderStatus::Claimed | OrderStatus::Completed => {
-                return Err(ApiError::new(ErrorCode::OrderAlreadyClaimed, "the order is already claimed"));
-            }
-            other => {
-                let status = format!("{other:?}").to_lowercase();
-                return Err(ApiError::unprocessable_field(
-                    ErrorCode::OrderNotClaimable,
-                    "order_id",
-                    format!("the order is {status}, not pending"),
-                ));
-            }
-        }
+        let order = self.orders.get(order_id).await?;
+        let order = claimable(who, order)?;
         let Some(supply_id) = self.supplies.find_available(who.user_id, &order.currency, order.amount).await? else {
             return Err(ApiError::unprocessable_field(
                 ErrorCode::InsufficientSupply,
@@ -113,22 +98,63 @@ impl ClaimService {
             ));
         };
         let claim =
-            Claim::new(order.id, who.user_id, order.user_id, supply_id, order.currency, order.amount, clock::now());
+            Claim::new(order.id, who.user_id, order.user_id, supply_id, order.currency, order.amount, clock::now())
+                .at_order_version(order.version);
         let event = NewEvent::of("order.claimed", 1, ORDER_TOPIC, order.id, &self.view(&claim))?;
         let ctx =
             EventContext { region: self.region.clone(), correlation_id: rid.0.clone(), actor_id: Some(who.user_id) };
-        match self.store.insert(&claim, &event, &ctx).await {
-            Ok(()) => {
-                self.cache.invalidate(vec![keys::claim_of_order(order.id), keys::claim(claim.id)]).await;
+        if let Err(e) = self.store.insert(&claim, &event, &ctx).await {
+            metrics::counter!("claims_total", "outcome" => "lost").increment(1);
+            return Err(e.into());
+        }
+        self.cache.invalidate(vec![keys::claim_of_order(order.id), keys::claim(claim.id)]).await;
+        let marked = self.orders.mark_claimed(order.id, claim.id, Some(order.version), &ctx).await;
+        match marked {
+            Ok(Step::Done) => {
                 metrics::counter!("claims_total", "outcome" => "won").increment(1);
                 tracing::info!(claim.id = %claim.id, "order claimed");
                 Ok(claim)
             }
-            Err(e) => {
+            Ok(Step::Refused(reason)) => {
                 metrics::counter!("claims_total", "outcome" => "lost").increment(1);
-                Err(e.into())
+                tracing::info!(claim.id = %claim.id, %reason, "the order moved on before the claim held it");
+                match self.fail(claim.id, format!("order: {reason}"), &ctx).await {
+                    // Processing met the same refusal and failed it first.
+                    Ok(_) | Err(ClaimError::NotPending(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                // Answer as a fresh look at the order would: claimed by another, gone, or changed.
+                claimable(who, self.orders.get(order_id).await?)?;
+                Err(ApiError::new(ErrorCode::OrderChanged, "the order changed while you claimed it; read it again"))
+            }
+            Err(e) => {
+                // The order may or may not be marked: failing the claim lets processing reopen it
+                // if it was. If even that fails, the processor settles the pending claim later.
+                tracing::warn!(claim.id = %claim.id, error = %e, "could not mark the order claimed; failing the claim");
+                if let Err(f) = self.fail(claim.id, "order: unreachable when claimed".into(), &ctx).await {
+                    tracing::error!(claim.id = %claim.id, error = %f, "could not fail the claim; processing will settle it");
+                }
+                Err(ApiError::internal(e))
             }
         }
+    }
+
+    /// `pending -> failed` with the reason and its event (processing then undoes what it must).
+    async fn fail(&self, id: Uuid, reason: String, ctx: &EventContext) -> Result<Claim, ClaimError> {
+        let assets = self.assets.clone();
+        let failed = self
+            .store
+            .modify(
+                id,
+                ctx,
+                Box::new(move |c| {
+                    c.fail(reason)?;
+                    Ok(claim_event(&assets, "claim.failed", c)?)
+                }),
+            )
+            .await?;
+        self.cache.invalidate(vec![keys::claim(id), keys::claim_of_order(failed.order_id)]).await;
+        Ok(failed)
     }
 
     /// A claim its claimer, the order's buyer or an admin may see; anyone else gets 404.
@@ -201,6 +227,37 @@ impl ClaimService {
             )
             .await?;
         Ok((items, next))
+    }
+}
+
+/// The order if the caller may claim it now. What the refusal says follows the order's visibility
+/// (a `GET` of it): an order the caller may not see is 404, except that a claimed (or completed)
+/// one is 409 `ORDER_ALREADY_CLAIMED`, which every loser of a race learns anyway.
+fn claimable(who: &Principal, order: Option<OrderSnapshot>) -> Result<OrderSnapshot, ApiError> {
+    let Some(order) = order.filter(|o| o.status != OrderStatus::Deleted) else {
+        return Err(ApiError::not_found("order"));
+    };
+    if order.user_id == who.user_id {
+        return Err(ApiError::unprocessable_field(
+            ErrorCode::CannotClaimOwnOrder,
+            "order_id",
+            "you cannot claim your own order",
+        ));
+    }
+    match order.status {
+        OrderStatus::Pending => Ok(order),
+        OrderStatus::Claimed | OrderStatus::Completed => {
+            Err(ApiError::new(ErrorCode::OrderAlreadyClaimed, "the order is already claimed"))
+        }
+        _ if !who.is_privileged() => Err(ApiError::not_found("order")),
+        other => {
+            let status = format!("{other:?}").to_lowercase();
+            Err(ApiError::unprocessable_field(
+                ErrorCode::OrderNotClaimable,
+                "order_id",
+                format!("the order is {status}, not pending"),
+            ))
+        }
     }
 }
 

@@ -62,7 +62,7 @@ pub fn open(db: &Database) -> Arc<dyn ClaimStore> {
 }
 
 const COLS: &str = "id, order_id, user_id, buyer_id, supply_id, currency, amount, status, failure_reason, \
-                    claimed_at, processed_at, updated_at, version";
+                    claimed_at, processed_at, updated_at, version, order_version";
 
 /// What every backend does to a locked claim before writing it back: the change (which yields the
 /// event to record with it) and the version bump.

@@ -29,6 +29,13 @@ pub struct Claims {
     pub jti: Uuid,
 }
 
+/// What is read of a token before its signature is checked, to refuse it cheaply.
+#[derive(Deserialize)]
+struct Unverified {
+    iss: String,
+    exp: i64,
+}
+
 /// Clock skew a token's `exp` is allowed.
 const LEEWAY_SECS: i64 = 5;
 
@@ -119,6 +126,19 @@ impl TokenKeys {
         }
         if header.kid.as_deref() != Some(self.kid.as_str()) {
             return Err("unknown signing key");
+        }
+        // Cheap refusals before the RSA verification: another issuer, or expired.
+        let unverified = token
+            .split('.')
+            .nth(1)
+            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|p| serde_json::from_slice::<Unverified>(&p).ok())
+            .ok_or("malformed token")?;
+        if unverified.iss != self.issuer {
+            return Err("invalid token");
+        }
+        if unverified.exp + LEEWAY_SECS < self.clock.now().unix_timestamp() {
+            return Err("token expired");
         }
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_issuer(&[&self.issuer]);

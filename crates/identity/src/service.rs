@@ -11,7 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use base::{Clock, ErrorCode};
-use web::{ApiError, FieldError, Role};
+use web::{ApiError, FieldError, Principal, Role};
 
 use crate::TokenKeys;
 use crate::db::{IdentityStore, Rotation, UserRow};
@@ -80,10 +80,26 @@ impl AuthService {
     /// Roles for an address: `user`, plus `admin` when configured.
     pub fn roles_for(&self, address: &str) -> Vec<Role> {
         let mut roles = vec![Role::User];
-        if self.opts.admins.iter().any(|a| a == address) {
+        if self.is_admin(address) {
             roles.push(Role::Admin);
         }
         roles
+    }
+
+    fn is_admin(&self, address: &str) -> bool {
+        self.opts.admins.iter().any(|a| a == address)
+    }
+
+    /// The caller a valid access token stands for. `admin` is what the configuration says of the
+    /// address now, not what the token says: an address taken off the admin list loses the role on
+    /// its next request, and one added gains it without signing in again.
+    pub fn principal(&self, token: &str) -> Result<Principal, &'static str> {
+        let claims = self.keys.verify(token)?;
+        let mut roles: Vec<Role> = claims.roles.into_iter().filter(|r| *r != Role::Admin).collect();
+        if self.is_admin(&claims.addr) {
+            roles.push(Role::Admin);
+        }
+        Ok(Principal { user_id: claims.sub, address: claims.addr, roles })
     }
 
     /// Issues a single-use nonce and the message that carries it.

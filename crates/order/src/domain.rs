@@ -83,6 +83,8 @@ pub enum OrderError {
     NotFound,
     #[error("version mismatch")]
     VersionMismatch,
+    #[error("the order changed after it was claimed")]
+    Changed,
     #[error("the order is {0}, not pending")]
     NotPending(&'static str),
     #[error("an order that is {0} cannot be deleted")]
@@ -98,6 +100,7 @@ impl From<OrderError> for ApiError {
         match e {
             OrderError::NotFound => ApiError::not_found("order"),
             OrderError::VersionMismatch => ApiError::version_mismatch(),
+            e @ OrderError::Changed => ApiError::new(ErrorCode::OrderChanged, e.to_string()),
             e @ OrderError::NotPending(_) => ApiError::new(ErrorCode::OrderNotPending, e.to_string()),
             e @ OrderError::NotDeletable(_) => ApiError::new(ErrorCode::OrderNotDeletable, e.to_string()),
             e @ OrderError::InvalidTransition { .. } => {
@@ -212,7 +215,7 @@ impl Order {
         }
     }
 
-    fn require_pending(&self) -> Result<(), OrderError> {
+    pub fn require_pending(&self) -> Result<(), OrderError> {
         if self.status == OrderStatus::Pending { Ok(()) } else { Err(OrderError::NotPending(self.status.as_str())) }
     }
 

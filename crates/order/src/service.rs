@@ -279,11 +279,24 @@ impl OrderService {
         self.store.get(id).await.map_err(|e| anyhow::anyhow!(e))
     }
 
-    /// `pending -> claimed` for this claim.
-    pub async fn mark_claimed(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
+    /// `pending -> claimed` for this claim; with `at_version`, only while the order is at the
+    /// version the claim was made against. Under the order's row lock, so a buyer's change either
+    /// lands before (and the claim is refused) or after (and is refused itself).
+    pub async fn mark_claimed(
+        &self,
+        order_id: Uuid,
+        claim_id: Uuid,
+        at_version: Option<i64>,
+        ctx: &EventContext,
+    ) -> anyhow::Result<Step> {
         self.claim_step(order_id, ctx, "order.updated", move |o| {
-            if o.status == OrderStatus::Claimed && o.claim_id == Some(claim_id) {
+            // Processing may have got there first, and even completed the order for this claim.
+            if matches!(o.status, OrderStatus::Claimed | OrderStatus::Completed) && o.claim_id == Some(claim_id) {
                 return Ok(false);
+            }
+            o.require_pending()?;
+            if at_version.is_some_and(|v| v != o.version) {
+                return Err(OrderError::Changed);
             }
             o.mark_claimed(claim_id).map(|()| true)
         })

@@ -53,6 +53,14 @@ pub struct Settings {
     pub assets: AssetRegistry,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
+    /// Time to send a request's headers, and the longest a keep-alive connection stays idle.
+    pub http_header_timeout: Duration,
+    /// Time for a request's body to arrive.
+    pub http_body_timeout: Duration,
+    /// Time for a whole request, body included.
+    pub http_request_timeout: Duration,
+    /// HTTP connections open at once.
+    pub http_max_connections: usize,
     /// Run the event consumers (claim processing) in this process.
     pub run_consumers: bool,
     /// Run the outbox relay to Kafka in `walletd serve` (when Kafka is set); `false` when it runs
@@ -149,6 +157,10 @@ impl Default for Settings {
             assets: AssetRegistry::default(),
             log_format: LogFormat::Auto,
             shutdown_timeout: Duration::ZERO,
+            http_header_timeout: Duration::ZERO,
+            http_body_timeout: Duration::ZERO,
+            http_request_timeout: Duration::ZERO,
+            http_max_connections: 0,
             run_consumers: false,
             run_relay: false,
             event_max_attempts: 0,
@@ -373,7 +385,7 @@ mod tests {
         {
             assert!(keys.iter().any(|k| k == kafka), "{kafka}");
         }
-        assert_eq!(keys.len(), 41);
+        assert_eq!(keys.len(), 45);
     }
 
     #[test]
@@ -567,6 +579,11 @@ extra = 1
         assert!(s.set("redis_timeout_ms", "0").is_err() && s.set("access_token_ttl_secs", "0").is_err());
         assert!(s.set("rate_limit_burst", "0").is_err() && s.set("kafka_partitions", &max).is_err());
         assert!(error_of(s.set("cache_capacity", "x")).contains("`x` is not a non-negative integer"));
+        for http in
+            ["http_header_timeout_ms", "http_body_timeout_ms", "http_request_timeout_ms", "http_max_connections"]
+        {
+            assert!(s.set(http, "0").is_err() && s.set(http, &max).is_err(), "{http}");
+        }
         s.set("rate_limit_per_minute", "0")?;
         s.set("shutdown_timeout_secs", &max)?;
         s.set("cache_capacity", &max)?;

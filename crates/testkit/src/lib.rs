@@ -58,6 +58,12 @@ pub fn init_test_logging() {
     }
 }
 
+/// The admin of every test server (a key made for this test process; nobody signs with it).
+pub fn admin_address() -> &'static str {
+    static ADDRESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ADDRESS.get_or_init(|| to_checksum(&LocalWallet::random().unwrap().address()))
+}
+
 /// The shared test signing key: generated once per machine, atomically, so tests do not each
 /// pay for an RSA key generation.
 pub fn shared_jwt_key() -> PathBuf {
@@ -127,6 +133,7 @@ impl TestApp {
             // Tests sign in many users from one address; the rate-limit tests turn limits on.
             rate_limit: web::ratelimit::Rate { per_minute: 0, burst: 1 },
             signin_rate_limit: web::ratelimit::Rate { per_minute: 0, burst: 1 },
+            admin_addresses: vec![admin_address().to_string()],
             ..Settings::default()
         };
         tweak(&mut settings);
@@ -204,13 +211,12 @@ impl TestApp {
         self.login(&LocalWallet::random().unwrap()).await
     }
 
-    /// An admin: a fresh key listed in the admin addresses is not possible after start, so this
-    /// mints a token with the server's key, as `walletd token --role admin` does.
+    /// An admin: a token minted with the server's key, as `walletd token --role admin` does, for
+    /// [`admin_address`], which every test server lists as an admin.
     pub async fn admin_token(&self) -> String {
-        let wallet = LocalWallet::random().unwrap();
-        let address = to_checksum(&wallet.address());
+        let address = admin_address();
         let db = storage::Database::connect(&self.settings.database_url(), &self.settings.db_options()).await.unwrap();
-        let user = identity::IdentityStore::new(db, base::clock::system()).upsert_user(&address).await.unwrap();
+        let user = identity::IdentityStore::new(db, base::clock::system()).upsert_user(address).await.unwrap();
         let keys = identity::TokenKeys::load_or_generate(
             &self.settings.jwt_key_path(),
             &self.settings.jwt_issuer,
@@ -218,7 +224,7 @@ impl TestApp {
             base::clock::system(),
         )
         .unwrap();
-        keys.issue(user.id, &address, &[web::Role::User, web::Role::Admin], Duration::from_secs(600)).unwrap()
+        keys.issue(user.id, address, &[web::Role::User, web::Role::Admin], Duration::from_secs(600)).unwrap()
     }
 
     /// See [`processing_done`].

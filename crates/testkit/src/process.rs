@@ -67,10 +67,12 @@ impl LogLines {
     }
 }
 
-/// A `walletd` command in `dir` with a clean environment plus `envs`.
+/// A `walletd` command in `dir` with a clean environment, the test admin listed, plus `envs`.
 pub fn command(bin: &str, dir: &Path, envs: &[(&str, &str)]) -> Command {
     let mut c = Command::new(bin);
     c.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    // Every test server lists the test admin (`envs` may say otherwise).
+    c.env("WALLETD_ADMIN_ADDRESSES", crate::admin_address());
     for (k, v) in envs {
         c.env(k, v);
     }
@@ -127,7 +129,7 @@ impl Drop for WalletdProcess {
 /// Mints an admin token with `walletd token` in `dir` (the server's signing key is there).
 pub fn admin_token(bin: &str, dir: &Path, envs: &[(&str, &str)]) -> String {
     let out = command(bin, dir, envs)
-        .args(["token", "--role", "admin", "--address", "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"])
+        .args(["token", "--role", "admin", "--address", crate::admin_address()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

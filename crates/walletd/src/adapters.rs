@@ -23,11 +23,18 @@ impl OrderClient for Orders {
             amount: o.amount,
             status: status_of(o.status),
             claim_id: o.claim_id,
+            version: o.version,
         }))
     }
 
-    async fn mark_claimed(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
-        self.0.mark_claimed(order_id, claim_id, ctx).await
+    async fn mark_claimed(
+        &self,
+        order_id: Uuid,
+        claim_id: Uuid,
+        at_version: Option<i64>,
+        ctx: &EventContext,
+    ) -> anyhow::Result<Step> {
+        self.0.mark_claimed(order_id, claim_id, at_version, ctx).await
     }
 
     async fn complete(&self, order_id: Uuid, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {

@@ -209,6 +209,12 @@ fn config(settings: &Settings, markdown: bool) {
 async fn token(settings: Settings, address: &str, role: &str, ttl_secs: Option<u64>) -> anyhow::Result<()> {
     let parsed = eth::parse_address(address).map_err(|e| anyhow::anyhow!("--address: {e}"))?;
     let address = eth::to_checksum(&parsed);
+    // The server grants admin per request from its list, whatever a token says.
+    anyhow::ensure!(
+        role != "admin" || settings.admin_addresses.contains(&address),
+        "--address: {address} is not in WALLETD_ADMIN_ADDRESSES; the server gives the admin role only to \
+         addresses listed there, so add it to that list (and to the server's configuration) first"
+    );
     let db = walletd::open_database(&settings).await?;
     let user = IdentityStore::new(db, clock::system()).upsert_user(&address).await?;
     let keys = TokenKeys::load_or_generate(

@@ -5,12 +5,18 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use anyhow::Context;
 use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::response::IntoResponse;
 use events::delivery::{self, ConsumerOptions, EventHandler};
 use settings::Settings;
 use storage::{Database, mask_url};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 /// A built, bound, not yet serving process.
 pub struct Server {
@@ -77,16 +83,18 @@ impl Server {
                 .await
         });
         let timeout = self.settings.shutdown_timeout;
-        let app = self.app.into_make_service_with_connect_info::<SocketAddr>();
-        let http = axum::serve(self.http, app).with_graceful_shutdown(async move {
+        let limits = ConnectionLimits {
+            header_timeout: self.settings.http_header_timeout,
+            max_connections: self.settings.http_max_connections,
+        };
+        let http = tokio::spawn(serve_http(self.http, self.app, limits, async move {
             let _ = rx_http.wait_for(|v| *v).await;
-        });
-        let http = tokio::spawn(async move { http.await });
+        }));
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = tx.send(true);
         match tokio::time::timeout(timeout, http).await {
-            Ok(joined) => joined.context("HTTP server task")?.context("HTTP server")?,
+            Ok(joined) => joined.context("HTTP server task")?,
             Err(_) => tracing::warn!(timeout_s = timeout.as_secs(), "in-flight requests did not finish in time"),
         }
         // Consumers finish the event in hand; an unfinished one is redelivered after restart.
@@ -102,6 +110,116 @@ impl Server {
         metrics.abort();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// What one HTTP connection may hold: the time to send a request's headers (and to sit idle between
+/// requests: hyper starts that clock as soon as it waits for the next request), and how many
+/// connections may be open at once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionLimits {
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Serves HTTP/1.1 until `stop` resolves, then lets every open connection finish the request in
+/// hand and returns once they are closed. Each connection is a task that holds a permit of the
+/// connection cap; one more is answered 503 and closed, so a flood of connections (or of slow
+/// ones) cannot exhaust the process's file descriptors and stall everyone.
+async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let refusing = Arc::new(Semaphore::new(REFUSING));
+    let (close, closing) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut stop => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, most likely: let connections close before trying again.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    metrics::counter!("http_accept_errors_total").increment(1);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics::counter!("http_connections_refused_total").increment(1);
+            tokio::spawn(refuse(stream, refusing.clone()));
+            continue;
+        };
+        let (app, mut closing) = (app.clone(), closing.clone());
+        connections.spawn(async move {
+            let _permit = permit;
+            metrics::gauge!("http_connections_open").increment(1.0);
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => log_connection_end(result),
+                () = async { drop(closing.wait_for(|v| *v).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    log_connection_end(conn.await);
+                }
+            }
+            metrics::gauge!("http_connections_open").decrement(1.0);
+        });
+    }
+    drop(listener);
+    let _ = close.send(true);
+    while connections.join_next().await.is_some() {}
+}
+
+/// A connection over the cap: its one request is answered 503 problem+json with `Retry-After` and
+/// the connection closed, within a second. At most [`REFUSING`] are answered at once; past that a
+/// connection is closed unanswered, so a flood costs nothing that lasts.
+async fn refuse(stream: tokio::net::TcpStream, refusing: Arc<Semaphore>) {
+    let Ok(_permit) = refusing.try_acquire_owned() else { return };
+    let service = hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
+        let mut res =
+            web::ApiError::new(base::ErrorCode::Unavailable, "too many connections; retry later").into_response();
+        res.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        Ok::<_, std::convert::Infallible>(res)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(1))
+        .keep_alive(false)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+}
+
+/// Connections over the cap answered at once.
+const REFUSING: usize = 64;
+
+/// A connection's end: clients going away and slow ones timed out are routine (debug); anything
+/// else is worth a look.
+fn log_connection_end(result: Result<(), hyper::Error>) {
+    match result {
+        Ok(()) => {}
+        Err(e) if e.is_timeout() => {
+            metrics::counter!("http_timeouts_total", "kind" => "header").increment(1);
+            tracing::debug!(error = %e, "closed a connection that sent no complete request headers in time");
+        }
+        Err(e) if e.is_incomplete_message() || e.is_closed() || e.is_canceled() => {
+            tracing::debug!(error = %e, "the client closed the connection");
+        }
+        Err(e) => tracing::debug!(error = %e, "connection error"),
     }
 }
 

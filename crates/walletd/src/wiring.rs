@@ -23,7 +23,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 use web::ratelimit::{self, Limiter};
-use web::{ApiError, extract, health, idempotency, observe};
+use web::{ApiError, deadline, extract, health, idempotency, observe};
 
 use crate::adapters::{NoSettlement, Orders, Supplies};
 use crate::{Server, ServiceName, admin, telemetry};
@@ -44,10 +44,10 @@ pub async fn build_with_clock(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Server> {
     let database = open_database(&settings).await?;
-    let (keys, auth) = identity(&settings, &database, clock)?;
+    let auth = identity(&settings, &database, clock)?;
     let cache = open_cache(&settings)?;
     let wired = services_of(&settings, services, &database, &cache);
-    let app = http_app(&settings, &database, &cache, keys, auth, wired.routes)?;
+    let app = http_app(&settings, &database, &cache, auth, wired.routes)?;
     ensure_kafka_topics(&settings).await;
     let metrics_app = metrics_app(&database)?;
 
@@ -92,11 +92,7 @@ pub async fn migrate(database: &Database) -> anyhow::Result<()> {
 }
 
 /// The signing key (generated on first start) and sign-in.
-fn identity(
-    settings: &Settings,
-    database: &Database,
-    clock: Arc<dyn Clock>,
-) -> anyhow::Result<(Arc<TokenKeys>, Arc<AuthService>)> {
+fn identity(settings: &Settings, database: &Database, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<AuthService>> {
     let keys = Arc::new(
         TokenKeys::load_or_generate(
             &settings.jwt_key_path(),
@@ -107,8 +103,7 @@ fn identity(
         .context("WALLETD_JWT_PRIVATE_KEY_FILE")?,
     );
     let store = IdentityStore::new(database.clone(), clock.clone());
-    let auth = Arc::new(AuthService::new(store, keys.clone(), sign_in_options(settings), clock));
-    Ok((keys, auth))
+    Ok(Arc::new(AuthService::new(store, keys, sign_in_options(settings), clock)))
 }
 
 /// What sign-in takes from the settings.
@@ -180,7 +175,6 @@ fn http_app(
     settings: &Settings,
     database: &Database,
     cache: &Arc<Cache>,
-    keys: Arc<TokenKeys>,
     auth: Arc<AuthService>,
     services: OpenApiRouter,
 ) -> anyhow::Result<Router> {
@@ -200,7 +194,7 @@ fn http_app(
         .merge(services)
         .layer(from_fn_with_state(database.clone(), idempotency::layer))
         .layer(from_fn_with_state(limiter.clone(), ratelimit::per_principal))
-        .layer(from_fn_with_state(keys, identity::require_token));
+        .layer(from_fn_with_state(auth.clone(), identity::require_token));
     let public = identity::http::public_router(auth).layer(from_fn_with_state(limiter, ratelimit::per_ip));
     let (api, mut doc) =
         OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(public).merge(protected).split_for_parts();
@@ -210,13 +204,15 @@ fn http_app(
     );
     idempotency::document(&mut doc);
 
-    let readiness = health::Readiness { database: database.clone(), cache: Arc::new(CacheStatus(cache.clone())) };
+    let deadlines = deadline::Deadlines { body: settings.http_body_timeout, request: settings.http_request_timeout };
+    let readiness = health::Readiness::new(database.clone(), Arc::new(CacheStatus(cache.clone())));
     Ok(api
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .merge(health::router(readiness))
         .fallback(|| async { ApiError::not_found("route").into_response() })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(observe::catch_panic())
+        .layer(from_fn_with_state(deadlines, deadline::deadlines))
         .layer(axum::middleware::from_fn(observe::observe))
         .layer(PropagateRequestIdLayer::new(extract::X_REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(extract::X_REQUEST_ID.clone(), MakeRequestUuid))

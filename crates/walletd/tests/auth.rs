@@ -51,6 +51,46 @@ async fn admin_addresses_sign_in_as_admins(#[case] backend: Backend) {
     assert_eq!(me["roles"], json!(["user", "admin"]));
 }
 
+/// The admin role follows the configuration on every request, not the token: an address taken
+/// off the list loses it at once, and a token claiming it for an unlisted address gets nothing.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn the_admin_role_follows_the_configuration_not_the_token(#[case] backend: Backend) {
+    let wallet = LocalWallet::random().unwrap();
+    let address = to_checksum(&wallet.address());
+    let listed = TestApp::spawn_with(backend, |s| s.set("admin_addresses", &address).unwrap()).await;
+    let admin = listed.login(&wallet).await;
+    assert_eq!(listed.get("/v1/admin/consumers", &admin.access).send().await.unwrap().status(), 200);
+
+    // The same database and signing key, the address no longer listed: the unexpired token is a user's.
+    let url = listed.settings.database_url();
+    let unlisted = TestApp::spawn_with(backend, |s| {
+        s.database_url = Some(url);
+        s.admin_addresses = Vec::new();
+    })
+    .await;
+    let res = unlisted.get("/v1/admin/consumers", &admin.access).send().await.unwrap();
+    assert_problem(res, 403, "FORBIDDEN").await;
+    let me: Value = unlisted.get("/v1/me", &admin.access).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["roles"], json!(["user"]));
+
+    // A token minted with the server's key claiming admin for an address that is not listed.
+    let user = listed.new_user().await;
+    let keys = identity::TokenKeys::load_or_generate(
+        &listed.settings.jwt_key_path(),
+        &listed.settings.jwt_issuer,
+        Duration::from_secs(60),
+        base::clock::system(),
+    )
+    .unwrap();
+    let roles = [web::Role::User, web::Role::Admin];
+    let claimed = keys.issue(user.user_id, &user.address, &roles, Duration::from_secs(60)).unwrap();
+    let res = listed.get("/v1/admin/consumers", &claimed).send().await.unwrap();
+    assert_problem(res, 403, "FORBIDDEN").await;
+}
+
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
 #[case::postgres(Backend::Postgres)]

@@ -157,11 +157,15 @@ async fn every_refusal_has_its_code(#[case] backend: Backend, #[case] transport:
     app.patch(&path, &paused_owner.access).json(&json!({"status": "paused"})).send().await.unwrap();
     assert_problem(claim(&app, &paused_owner, &oid).await, 422, "INSUFFICIENT_SUPPLY").await;
 
-    // A cancelled order cannot be claimed.
+    // A cancelled order cannot be claimed; to anyone who may not see it (GET is 404) it is not found.
     let cancelled = order(&app, &buyer, "1").await;
     let cid = cancelled["id"].as_str().unwrap();
     app.patch(&format!("/v1/orders/{cid}"), &buyer.access).json(&json!({"status": "cancelled"})).send().await.unwrap();
-    assert_problem(claim(&app, &shopper, cid).await, 422, "ORDER_NOT_CLAIMABLE").await;
+    assert_problem(app.get(&format!("/v1/orders/{cid}"), &shopper.access).send().await.unwrap(), 404, "NOT_FOUND")
+        .await;
+    assert_problem(claim(&app, &shopper, cid).await, 404, "NOT_FOUND").await;
+    let res = app.post(&format!("/v1/orders/{cid}/claim"), &admin).send().await.unwrap();
+    assert_problem(res, 422, "ORDER_NOT_CLAIMABLE").await;
 
     assert_eq!(claim(&app, &shopper, &oid).await.status(), 201);
     let loser = app.new_user().await;
@@ -209,10 +213,116 @@ async fn only_the_claimer_releases_and_only_while_pending(#[case] backend: Backe
     settle(&worker, &admin).await;
     let done = json_of(&worker, &format!("/v1/orders/{oid}"), &buyer.access).await;
     assert_eq!(done["status"], "completed");
-    // Released before processing marked the order claimed: nothing to reopen, the order stayed pending.
+    // The claim's 201 marked the order claimed; processing the release reopened it.
     let types = event_types(&worker, &admin).await;
     assert_eq!(types.iter().filter(|t| *t == "claim.released").count(), 1);
     assert_eq!(types.iter().filter(|t| *t == "claim.processed").count(), 1);
+}
+
+/// From a claim's 201 the buyer can neither change nor cancel nor delete the order: on an API-only
+/// instance (nothing processes the claim) and with processing over Kafka. Raced with real
+/// concurrency, a buyer's change either lands before the claim reads the order (the claim carries
+/// the new amount), or between its read and its mark (the claim fails with `ORDER_CHANGED`), or is
+/// refused: a claim never settles an amount its order no longer has.
+#[rstest]
+#[case::sqlite_api_only(Backend::Sqlite, Transport::Log, false)]
+#[case::postgres_api_only(Backend::Postgres, Transport::Log, false)]
+#[case::postgres_kafka(Backend::Postgres, Transport::Kafka, true)]
+#[tokio::test]
+async fn from_a_claims_201_the_order_does_not_change(
+    #[case] backend: Backend,
+    #[case] transport: Transport,
+    #[case] consumers: bool,
+) {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.run_consumers = consumers;
+        if let Transport::Kafka = transport {
+            s.kafka = Some(testkit::kafka::settings(&testkit::kafka::brokers()));
+        }
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let (buyer, shopper) = (app.new_user().await, app.new_user().await);
+    app.create_supply(&shopper.access, "USDC", "1000").await;
+    let dearer = json!({"items": [{"product_id": "p", "product_name": "Dearer", "price": "20", "quantity": 1}]});
+
+    let o = order(&app, &buyer, "10").await;
+    let path = format!("/v1/orders/{}", o["id"].as_str().unwrap());
+    assert_eq!(claim(&app, &shopper, o["id"].as_str().unwrap()).await.status(), 201);
+    let res = app.patch(&path, &buyer.access).json(&dearer).send().await.unwrap();
+    assert_problem(res, 409, "ORDER_NOT_PENDING").await;
+    let res = app.patch(&path, &buyer.access).json(&json!({"status": "cancelled"})).send().await.unwrap();
+    assert_problem(res, 409, "ORDER_NOT_PENDING").await;
+    assert_problem(app.delete(&path, &buyer.access).send().await.unwrap(), 409, "ORDER_NOT_DELETABLE").await;
+    assert_eq!(json_of(&app, &path, &buyer.access).await["amount"], "10.000000");
+
+    // The race: the buyer changes the price of order k up to k % 5 times (until refused) while the
+    // shopper claims it once.
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(order(&app, &buyer, "10").await["id"].as_str().unwrap().to_string());
+    }
+    let (app_ref, buyer_ref, shopper_ref) = (&app, &buyer, &shopper);
+    let outcomes = futures::future::join_all(ids.iter().enumerate().map(|(k, oid)| async move {
+        let changes = async {
+            let mut last = (200, "10.000000".to_string());
+            for i in 0..k % 5 {
+                let price = if i % 2 == 0 { "20" } else { "30" };
+                let body =
+                    json!({"items": [{"product_id": "p", "product_name": "Dearer", "price": price, "quantity": 1}]});
+                let res = app_ref.patch(&format!("/v1/orders/{oid}"), &buyer_ref.access).json(&body).send().await;
+                let res = res.unwrap();
+                let status = res.status().as_u16();
+                let body: Value = res.json().await.unwrap();
+                if status != 200 {
+                    assert_eq!((status, body["code"].as_str()), (409, Some("ORDER_NOT_PENDING")), "{body}");
+                    return (409, last.1);
+                }
+                last = (200, body["amount"].as_str().unwrap().to_string());
+            }
+            last
+        };
+        let take = async {
+            let res = claim(app_ref, shopper_ref, oid).await;
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        };
+        let ((changes_end, last_amount), claimed) = tokio::join!(changes, take);
+        (oid.clone(), changes_end, last_amount, claimed)
+    }))
+    .await;
+    let mut seen = HashMap::new();
+    for (oid, changes_end, last_amount, (claim_status, claim_body)) in &outcomes {
+        let kind = match (*claim_status, *changes_end) {
+            (201, 409) => "claimed amid the changes, the next change refused",
+            (201, _) => "claimed after the last change",
+            (409, 200) => {
+                assert_eq!(claim_body["code"], "ORDER_CHANGED", "{claim_body}");
+                "a change landed between the claim's read and its mark"
+            }
+            other => panic!("order {oid}: claim and changes ended {other:?}: {claim_body}"),
+        };
+        *seen.entry(kind).or_insert(0) += 1;
+        if *claim_status == 201 {
+            // Frozen from the 201, at the amount the claim carries: the last change that passed.
+            assert_eq!(&claim_body["amount"], last_amount.as_str(), "order {oid}");
+            let o = json_of(&app, &format!("/v1/orders/{oid}"), &buyer.access).await;
+            assert_eq!(o["amount"], claim_body["amount"], "order {oid}");
+            assert_eq!(o["claim_id"], claim_body["id"], "order {oid}");
+        }
+    }
+    eprintln!("outcomes of 40 races: {seen:?}");
+    if consumers {
+        settle(&app, &admin).await;
+        for (oid, _, _, (claim_status, claim_body)) in &outcomes {
+            let o = json_of(&app, &format!("/v1/orders/{oid}"), &buyer.access).await;
+            let expected = if *claim_status == 201 { "completed" } else { "pending" };
+            assert_eq!(o["status"], expected, "order {oid}");
+            if *claim_status == 201 {
+                assert_eq!(o["amount"], claim_body["amount"]);
+            }
+        }
+        assert_nothing_parked(&app, &admin).await;
+    }
 }
 
 #[rstest]

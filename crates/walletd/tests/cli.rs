@@ -20,7 +20,9 @@ fn walletd(dir: &TempDir) -> Command {
 #[tokio::test]
 async fn the_readme_flow_on_embedded_defaults() {
     let dir = TempDir::new();
-    let mut server = WalletdProcess::start(BIN, &dir.0, &[]);
+    let admin_address = to_checksum(&LocalWallet::random().unwrap().address());
+    let admins = [("WALLETD_ADMIN_ADDRESSES", admin_address.as_str())];
+    let mut server = WalletdProcess::start(BIN, &dir.0, &admins);
     let base = server.base.clone();
     assert!(dir.0.join("data/walletd.db").exists(), "SQLite database under ./data");
     assert!(dir.0.join("data/jwt-signing-key.pem").exists(), "signing key under ./data");
@@ -89,12 +91,14 @@ async fn the_readme_flow_on_embedded_defaults() {
     assert_eq!(res.status(), 200);
     assert_eq!(http.delete(&path).bearer_auth(&token).send().await.unwrap().status(), 204);
 
-    // An admin token minted by the CLI with the server's key reads the events.
-    let admin_key = LocalWallet::random().unwrap();
-    let out = walletd(&dir)
-        .args(["token", "--role", "admin", "--address", &to_checksum(&admin_key.address())])
-        .output()
-        .unwrap();
+    // An admin token minted by the CLI with the server's key reads the events; the CLI mints one
+    // only for an address the configuration lists.
+    let out = command(BIN, &dir.0, &admins).args(["token", "--role", "admin", "--address", &address]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not in WALLETD_ADMIN_ADDRESSES"), "{stderr}");
+    let out =
+        command(BIN, &dir.0, &admins).args(["token", "--role", "admin", "--address", &admin_address]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let admin = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let events: Value =

@@ -97,6 +97,22 @@ async fn openapi_and_docs_are_served() {
     assert!(res.text().await.unwrap().contains("swagger"));
 }
 
+/// `/health/ready` is unauthenticated: a flood of it checks the database at most once a second.
+#[tokio::test]
+async fn a_flood_of_readiness_probes_checks_the_dependencies_once_a_second() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let start = std::time::Instant::now();
+    let statuses = futures::future::join_all(
+        (0..500).map(|_| async { app.client.get(app.url("/health/ready")).send().await.unwrap().status().as_u16() }),
+    )
+    .await;
+    let elapsed = start.elapsed().as_secs_f64();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let checks = app.metric("health_ready_checks_total", &[]).await;
+    eprintln!("500 probes in {elapsed:.2} s made {checks} checks");
+    assert!(checks >= 1.0 && checks <= elapsed.ceil() + 1.0, "{checks} checks in {elapsed:.2} s");
+}
+
 #[tokio::test]
 async fn readiness_follows_postgres_down_and_back_without_a_restart() {
     let pg = PrivatePostgres::start();

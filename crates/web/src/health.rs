@@ -1,7 +1,7 @@
 //! Liveness and readiness (DESIGN D8): ready means every dependency the running services need answers.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
@@ -11,12 +11,23 @@ use axum::routing::get;
 
 use storage::Database;
 
-/// The dependencies readiness checks.
-#[derive(Clone)]
+/// The dependencies readiness checks, and the last answer: `/health/ready` is unauthenticated, so
+/// however often it is called, the dependencies are checked at most once per [`READY_FOR`] and
+/// concurrent calls wait for that one check.
 pub struct Readiness {
-    pub database: Database,
+    database: Database,
     /// Reported, never failing: without the cache, reads go to the database.
-    pub cache: Arc<dyn Reported>,
+    cache: Arc<dyn Reported>,
+    last: tokio::sync::Mutex<Option<(Instant, StatusCode, serde_json::Value)>>,
+}
+
+/// How long a readiness answer is reused.
+pub const READY_FOR: Duration = Duration::from_secs(1);
+
+impl Readiness {
+    pub fn new(database: Database, cache: Arc<dyn Reported>) -> Self {
+        Self { database, cache, last: tokio::sync::Mutex::new(None) }
+    }
 }
 
 /// A dependency whose state readiness reports without failing on it (`ok`, `degraded`, ...).
@@ -34,6 +45,19 @@ pub fn router(readiness: Readiness) -> axum::Router {
 }
 
 async fn ready(State(r): State<Arc<Readiness>>) -> impl IntoResponse {
+    let mut last = r.last.lock().await;
+    if let Some((at, status, body)) = last.as_ref()
+        && at.elapsed() < READY_FOR
+    {
+        return (*status, Json(body.clone()));
+    }
+    let (status, body) = check(&r).await;
+    *last = Some((Instant::now(), status, body.clone()));
+    (status, Json(body))
+}
+
+async fn check(r: &Readiness) -> (StatusCode, serde_json::Value) {
+    metrics::counter!("health_ready_checks_total").increment(1);
     let db = match tokio::time::timeout(Duration::from_secs(2), r.database.ping()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("{e:#}")),
@@ -41,15 +65,13 @@ async fn ready(State(r): State<Arc<Readiness>>) -> impl IntoResponse {
     };
     let cache = r.cache.status().await;
     match db {
-        Ok(()) => {
-            (StatusCode::OK, Json(serde_json::json!({"status": "ok", "checks": {"database": "ok", "cache": cache}})))
-        }
+        Ok(()) => (StatusCode::OK, serde_json::json!({"status": "ok", "checks": {"database": "ok", "cache": cache}})),
         Err(reason) => {
             tracing::warn!(check = "database", reason = %reason, "not ready");
             let checks = serde_json::json!({"database": "failing", "cache": cache});
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({"status": "unavailable", "checks": checks, "failing": ["database"]})),
+                serde_json::json!({"status": "unavailable", "checks": checks, "failing": ["database"]}),
             )
         }
     }

@@ -3,6 +3,7 @@
 //! `Idempotency-Key`, health, the [`Principal`] a handler acts for, and list cursors.
 
 pub mod cursor;
+pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod health;

@@ -44,6 +44,7 @@ fn from_row(r: &Row) -> Result<Claim, ClaimError> {
         processed_at: r.get(10),
         updated_at: r.get(11),
         version: r.get(12),
+        order_version: r.get(13),
     })
 }
 
@@ -54,7 +55,9 @@ impl ClaimStore for PgClaimStore {
         let tx = client.transaction().await.map_err(db_err)?;
         let inserted = tx
             .execute(
-                &format!("INSERT INTO claims ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
+                &format!(
+                    "INSERT INTO claims ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                ),
                 &[
                     &c.id,
                     &c.order_id,
@@ -69,6 +72,7 @@ impl ClaimStore for PgClaimStore {
                     &c.processed_at,
                     &c.updated_at,
                     &c.version,
+                    &c.order_version,
                 ],
             )
             .await;

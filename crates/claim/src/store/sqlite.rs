@@ -37,6 +37,7 @@ fn read(r: &Row<'_>) -> rusqlite::Result<Result<Claim, anyhow::Error>> {
     let (id, order_id, user_id, buyer_id, supply_id) = (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
     let (currency, amount, status, failure_reason) = (text(5)?, text(6)?, text(7)?, opt(8)?);
     let (claimed_at, processed_at, updated_at, version) = (text(9)?, opt(10)?, text(11)?, r.get::<_, i64>(12)?);
+    let order_version = r.get::<_, Option<i64>>(13)?;
     Ok((|| {
         Ok(Claim {
             id: id.parse()?,
@@ -52,6 +53,7 @@ fn read(r: &Row<'_>) -> rusqlite::Result<Result<Claim, anyhow::Error>> {
             processed_at: processed_at.map(|p| clock::from_text(&p)).transpose()?,
             updated_at: clock::from_text(&updated_at)?,
             version,
+            order_version,
         })
     })())
 }
@@ -70,7 +72,7 @@ impl ClaimStore for SqliteClaimStore {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
                 let inserted = tx.execute(
                     &format!(
-                        "INSERT INTO claims ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                        "INSERT INTO claims ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                     ),
                     rusqlite::params![
                         c.id.to_string(),
@@ -85,7 +87,8 @@ impl ClaimStore for SqliteClaimStore {
                         clock::to_text(c.claimed_at),
                         c.processed_at.map(clock::to_text),
                         clock::to_text(c.updated_at),
-                        c.version
+                        c.version,
+                        c.order_version
                     ],
                 );
                 match inserted {
