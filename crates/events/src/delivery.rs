@@ -19,6 +19,15 @@ use storage::{Database, Lease};
 
 use crate::outbox::{self, EventEnvelope};
 
+/// The clean-up job forgets handled event ids after the inbox retention (a redelivery older than
+/// that is handled again, which idempotent handlers allow).
+pub const INBOX_SWEEP: storage::Sweep = storage::Sweep {
+    name: "inbox",
+    postgres: "DELETE FROM inbox WHERE handled_at < $1",
+    sqlite: "DELETE FROM inbox WHERE handled_at < ?1",
+    keep: Duration::from_secs(7 * 24 * 3600),
+};
+
 /// Something that reacts to events. It must be idempotent.
 #[async_trait]
 pub trait EventHandler: Send + Sync + 'static {

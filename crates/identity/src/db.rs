@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base::clock::{self, Clock};
 use storage::Database;
@@ -30,6 +31,26 @@ pub enum Rotation {
     Unknown,
 }
 
+/// What the clean-up job deletes of identity: nonces past their expiry, and sessions (whole
+/// refresh-token families, so that a spent token of a live session is still recognised) whose every
+/// token has expired.
+pub const SWEEPS: [storage::Sweep; 2] = [
+    storage::Sweep {
+        name: "auth_nonces",
+        postgres: "DELETE FROM auth_nonces WHERE expires_at < $1",
+        sqlite: "DELETE FROM auth_nonces WHERE expires_at < ?1",
+        keep: Duration::ZERO,
+    },
+    storage::Sweep {
+        name: "refresh_tokens",
+        postgres: "DELETE FROM refresh_tokens WHERE family_id IN
+                   (SELECT family_id FROM refresh_tokens GROUP BY family_id HAVING MAX(expires_at) < $1)",
+        sqlite: "DELETE FROM refresh_tokens WHERE family_id IN
+                 (SELECT family_id FROM refresh_tokens GROUP BY family_id HAVING MAX(expires_at) < ?1)",
+        keep: Duration::ZERO,
+    },
+];
+
 /// Identity storage over the process's database.
 #[derive(Clone)]
 pub struct IdentityStore {
@@ -42,6 +63,7 @@ struct TokenState {
     user_id: Uuid,
     expires_at: OffsetDateTime,
     spent: bool,
+    session_started_at: OffsetDateTime,
 }
 
 impl IdentityStore {
@@ -61,7 +83,6 @@ impl IdentityStore {
         match &self.db {
             Database::Postgres(pool) => {
                 let c = pool.get().await?;
-                c.execute("DELETE FROM auth_nonces WHERE expires_at < $1", &[&self.clock.now()]).await?;
                 c.execute(
                     "INSERT INTO auth_nonces (nonce, address, message, expires_at) VALUES ($1, $2, $3, $4)",
                     &[&nonce, &address, &message, &expires_at],
@@ -69,10 +90,8 @@ impl IdentityStore {
                 .await?;
             }
             Database::Sqlite(pool) => {
-                let (nonce, address, message, now) =
-                    (nonce.to_string(), address.to_string(), message.to_string(), self.clock.now());
+                let (nonce, address, message) = (nonce.to_string(), address.to_string(), message.to_string());
                 pool.call(move |c| {
-                    c.execute("DELETE FROM auth_nonces WHERE expires_at < ?1", [clock::to_text(now)])?;
                     c.execute(
                         "INSERT INTO auth_nonces (nonce, address, message, expires_at) VALUES (?1, ?2, ?3, ?4)",
                         rusqlite::params![nonce, address, message, clock::to_text(expires_at)],
@@ -173,7 +192,7 @@ impl IdentityStore {
         }
     }
 
-    /// Stores the hash of a new refresh token in `family`.
+    /// Stores the hash of the first refresh token of a new session, `family`.
     pub async fn insert_refresh(
         &self,
         hash: &str,
@@ -187,7 +206,8 @@ impl IdentityStore {
                 pool.get()
                     .await?
                     .execute(
-                        "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                        "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at, session_started_at)
+                         VALUES ($1, $2, $3, $4, $5, $4)",
                         &[&hash, &family, &user_id, &now, &expires_at],
                     )
                     .await?;
@@ -196,7 +216,8 @@ impl IdentityStore {
                 let hash = hash.to_string();
                 pool.call(move |c| {
                     c.execute(
-                        "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at, session_started_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?4)",
                         rusqlite::params![hash, family.to_string(), user_id.to_string(), clock::to_text(now), clock::to_text(expires_at)],
                     )?;
                     Ok::<_, anyhow::Error>(())
@@ -208,12 +229,14 @@ impl IdentityStore {
     }
 
     /// Spends `old_hash` and stores `new_hash` in its family, atomically. Presenting a spent token
-    /// revokes the whole family (a stolen token was used twice).
+    /// revokes the whole family (a stolen token was used twice). A session older than
+    /// `session_max` is over (expired); the new token never outlives it.
     pub async fn rotate_refresh(
         &self,
         old_hash: &str,
         new_hash: &str,
         new_expires: OffsetDateTime,
+        session_max: Duration,
     ) -> anyhow::Result<Rotation> {
         let now = self.clock.now();
         match &self.db {
@@ -222,7 +245,8 @@ impl IdentityStore {
                 let tx = c.transaction().await?;
                 let row = tx
                     .query_opt(
-                        "SELECT family_id, user_id, expires_at, rotated_at IS NOT NULL OR revoked_at IS NOT NULL
+                        "SELECT family_id, user_id, expires_at, rotated_at IS NOT NULL OR revoked_at IS NOT NULL,
+                                COALESCE(session_started_at, created_at)
                          FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
                         &[&old_hash],
                     )
@@ -230,8 +254,16 @@ impl IdentityStore {
                 let Some(r) = row else {
                     return Ok(Rotation::Unknown);
                 };
-                let st = TokenState { family: r.get(0), user_id: r.get(1), expires_at: r.get(2), spent: r.get(3) };
-                let outcome = decide(&st, now);
+                let st = TokenState {
+                    family: r.get(0),
+                    user_id: r.get(1),
+                    expires_at: r.get(2),
+                    spent: r.get(3),
+                    session_started_at: r.get(4),
+                };
+                let outcome = decide(&st, now, session_max);
+                let (started, new_expires) =
+                    (st.session_started_at, new_expires.min(st.session_started_at + session_max));
                 match outcome {
                     Rotation::Reused => {
                         tx.execute(
@@ -247,8 +279,9 @@ impl IdentityStore {
                         )
                         .await?;
                         tx.execute(
-                            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-                            &[&new_hash, &st.family, &st.user_id, &now, &new_expires],
+                            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at, session_started_at)
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                            &[&new_hash, &st.family, &st.user_id, &now, &new_expires, &started],
                         )
                         .await?;
                     }
@@ -262,17 +295,25 @@ impl IdentityStore {
                 pool.call(move |c| {
                     use rusqlite::OptionalExtension;
                     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                    let row: Option<(String, String, String, bool)> = tx
+                    let row: Option<(String, String, String, bool, String)> = tx
                         .query_row(
-                            "SELECT family_id, user_id, expires_at, rotated_at IS NOT NULL OR revoked_at IS NOT NULL
+                            "SELECT family_id, user_id, expires_at, rotated_at IS NOT NULL OR revoked_at IS NOT NULL,
+                                    COALESCE(session_started_at, created_at)
                              FROM refresh_tokens WHERE token_hash = ?1",
                             [&old_hash],
-                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                         )
                         .optional()?;
-                    let Some((family, user, exp, spent)) = row else { return Ok(Rotation::Unknown) };
-                    let st = TokenState { family: family.parse()?, user_id: user.parse()?, expires_at: clock::from_text(&exp)?, spent };
-                    let outcome = decide(&st, now);
+                    let Some((family, user, exp, spent, started)) = row else { return Ok(Rotation::Unknown) };
+                    let st = TokenState {
+                        family: family.parse()?,
+                        user_id: user.parse()?,
+                        expires_at: clock::from_text(&exp)?,
+                        spent,
+                        session_started_at: clock::from_text(&started)?,
+                    };
+                    let outcome = decide(&st, now, session_max);
+                    let new_expires = new_expires.min(st.session_started_at + session_max);
                     let now_text = clock::to_text(now);
                     match outcome {
                         Rotation::Reused => {
@@ -284,8 +325,9 @@ impl IdentityStore {
                         Rotation::Rotated { .. } => {
                             tx.execute("UPDATE refresh_tokens SET rotated_at = ?2 WHERE token_hash = ?1", rusqlite::params![old_hash, now_text])?;
                             tx.execute(
-                                "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                                rusqlite::params![new_hash, family, user, now_text, clock::to_text(new_expires)],
+                                "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at, session_started_at)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                rusqlite::params![new_hash, family, user, now_text, clock::to_text(new_expires), started],
                             )?;
                         }
                         Rotation::Expired | Rotation::Unknown => {}
@@ -329,10 +371,10 @@ impl IdentityStore {
     }
 }
 
-fn decide(st: &TokenState, now: OffsetDateTime) -> Rotation {
+fn decide(st: &TokenState, now: OffsetDateTime, session_max: Duration) -> Rotation {
     if st.spent {
         Rotation::Reused
-    } else if st.expires_at <= now {
+    } else if st.expires_at <= now || st.session_started_at + session_max <= now {
         Rotation::Expired
     } else {
         Rotation::Rotated { user_id: st.user_id }

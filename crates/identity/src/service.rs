@@ -51,7 +51,10 @@ pub struct SignInOptions {
     pub uri: String,
     pub chain_id: u64,
     pub nonce_ttl: Duration,
+    /// A refresh token's lifetime; each rotation starts a new one.
     pub refresh_ttl: Duration,
+    /// A session's lifetime from sign-in, however often its refresh token rotates.
+    pub session_max: Duration,
     /// Checksummed addresses that sign in with the `admin` role.
     pub admins: Vec<String>,
 }
@@ -171,7 +174,11 @@ impl AuthService {
     pub async fn refresh(&self, token: &str) -> Result<TokenResponse, ApiError> {
         let new_token = random_token(32)?;
         let expires = self.clock.now() + self.opts.refresh_ttl;
-        match self.store.rotate_refresh(&hash_token(token), &hash_token(&new_token), expires).await? {
+        let rotated = self
+            .store
+            .rotate_refresh(&hash_token(token), &hash_token(&new_token), expires, self.opts.session_max)
+            .await?;
+        match rotated {
             Rotation::Rotated { user_id } => {
                 let user = self
                     .store
@@ -184,7 +191,9 @@ impl AuthService {
                 tracing::warn!("a spent refresh token was presented; its family is revoked");
                 Err(ApiError::new(ErrorCode::RefreshTokenReused, "refresh token already used; sign in again"))
             }
-            Rotation::Expired => Err(ApiError::new(ErrorCode::InvalidRefreshToken, "refresh token expired")),
+            Rotation::Expired => {
+                Err(ApiError::new(ErrorCode::InvalidRefreshToken, "refresh token or session expired; sign in again"))
+            }
             Rotation::Unknown => Err(ApiError::new(ErrorCode::InvalidRefreshToken, "unknown refresh token")),
         }
     }
@@ -196,7 +205,12 @@ impl AuthService {
     async fn start_session(&self, user: &UserRow, family: Uuid) -> Result<TokenResponse, ApiError> {
         let refresh = random_token(32)?;
         self.store
-            .insert_refresh(&hash_token(&refresh), family, user.id, self.clock.now() + self.opts.refresh_ttl)
+            .insert_refresh(
+                &hash_token(&refresh),
+                family,
+                user.id,
+                self.clock.now() + self.opts.refresh_ttl.min(self.opts.session_max),
+            )
             .await?;
         self.token_response(user, refresh)
     }

@@ -43,6 +43,8 @@ pub struct Settings {
     pub jwt_issuer: String,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// A session's lifetime from sign-in, however often it refreshes.
+    pub session_max: Duration,
     /// Addresses (any case) that sign in with the `admin` role.
     pub admin_addresses: Vec<String>,
     /// EIP-4361 domain, URI and chain id that sign-in messages must carry.
@@ -61,6 +63,10 @@ pub struct Settings {
     pub http_request_timeout: Duration,
     /// HTTP connections open at once.
     pub http_max_connections: usize,
+    /// How often the clean-up job runs.
+    pub cleanup_interval: Duration,
+    /// How long handled-event ids are kept.
+    pub inbox_retention: Duration,
     /// Run the event consumers (claim processing) in this process.
     pub run_consumers: bool,
     /// Run the outbox relay to Kafka in `walletd serve` (when Kafka is set); `false` when it runs
@@ -149,6 +155,7 @@ impl Default for Settings {
             jwt_issuer: String::new(),
             access_token_ttl: Duration::ZERO,
             refresh_token_ttl: Duration::ZERO,
+            session_max: Duration::ZERO,
             admin_addresses: Vec::new(),
             siwe_domain: String::new(),
             siwe_uri: String::new(),
@@ -161,6 +168,8 @@ impl Default for Settings {
             http_body_timeout: Duration::ZERO,
             http_request_timeout: Duration::ZERO,
             http_max_connections: 0,
+            cleanup_interval: Duration::ZERO,
+            inbox_retention: Duration::ZERO,
             run_consumers: false,
             run_relay: false,
             event_max_attempts: 0,
@@ -385,7 +394,7 @@ mod tests {
         {
             assert!(keys.iter().any(|k| k == kafka), "{kafka}");
         }
-        assert_eq!(keys.len(), 45);
+        assert_eq!(keys.len(), 48);
     }
 
     #[test]

@@ -4,6 +4,9 @@
 pub mod lease;
 pub mod page;
 pub mod sqlite;
+pub mod sweep;
+
+pub use sweep::Sweep;
 
 pub use lease::Lease;
 pub use page::{FilterValue, IdPage};

@@ -8,6 +8,7 @@
 
 pub mod adapters;
 pub mod admin;
+pub mod cleanup;
 pub mod server;
 pub mod telemetry;
 pub mod wiring;

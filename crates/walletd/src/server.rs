@@ -29,6 +29,8 @@ pub struct Server {
     pub database: Database,
     pub(crate) consumers: Vec<Arc<dyn EventHandler>>,
     pub(crate) settings: Settings,
+    /// What the clean-up job measures "expired" against.
+    pub(crate) clock: Arc<dyn base::Clock>,
 }
 
 impl Server {
@@ -75,6 +77,13 @@ impl Server {
             )),
             _ => None,
         };
+        let cleanup = tokio::spawn(crate::cleanup::run(
+            self.database.clone(),
+            crate::cleanup::sweeps(&self.settings),
+            self.settings.cleanup_interval,
+            self.clock.clone(),
+            consumers_rx.clone(),
+        ));
         let metrics = tokio::spawn(async move {
             axum::serve(self.metrics, self.metrics_app)
                 .with_graceful_shutdown(async move {
@@ -107,6 +116,7 @@ impl Server {
         {
             tracing::warn!("the outbox relay did not stop in time");
         }
+        cleanup.abort();
         metrics.abort();
         tracing::info!("stopped");
         Ok(())

@@ -44,7 +44,7 @@ pub async fn build_with_clock(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Server> {
     let database = open_database(&settings).await?;
-    let auth = identity(&settings, &database, clock)?;
+    let auth = identity(&settings, &database, clock.clone())?;
     let cache = open_cache(&settings)?;
     let wired = services_of(&settings, services, &database, &cache);
     let app = http_app(&settings, &database, &cache, auth, wired.routes)?;
@@ -67,6 +67,7 @@ pub async fn build_with_clock(
         database,
         consumers: wired.consumers,
         settings,
+        clock,
     })
 }
 
@@ -114,6 +115,7 @@ pub fn sign_in_options(settings: &Settings) -> SignInOptions {
         chain_id: settings.siwe_chain_id,
         nonce_ttl: settings.nonce_ttl,
         refresh_ttl: settings.refresh_token_ttl,
+        session_max: settings.session_max,
         admins: settings.admin_addresses.clone(),
     }
 }

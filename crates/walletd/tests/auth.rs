@@ -376,3 +376,87 @@ async fn logout_revokes_the_refresh_token(#[case] backend: Backend) {
         app.client.post(app.url("/v1/auth/refresh")).json(&json!({"refresh_token": s.refresh})).send().await.unwrap();
     assert_eq!(res.status(), 401);
 }
+
+async fn rows(db: &storage::Database, table: &'static str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    match db {
+        storage::Database::Postgres(pool) => pool.get().await.unwrap().query_one(&sql, &[]).await.unwrap().get(0),
+        storage::Database::Sqlite(pool) => {
+            pool.call(move |c| c.query_row(&sql, [], |r| r.get(0)).map_err(anyhow::Error::from)).await.unwrap()
+        }
+    }
+}
+
+/// A session ends `WALLETD_SESSION_MAX_SECS` after its sign-in however often it refreshes; the
+/// clean-up job then deletes it, with expired nonces, idempotency keys past their day and inbox rows
+/// past their retention, and counts what it removed.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn sessions_end_and_the_clean_up_job_deletes_what_expired(#[case] backend: Backend) {
+    let day = time::Duration::days(1);
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_at(backend, clock.clone(), |s| {
+        s.session_max = Duration::from_secs(30 * 86_400);
+        s.refresh_token_ttl = Duration::from_secs(20 * 86_400);
+        s.cleanup_interval = Duration::from_secs(1);
+    })
+    .await;
+    let refresh = |token: String| {
+        let req = app.client.post(app.url("/v1/auth/refresh")).json(&json!({"refresh_token": token}));
+        async move { req.send().await.unwrap() }
+    };
+    let buyer = app.new_user().await;
+
+    // Day 15 and day 29: each refresh gets a fresh token, but none outlives day 30.
+    clock.advance(15 * day);
+    let res = refresh(buyer.refresh.clone()).await;
+    assert_eq!(res.status(), 200);
+    let second = session_from(res.json().await.unwrap());
+    clock.advance(14 * day);
+    let res = refresh(second.refresh.clone()).await;
+    assert_eq!(res.status(), 200, "day 29, within the session");
+    let third = session_from(res.json().await.unwrap());
+    clock.advance(2 * day);
+    assert_problem(refresh(third.refresh.clone()).await, 401, "INVALID_REFRESH_TOKEN").await;
+
+    // Something of every kind the job deletes: a nonce never used, an idempotency key, a handled event.
+    let (fresh, shopper) = (app.new_user().await, app.new_user().await);
+    app.nonce_message(&LocalWallet::random().unwrap()).await;
+    app.create_supply(&shopper.access, "USDC", "10").await;
+    let order =
+        json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "n", "price": "1", "quantity": 1}]});
+    let res = app.post("/v1/orders", &fresh.access).header("idempotency-key", "k1").json(&order).send().await.unwrap();
+    let order: Value = res.json().await.unwrap();
+    let res = app.post(&format!("/v1/orders/{}/claim", order["id"].as_str().unwrap()), &shopper.access).send().await;
+    assert_eq!(res.unwrap().status(), 201);
+    let db = storage::Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
+    let tables = ["auth_nonces", "refresh_tokens", "idempotency_keys", "inbox"];
+    let handled = testkit::wait_until(Duration::from_secs(30), || async { rows(&db, "inbox").await > 0 }).await;
+    assert!(handled, "the claim's events were not handled");
+    for table in tables {
+        assert!(rows(&db, table).await > 0, "{table} is empty before the clean-up");
+    }
+
+    // Past every retention, nothing of it is left.
+    clock.advance(40 * day);
+    let swept = testkit::wait_until(Duration::from_secs(30), || async {
+        let mut left = 0;
+        for table in tables {
+            left += rows(&db, table).await;
+        }
+        left == 0
+    })
+    .await;
+    let mut counts = Vec::new();
+    for table in tables {
+        counts.push((
+            table,
+            rows(&db, table).await,
+            app.metric("cleanup_removed_total", &[&format!("table=\"{table}\"")]).await,
+        ));
+    }
+    assert!(swept, "rows left (table, rows, removed): {counts:?}");
+    assert!(counts.iter().all(|(_, _, removed)| *removed >= 1.0), "{counts:?}");
+}

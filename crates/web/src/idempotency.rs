@@ -27,6 +27,14 @@ use crate::principal::Principal;
 pub const HEADER: &str = "idempotency-key";
 /// How long a key is remembered.
 pub const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The clean-up job deletes keys past their [`TTL`].
+pub const SWEEP: storage::Sweep = storage::Sweep {
+    name: "idempotency_keys",
+    postgres: "DELETE FROM idempotency_keys WHERE created_at < $1",
+    sqlite: "DELETE FROM idempotency_keys WHERE created_at < ?1",
+    keep: TTL,
+};
 /// A key still running after this belongs to a request whose process died.
 const ABANDONED: Duration = Duration::from_secs(60);
 /// Bigger answers are not recorded (none of ours comes near).
@@ -281,10 +289,6 @@ async fn complete(db: &Database, principal: Uuid, key: &str, stored: &Stored) ->
                 &[&principal, &key, &(stored.status as i16), &stored.headers, &stored.body],
             )
             .await?;
-            // Now and then, the expired keys go.
-            if rand_one_in(256) {
-                c.execute("DELETE FROM idempotency_keys WHERE created_at < $1", &[&(clock::now() - TTL)]).await?;
-            }
         }
         Database::Sqlite(pool) => {
             let (key, stored) = (key.to_string(), stored.clone());
@@ -293,12 +297,6 @@ async fn complete(db: &Database, principal: Uuid, key: &str, stored: &Stored) ->
                     "UPDATE idempotency_keys SET status = ?3, headers = ?4, body = ?5 WHERE principal_id = ?1 AND key = ?2",
                     rusqlite::params![principal.to_string(), key, stored.status, stored.headers, stored.body],
                 )?;
-                if rand_one_in(256) {
-                    c.execute(
-                        "DELETE FROM idempotency_keys WHERE created_at < ?1",
-                        [clock::to_text(clock::now() - TTL)],
-                    )?;
-                }
                 Ok::<_, anyhow::Error>(())
             })
             .await?;
@@ -328,8 +326,4 @@ async fn forget(db: &Database, principal: Uuid, key: &str) -> anyhow::Result<()>
         }
     }
     Ok(())
-}
-
-fn rand_one_in(n: u128) -> bool {
-    Uuid::new_v4().as_u128().is_multiple_of(n)
 }

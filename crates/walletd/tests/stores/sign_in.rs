@@ -12,6 +12,9 @@ use testkit::Backend;
 
 use crate::fresh;
 
+/// Sessions long enough not to matter, unless a test says otherwise.
+const SESSION: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
 fn address() -> String {
     format!("0x{}", Uuid::new_v4().simple().to_string().to_uppercase().get(..20).unwrap().repeat(2))
 }
@@ -39,6 +42,32 @@ async fn a_nonce_is_spent_once_by_its_address_and_never_after_it_expired(#[case]
     clock.advance(time::Duration::seconds(300));
     assert!(!store.consume_nonce("n-2", &me, "m").await.unwrap(), "expired at its expiry time");
     assert!(store.consume_nonce("n-3", &me, "m").await.unwrap(), "a nonce one second younger is still live");
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_session_ends_at_its_maximum_however_often_it_rotates(#[case] backend: Backend) {
+    let (_dir, db) = fresh(backend).await;
+    let clock = ManualClock::new();
+    let store = IdentityStore::new(db, clock.clone());
+    let user = store.upsert_user(&address()).await.unwrap().id;
+    let fifteen_days = std::time::Duration::from_secs(15 * 86_400);
+    store.insert_refresh("a", Uuid::now_v7(), user, clock.now() + time::Duration::days(30)).await.unwrap();
+    clock.advance(time::Duration::days(10));
+    let next = || clock.now() + time::Duration::days(30);
+    assert_eq!(
+        store.rotate_refresh("a", "b", next(), fifteen_days).await.unwrap(),
+        Rotation::Rotated { user_id: user }
+    );
+    clock.advance(time::Duration::days(4));
+    assert_eq!(
+        store.rotate_refresh("b", "c", next(), fifteen_days).await.unwrap(),
+        Rotation::Rotated { user_id: user }
+    );
+    clock.advance(time::Duration::days(1));
+    assert_eq!(store.rotate_refresh("c", "d", next(), fifteen_days).await.unwrap(), Rotation::Expired, "day 15");
 }
 
 #[rstest]
@@ -92,18 +121,26 @@ async fn a_refresh_token_rotates_once_and_its_reuse_revokes_the_family(#[case] b
     let later = || clock.now() + time::Duration::days(30);
     store.insert_refresh("t1", Uuid::now_v7(), user, later()).await.unwrap();
 
-    assert_eq!(store.rotate_refresh("t1", "t2", later()).await.unwrap(), Rotation::Rotated { user_id: user });
-    assert_eq!(store.rotate_refresh("t2", "t3", later()).await.unwrap(), Rotation::Rotated { user_id: user });
-    assert_eq!(store.rotate_refresh("t1", "t4", later()).await.unwrap(), Rotation::Reused, "a spent token");
-    assert_eq!(store.rotate_refresh("t3", "t5", later()).await.unwrap(), Rotation::Reused, "the newest was revoked");
-    assert_eq!(store.rotate_refresh("t4", "t6", later()).await.unwrap(), Rotation::Unknown, "a reuse issues nothing");
-    assert_eq!(store.rotate_refresh("never-issued", "t7", later()).await.unwrap(), Rotation::Unknown);
+    assert_eq!(store.rotate_refresh("t1", "t2", later(), SESSION).await.unwrap(), Rotation::Rotated { user_id: user });
+    assert_eq!(store.rotate_refresh("t2", "t3", later(), SESSION).await.unwrap(), Rotation::Rotated { user_id: user });
+    assert_eq!(store.rotate_refresh("t1", "t4", later(), SESSION).await.unwrap(), Rotation::Reused, "a spent token");
+    assert_eq!(
+        store.rotate_refresh("t3", "t5", later(), SESSION).await.unwrap(),
+        Rotation::Reused,
+        "the newest was revoked"
+    );
+    assert_eq!(
+        store.rotate_refresh("t4", "t6", later(), SESSION).await.unwrap(),
+        Rotation::Unknown,
+        "a reuse issues nothing"
+    );
+    assert_eq!(store.rotate_refresh("never-issued", "t7", later(), SESSION).await.unwrap(), Rotation::Unknown);
 
     // Another family of the same user is untouched; logging out revokes it.
     store.insert_refresh("u1", Uuid::now_v7(), user, later()).await.unwrap();
-    assert_eq!(store.rotate_refresh("u1", "u2", later()).await.unwrap(), Rotation::Rotated { user_id: user });
+    assert_eq!(store.rotate_refresh("u1", "u2", later(), SESSION).await.unwrap(), Rotation::Rotated { user_id: user });
     store.revoke_family("u1").await.unwrap();
-    assert_eq!(store.rotate_refresh("u2", "u3", later()).await.unwrap(), Rotation::Reused);
+    assert_eq!(store.rotate_refresh("u2", "u3", later(), SESSION).await.unwrap(), Rotation::Reused);
     store.revoke_family("never-issued").await.unwrap();
 }
 
@@ -121,9 +158,9 @@ async fn an_expired_refresh_token_is_refused_without_revoking_its_family(#[case]
     store.insert_refresh("long", family, user, clock.now() + time::Duration::days(30)).await.unwrap();
     clock.advance(time::Duration::seconds(60));
     let next = clock.now() + time::Duration::days(30);
-    assert_eq!(store.rotate_refresh("short", "s2", next).await.unwrap(), Rotation::Expired);
-    assert_eq!(store.rotate_refresh("s2", "s3", next).await.unwrap(), Rotation::Unknown, "nothing was issued");
-    assert_eq!(store.rotate_refresh("long", "l2", next).await.unwrap(), Rotation::Rotated { user_id: user });
+    assert_eq!(store.rotate_refresh("short", "s2", next, SESSION).await.unwrap(), Rotation::Expired);
+    assert_eq!(store.rotate_refresh("s2", "s3", next, SESSION).await.unwrap(), Rotation::Unknown, "nothing was issued");
+    assert_eq!(store.rotate_refresh("long", "l2", next, SESSION).await.unwrap(), Rotation::Rotated { user_id: user });
 }
 
 #[rstest]
@@ -138,7 +175,9 @@ async fn of_concurrent_rotations_of_one_token_exactly_one_succeeds(#[case] backe
     store.insert_refresh("shared", Uuid::now_v7(), user, expires).await.unwrap();
     let tasks = (0..20).map(|i| {
         let store = store.clone();
-        tokio::spawn(async move { store.rotate_refresh("shared", &format!("next-{i}"), expires).await.unwrap() })
+        tokio::spawn(
+            async move { store.rotate_refresh("shared", &format!("next-{i}"), expires, SESSION).await.unwrap() },
+        )
     });
     let outcomes: Vec<Rotation> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     let rotated = outcomes.iter().filter(|o| matches!(o, Rotation::Rotated { .. })).count();
