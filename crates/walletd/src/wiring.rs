@@ -205,6 +205,14 @@ fn http_app(
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
     );
     idempotency::document(&mut doc);
+    web::openapi::document_problems(&mut doc);
+    for (from, to) in [
+        ("/v1/supplies", "/v1/supplies/{id}"),
+        ("/v1/orders", "/v1/orders/{id}"),
+        ("/v1/orders/{id}/claim", "/v1/claims/{id}"),
+    ] {
+        web::openapi::link_created(&mut doc, from, to);
+    }
 
     let deadlines = deadline::Deadlines { body: settings.http_body_timeout, request: settings.http_request_timeout };
     let readiness = health::Readiness::new(database.clone(), Arc::new(CacheStatus(cache.clone())));

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod health;
 pub mod idempotency;
 pub mod observe;
+pub mod openapi;
 pub mod principal;
 pub mod proxies;
 pub mod ratelimit;
