@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 version=4.32.5
 venv="$root/target/fuzz-venv"
-examples="${FUZZ_EXAMPLES:-250}"
+examples="${FUZZ_EXAMPLES:-300}"
 min_cases="${FUZZ_MIN_CASES:-5000}"
 backends=("$@")
 [ ${#backends[@]} -eq 0 ] && backends=(sqlite postgres)
@@ -41,7 +41,7 @@ for backend in "${backends[@]}"; do
     postgres)
       : "${WALLETD_TEST_POSTGRES_URL:?PostgreSQL: run through scripts/test.sh, or set WALLETD_TEST_POSTGRES_URL}"
       db="walletd_fuzz_$$"
-      "${WALLETD_TEST_PG_BIN:+$WALLETD_TEST_PG_BIN/}psql" "$WALLETD_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+      "${WALLETD_TEST_PG_BIN:+$WALLETD_TEST_PG_BIN/}psql" "$WALLETD_TEST_POSTGRES_URL" -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
       export WALLETD_DATABASE_URL="${WALLETD_TEST_POSTGRES_URL%/*}/$db" ;;
     *) echo "fuzz: unknown backend $backend (sqlite or postgres)" >&2; exit 2 ;;
   esac
@@ -56,11 +56,12 @@ for backend in "${backends[@]}"; do
   token=$(cd "$work" && "$root/target/debug/walletd" token --role admin --address "$WALLETD_ADMIN_ADDRESSES" --ttl-secs 7200)
   echo "fuzz: $backend: schemathesis $version, $examples examples per operation" >&2
   set +e
-  "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+  # (From the server's directory: schemathesis keeps a cache in the current one.)
+  (cd "$work" && "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
     --header "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
     --max-examples "$examples" --seed 20261126 --workers 2 --no-color \
-    >"$work/schemathesis.txt" 2>&1
+    >"$work/schemathesis.txt" 2>&1)
   status=$?
   set -e
   cases=$(grep -oE '[0-9]+ generated' "$work/schemathesis.txt" | tail -1 | grep -oE '[0-9]+' || echo 0)

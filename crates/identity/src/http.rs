@@ -19,6 +19,7 @@ use crate::service::{NonceResponse, TokenResponse, UserView};
 #[serde(deny_unknown_fields)]
 pub struct NonceRequest {
     /// `0x`-prefixed address; mixed case must be a valid EIP-55 checksum.
+    #[schema(pattern = "^0x[0-9a-fA-F]{40}$", example = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed")]
     pub address: String,
 }
 

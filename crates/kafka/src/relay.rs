@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 use events::outbox::{self, EventEnvelope};
 use storage::{Database, Lease};
@@ -25,6 +25,7 @@ use crate::KafkaSettings;
 pub struct Relay {
     db: Database,
     producer: FutureProducer,
+    settings: KafkaSettings,
     batch: i64,
     lease: Lease,
 }
@@ -32,21 +33,27 @@ pub struct Relay {
 impl Relay {
     /// `lease`: how long the relay's lease lasts without renewal (another relay takes over after it).
     pub fn new(db: Database, settings: &KafkaSettings, lease: Duration) -> anyhow::Result<Self> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &settings.compression)
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "10000")
-            .create()
-            .context("creating the Kafka producer")?;
         let lease = Lease::new(db.clone(), "outbox", lease);
-        Ok(Self { db, producer, batch: 500, lease })
+        Ok(Self { db, producer: producer(settings)?, settings: settings.clone(), batch: 500, lease })
+    }
+
+    /// An idempotent producer that hit a fatal error (librdkafka raises one when the broker lost
+    /// the producer's state, as after some restarts) refuses every later send: it is replaced, and
+    /// the events it did not deliver are sent again by the new one.
+    fn replace_producer_if_fatal(&mut self) {
+        let Some((code, reason)) = self.producer.client().fatal_error() else { return };
+        tracing::warn!(error.code = ?code, error = %reason, "the Kafka producer hit a fatal error; making a new one");
+        match producer(&self.settings) {
+            Ok(p) => {
+                self.producer = p;
+                metrics::counter!("outbox_producer_restarts_total").increment(1);
+            }
+            Err(e) => tracing::error!(error = format!("{e:#}"), "could not make a new Kafka producer; trying again"),
+        }
     }
 
     /// Publishes until `shutdown` turns true, then drains what it can.
-    pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         tracing::info!(relay.holder = %self.lease.holder(), "outbox relay started");
         let mut counted: Option<std::time::Instant> = None;
         loop {
@@ -61,6 +68,7 @@ impl Relay {
                     0
                 }
             };
+            self.replace_producer_if_fatal();
             // The backlog gauge, at most once a second: a count per batch would cost a query each.
             if counted.is_none_or(|c| c.elapsed() >= Duration::from_secs(1)) || stopping {
                 counted = Some(std::time::Instant::now());
@@ -122,6 +130,18 @@ impl Relay {
         self.lease.take().await?;
         Ok(n)
     }
+}
+
+fn producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", &settings.compression)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .context("creating the Kafka producer")
 }
 
 /// Whether a named failpoint is set in `WALLETD_FAILPOINTS` (comma-separated). Tests use it to stop

@@ -115,10 +115,16 @@ impl From<OrderError> for ApiError {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
+    /// 1 to 128 characters, no control characters.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F]*\S[^\u0000-\u001F\u007F]*$")]
     pub product_id: String,
+    /// 1 to 256 characters, no control characters.
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F]*\S[^\u0000-\u001F\u007F]*$")]
     pub product_name: String,
     /// Unit price, a decimal string within the asset's decimals.
+    #[schema(pattern = r"^[0-9]{1,20}(\.[0-9]{1,18})?$", example = "250.5")]
     pub price: String,
+    #[schema(minimum = 1, maximum = 10000)]
     pub quantity: i64,
 }
 
@@ -137,13 +143,13 @@ pub fn parse_items(items: &[ItemInput], asset: &Asset) -> Result<(Vec<OrderItem>
     for (i, item) in items.iter().enumerate() {
         let field = |name: &str| format!("items[{i}].{name}");
         let product_id = item.product_id.trim();
-        if product_id.is_empty() || product_id.len() > 128 {
+        if product_id.is_empty() || product_id.chars().count() > 128 {
             errors.push(FieldError::new(field("product_id"), "must be 1 to 128 characters"));
         } else if product_id.chars().any(char::is_control) {
             errors.push(FieldError::new(field("product_id"), CONTROL_CHARACTERS));
         }
         let product_name = item.product_name.trim();
-        if product_name.is_empty() || product_name.len() > 256 {
+        if product_name.is_empty() || product_name.chars().count() > 256 {
             errors.push(FieldError::new(field("product_name"), "must be 1 to 256 characters"));
         } else if product_name.chars().any(char::is_control) {
             errors.push(FieldError::new(field("product_name"), CONTROL_CHARACTERS));

@@ -23,14 +23,17 @@ use web::extract::{ApiJson, ApiQuery, IdPath, RequestId, if_match, with_etag};
 pub struct CreateOrder {
     pub currency: String,
     /// 1 to 100 items. The total is computed by the server; sending one is refused.
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<ItemInput>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchOrder {
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Option<Vec<ItemInput>>,
     /// Only `cancelled`.
+    #[schema(pattern = "^cancelled$")]
     pub status: Option<String>,
     pub version: Option<i64>,
 }

@@ -130,15 +130,15 @@ pub static SETTINGS: &[Setting] = &[
         |s, v| secs(v).map(|d| s.shutdown_timeout = d), |s| s.shutdown_timeout.as_secs().to_string()),
     setting("http_header_timeout_ms", Text("10000"),
         "how long a connection may take to send a request's headers, or sit idle between requests, before it is closed (1 to 600000)",
-        |s, v| within(v, 1, 600_000, "must be 1 to 600000").map(|n: u64| s.http_header_timeout = Duration::from_millis(n)),
+        |s, v| timeout_ms(v).map(|d| s.http_header_timeout = d),
         |s| s.http_header_timeout.as_millis().to_string()),
     setting("http_body_timeout_ms", Text("10000"),
         "how long a request's body may take to arrive; later is 408 `REQUEST_TIMEOUT` (1 to 600000)",
-        |s, v| within(v, 1, 600_000, "must be 1 to 600000").map(|n: u64| s.http_body_timeout = Duration::from_millis(n)),
+        |s, v| timeout_ms(v).map(|d| s.http_body_timeout = d),
         |s| s.http_body_timeout.as_millis().to_string()),
     setting("http_request_timeout_ms", Text("30000"),
         "how long a request may take in all; later is 503 `UNAVAILABLE` with `Retry-After` (1 to 600000)",
-        |s, v| within(v, 1, 600_000, "must be 1 to 600000").map(|n: u64| s.http_request_timeout = Duration::from_millis(n)),
+        |s, v| timeout_ms(v).map(|d| s.http_request_timeout = d),
         |s| s.http_request_timeout.as_millis().to_string()),
     setting("http_max_connections", Text("1024"),
         "open HTTP connections at once; one more is answered 503 `UNAVAILABLE` with `Retry-After` and closed (keep it below `ulimit -n`)",
@@ -245,6 +245,11 @@ fn positive_secs(v: &str) -> Result<Duration, String> {
 
 fn millis(v: &str) -> Result<Duration, String> {
     number(v).map(Duration::from_millis)
+}
+
+/// An HTTP timeout: 1 ms to 10 minutes.
+fn timeout_ms(v: &str) -> Result<Duration, String> {
+    within(v, 1, 600_000, "must be 1 to 600000").map(Duration::from_millis)
 }
 
 fn text(v: &str) -> Result<String, String> {

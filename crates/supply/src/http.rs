@@ -23,14 +23,17 @@ pub struct CreateSupply {
     /// A configured asset code, e.g. `USDC`.
     pub currency: String,
     /// A decimal string within the asset's decimals, e.g. `"250.5"`.
+    #[schema(pattern = r"^[0-9]{1,20}(\.[0-9]{1,18})?$", example = "250.5")]
     pub amount: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchSupply {
+    #[schema(pattern = r"^[0-9]{1,20}(\.[0-9]{1,18})?$", example = "250.5")]
     pub amount: Option<String>,
     /// `active` or `paused`.
+    #[schema(pattern = "^(active|paused)$")]
     pub status: Option<String>,
     /// The version the change is based on; `If-Match` takes precedence.
     pub version: Option<i64>,

@@ -206,6 +206,7 @@ fn http_app(
     );
     idempotency::document(&mut doc);
     web::openapi::document_problems(&mut doc);
+    web::openapi::document_assets(&mut doc, &settings.assets.codes());
     for (from, to) in [
         ("/v1/supplies", "/v1/supplies/{id}"),
         ("/v1/orders", "/v1/orders/{id}"),

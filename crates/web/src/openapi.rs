@@ -5,7 +5,7 @@
 
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder, Schema};
 
 const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -77,6 +77,37 @@ pub fn link_created(doc: &mut OpenApi, from: &str, to: &str) {
     for (name, operation_id) in targets {
         let link = LinkBuilder::new().operation_id(operation_id).parameter("id", "$response.body#/id").build();
         created.links.insert(name, link.into());
+    }
+}
+
+/// Says which assets this deployment accepts: every `currency` field and parameter becomes an enum
+/// of the configured codes.
+pub fn document_assets(doc: &mut OpenApi, codes: &[&str]) {
+    let values: Vec<serde_json::Value> = codes.iter().map(|c| serde_json::Value::from(*c)).collect();
+    let set = |schema: &mut RefOr<Schema>| {
+        if let RefOr::T(Schema::Object(o)) = schema {
+            o.enum_values = Some(values.clone());
+        }
+    };
+    if let Some(components) = doc.components.as_mut() {
+        for schema in components.schemas.values_mut() {
+            let RefOr::T(Schema::Object(object)) = schema else { continue };
+            if let Some(currency) = object.properties.get_mut("currency") {
+                set(currency);
+            }
+        }
+    }
+    for item in doc.paths.paths.values_mut() {
+        for (_, op) in operations(item) {
+            for p in op.parameters.iter_mut().flatten() {
+                if let RefOr::T(p) = p
+                    && p.name == "currency"
+                    && let Some(schema) = p.schema.as_mut()
+                {
+                    set(schema);
+                }
+            }
+        }
     }
 }
 
