@@ -54,6 +54,12 @@ for backend in "${backends[@]}"; do
     sleep 0.05
   done
   token=$(cd "$work" && "$root/target/debug/walletd" token --role admin --address "$WALLETD_ADMIN_ADDRESSES" --ttl-secs 7200)
+  # The admin's orders are funded, so generated orders get past the wallet.
+  admin_id=$(curl -sf "http://127.0.0.1:$port/v1/me" -H "authorization: Bearer $token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  for funds in USDC:100000000 ETH:1000000 BTC:1000000 USDT:100000000 SOL:100000000; do
+    curl -sf "http://127.0.0.1:$port/v1/admin/deposits" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+      -d "{\"user_id\":\"$admin_id\",\"currency\":\"${funds%%:*}\",\"amount\":\"${funds#*:}\",\"reference\":\"fuzz-${funds%%:*}\"}" >/dev/null
+  done
   echo "fuzz: $backend: schemathesis $version, $examples examples per operation" >&2
   set +e
   # (From the server's directory: schemathesis keeps a cache in the current one.)

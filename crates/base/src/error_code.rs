@@ -52,6 +52,7 @@ error_codes! {
     OrderNotDeletable = 409, "ORDER_NOT_DELETABLE";
     OrderAlreadyClaimed = 409, "ORDER_ALREADY_CLAIMED";
     OrderChanged = 409, "ORDER_CHANGED";
+    DepositReferenceConflict = 409, "DEPOSIT_REFERENCE_CONFLICT";
     ClaimNotPending = 409, "CLAIM_NOT_PENDING";
     IdempotencyKeyInUse = 409, "IDEMPOTENCY_KEY_IN_USE";
     VersionMismatch = 412, "VERSION_MISMATCH";
@@ -62,6 +63,7 @@ error_codes! {
     AmountBelowReserved = 422, "AMOUNT_BELOW_RESERVED";
     CannotClaimOwnOrder = 422, "CANNOT_CLAIM_OWN_ORDER";
     InsufficientSupply = 422, "INSUFFICIENT_SUPPLY";
+    InsufficientFunds = 422, "INSUFFICIENT_FUNDS";
     OrderNotClaimable = 422, "ORDER_NOT_CLAIMABLE";
     IdempotencyKeyReused = 422, "IDEMPOTENCY_KEY_REUSED";
     RateLimited = 429, "RATE_LIMITED";

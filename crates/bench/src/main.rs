@@ -148,6 +148,14 @@ async fn main() -> anyhow::Result<()> {
     let shoppers = sign_ins(args.shoppers).await?;
     let price = |i: usize| format!("{}.{:02}", 1 + i % 97, i % 100);
     let total_ordered: Decimal = (0..args.orders).map(|i| price(i).parse::<Decimal>().unwrap_or_default()).sum();
+    // Orders are funded: every buyer gets enough for all of them (deposits, before the clock starts).
+    for (i, b) in buyers.iter().enumerate() {
+        let me = api.get("/v1/me", b).await?;
+        let body = json!({"user_id": me["id"], "currency": "USDC", "amount": total_ordered.round().to_string(),
+            "reference": format!("bench-{}-{i}", std::process::id())});
+        let (status, body) = api.post("/v1/admin/deposits", &admin, &body).await?;
+        ensure!(status == 201, "deposit: {status} {body}");
+    }
     let per_shopper = (total_ordered + Decimal::from(1000)).round();
     let mut supplies = Vec::new();
     for s in &shoppers {

@@ -69,16 +69,15 @@ pub trait SupplyClient: Send + Sync {
     async fn release(&self, claim_id: Uuid, ctx: &EventContext) -> anyhow::Result<Step>;
 }
 
-/// Moves the buyer's held funds to the shopper when a claim is processed (the wallet service).
+/// Moves the buyer's held funds to the shopper when a claim is processed (the wallet service): the
+/// order's hold is posted to the claimer, once per claim.
 #[async_trait]
 pub trait SettlementClient: Send + Sync {
     async fn settle(
         &self,
         claim_id: Uuid,
-        buyer_id: Uuid,
+        order_id: Uuid,
         shopper_id: Uuid,
-        currency: &str,
-        amount: Decimal,
         ctx: &EventContext,
     ) -> anyhow::Result<Step>;
 }

@@ -87,9 +87,7 @@ impl ClaimProcessor {
         if let Step::Refused(r) = self.supplies.reserve(c.id, c.supply_id, c.amount, ctx).await? {
             return Ok(Some(format!("supply: {r}")));
         }
-        if let Step::Refused(r) =
-            self.settlement.settle(c.id, c.buyer_id, c.user_id, &c.currency, c.amount, ctx).await?
-        {
+        if let Step::Refused(r) = self.settlement.settle(c.id, c.order_id, c.user_id, ctx).await? {
             return Ok(Some(format!("settlement: {r}")));
         }
         Ok(None)

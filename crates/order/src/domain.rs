@@ -70,6 +70,8 @@ pub struct Order {
     pub amount: Decimal,
     pub status: OrderStatus,
     pub claim_id: Option<Uuid>,
+    /// The wallet hold that funds it.
+    pub hold_id: Option<Uuid>,
     pub version: i64,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
@@ -214,6 +216,7 @@ impl Order {
             amount: new.amount,
             status: OrderStatus::Pending,
             claim_id: None,
+            hold_id: None,
             version: 1,
             created_at: now,
             updated_at: now,

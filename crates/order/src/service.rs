@@ -3,6 +3,7 @@
 use base::ErrorCode;
 use std::sync::Arc;
 
+use rust_decimal::Decimal;
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -45,6 +46,8 @@ pub struct OrderView {
     pub status: OrderStatus,
     pub items: Vec<ItemView>,
     pub claim_id: Option<Uuid>,
+    /// The wallet hold that funds it.
+    pub hold_id: Option<Uuid>,
     pub version: i64,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -62,17 +65,44 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
+/// The wallet as the order service sees it (DESIGN flow 2): the hold that funds an order.
+#[async_trait::async_trait]
+pub trait Funds: Send + Sync {
+    /// Holds `amount` of the buyer's available balance for the order; `None` when it is short.
+    async fn hold(
+        &self,
+        buyer: Uuid,
+        currency: &str,
+        amount: Decimal,
+        order_id: Uuid,
+        ctx: &EventContext,
+    ) -> anyhow::Result<Option<Uuid>>;
+    /// Sets a pending hold to `amount`; `false` when the buyer's available balance is short.
+    async fn set_amount(&self, hold_id: Uuid, amount: Decimal, ctx: &EventContext) -> anyhow::Result<bool>;
+    /// Releases a hold that is still pending (nothing otherwise).
+    async fn release(&self, hold_id: Uuid, ctx: &EventContext) -> anyhow::Result<()>;
+}
+
 /// The order service.
 pub struct OrderService {
     store: Arc<dyn OrderStore>,
     cache: Arc<Cache>,
+    funds: Arc<dyn Funds>,
     assets: AssetRegistry,
     region: String,
 }
 
+fn insufficient_funds() -> ApiError {
+    ApiError::unprocessable_field(
+        ErrorCode::InsufficientFunds,
+        "items",
+        "your available balance does not cover the order's amount",
+    )
+}
+
 impl OrderService {
-    pub fn new(db: &Database, cache: Arc<Cache>, assets: AssetRegistry, region: String) -> Self {
-        Self { store: store::open(db), cache, assets, region }
+    pub fn new(db: &Database, cache: Arc<Cache>, funds: Arc<dyn Funds>, assets: AssetRegistry, region: String) -> Self {
+        Self { store: store::open(db), cache, funds, assets, region }
     }
 
     fn ctx(&self, who: &Principal, rid: &RequestId) -> EventContext {
@@ -95,8 +125,24 @@ impl OrderService {
         currency: &str,
         items: &[ItemInput],
     ) -> Result<Order, ApiError> {
-        let order = Order::new(who.user_id, NewOrder::parse(currency, items, &self.assets)?, clock::now());
-        self.store.insert(&order, &event_of(&self.assets, "order.created", &order)?, &self.ctx(who, rid)).await?;
+        let mut order = Order::new(who.user_id, NewOrder::parse(currency, items, &self.assets)?, clock::now());
+        let ctx = self.ctx(who, rid);
+        // The hold first: a crash before the order leaves a hold without an order, which is money
+        // reserved for nothing but never an order that is not funded.
+        let hold = self.funds.hold(who.user_id, &order.currency, order.amount, order.id, &ctx).await?;
+        order.hold_id = Some(hold.ok_or_else(insufficient_funds)?);
+        let inserted = match event_of(&self.assets, "order.created", &order) {
+            Ok(event) => self.store.insert(&order, &event, &ctx).await.map_err(ApiError::from),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = inserted {
+            if let Some(hold_id) = order.hold_id
+                && let Err(r) = self.funds.release(hold_id, &ctx).await
+            {
+                tracing::error!(hold.id = %hold_id, error = format!("{r:#}"), "the order failed and its hold stays");
+            }
+            return Err(e);
+        }
         self.cache.invalidate(vec![keys::order(order.id)]).await;
         tracing::info!(order.id = %order.id, "order created");
         Ok(order)
@@ -143,13 +189,22 @@ impl OrderService {
             ApiError::unprocessable_field(ErrorCode::UnknownAsset, "currency", "this asset is no longer configured")
         })?;
         let new_items = items.map(|i| parse_items(i, &asset)).transpose().map_err(ApiError::validation)?;
+        let ctx = self.ctx(who, rid);
+        // New items: the hold grows (or shrinks) first, so the order never has more than is held.
+        let new_amount = new_items.as_ref().map(|(_, amount)| *amount);
+        if let (Some(amount), Some(hold_id)) = (new_amount, current.hold_id)
+            && current.status == OrderStatus::Pending
+            && !self.funds.set_amount(hold_id, amount, &ctx).await?
+        {
+            return Err(insufficient_funds());
+        }
         let assets = self.assets.clone();
-        let updated = self
+        let result = self
             .store
             .modify(
                 id,
                 self.guard(who, expected_version),
-                &self.ctx(who, rid),
+                &ctx,
                 Box::new(move |o| {
                     if let Some((items, amount)) = new_items {
                         o.replace_items(items, amount)?;
@@ -160,8 +215,25 @@ impl OrderService {
                     Ok(Some(event_of(&assets, if cancel { "order.cancelled" } else { "order.updated" }, o)?))
                 }),
             )
-            .await?;
+            .await;
         self.cache.invalidate(vec![keys::order(id)]).await;
+        // The hold follows what the order now is: its amount, or released with a cancel.
+        let hold_amount = match &result {
+            Ok(o) if o.status == OrderStatus::Cancelled => None,
+            Ok(o) => Some(o.amount),
+            Err(_) => new_amount.map(|_| current.amount),
+        };
+        if let Some(hold_id) = current.hold_id {
+            let synced = match hold_amount {
+                None => self.funds.release(hold_id, &ctx).await,
+                Some(amount) if new_amount.is_some() => self.funds.set_amount(hold_id, amount, &ctx).await.map(|_| ()),
+                Some(_) => Ok(()),
+            };
+            if let Err(e) = synced {
+                tracing::error!(hold.id = %hold_id, error = format!("{e:#}"), "the order's hold does not follow it yet");
+            }
+        }
+        let updated = result?;
         tracing::info!(order.status = updated.status.as_str(), "order updated");
         Ok(updated)
     }
@@ -175,11 +247,13 @@ impl OrderService {
         expected_version: Option<i64>,
     ) -> Result<(), ApiError> {
         let assets = self.assets.clone();
-        self.store
+        let ctx = self.ctx(who, rid);
+        let deleted = self
+            .store
             .modify(
                 id,
                 self.guard(who, expected_version),
-                &self.ctx(who, rid),
+                &ctx,
                 Box::new(move |o| {
                     o.delete()?;
                     Ok(Some(event_of(&assets, "order.deleted", o)?))
@@ -187,6 +261,11 @@ impl OrderService {
             )
             .await?;
         self.cache.invalidate(vec![keys::order(id)]).await;
+        if let Some(hold_id) = deleted.hold_id
+            && let Err(e) = self.funds.release(hold_id, &ctx).await
+        {
+            tracing::error!(hold.id = %hold_id, error = format!("{e:#}"), "the deleted order's hold stays for now");
+        }
         tracing::info!("order deleted");
         Ok(())
     }
@@ -334,6 +413,7 @@ fn view_of(assets: &AssetRegistry, o: &Order) -> OrderView {
         status: o.status,
         items: o.items.iter().map(|i| item_view(i, decimals)).collect(),
         claim_id: o.claim_id,
+        hold_id: o.hold_id,
         version: o.version,
         created_at: o.created_at,
         updated_at: o.updated_at,

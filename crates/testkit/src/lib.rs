@@ -206,8 +206,19 @@ impl TestApp {
         session_from(res.json().await.unwrap())
     }
 
-    /// A new user with a fresh key.
+    /// A new user with a fresh key, funded (1,000,000 USDC and 1,000 ETH) so that their orders are
+    /// (DESIGN flow 2: no funds, no order).
     pub async fn new_user(&self) -> Session {
+        let user = self.new_unfunded_user().await;
+        let admin = self.admin_token().await;
+        for (currency, amount) in [("USDC", "1000000"), ("ETH", "1000")] {
+            process::fund_at(&self.client, &self.base, &admin, &user.user_id.to_string(), currency, amount).await;
+        }
+        user
+    }
+
+    /// A new user with a fresh key and nothing in the wallet.
+    pub async fn new_unfunded_user(&self) -> Session {
         self.login(&LocalWallet::random().unwrap()).await
     }
 

@@ -176,6 +176,14 @@ pub async fn shopper(http: &reqwest::Client, base: &str, amount: &str) -> (Strin
     (token, id)
 }
 
+/// Credits `user_id` with `amount` of `currency` through `POST /v1/admin/deposits` as `admin`.
+pub async fn fund_at(http: &reqwest::Client, base: &str, admin: &str, user_id: &str, currency: &str, amount: &str) {
+    let reference = format!("test-funds-{}", uuid::Uuid::now_v7());
+    let body = json!({"user_id": user_id, "currency": currency, "amount": amount, "reference": reference});
+    let res = http.post(format!("{base}/v1/admin/deposits")).bearer_auth(admin).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 201, "deposit: {}", res.text().await.unwrap_or_default());
+}
+
 /// Places a one-item USDC order at `price`; returns its id.
 pub async fn place_order(http: &reqwest::Client, base: &str, buyer: &str, price: &str) -> String {
     let body =
@@ -203,7 +211,9 @@ impl Pair {
         let two = WalletdProcess::start(bin, dir, envs);
         let admin = admin_token(bin, dir, envs);
         let http = reqwest::Client::new();
-        let (buyer, _) = sign_in(&http, &one.base).await;
+        let (buyer, buyer_id) = sign_in(&http, &one.base).await;
+        // The buyer's orders are funded: plenty of USDC for any test.
+        fund_at(&http, &one.base, &admin, &buyer_id, "USDC", "1000000").await;
         let mut list = Vec::new();
         for _ in 0..shoppers {
             list.push(shopper(&http, &two.base, amount).await);

@@ -9,6 +9,7 @@ use claim::ports::{OrderClient, OrderSnapshot, OrderStatus, SettlementClient, Su
 use events::EventContext;
 use rust_decimal::Decimal;
 use uuid::Uuid;
+use wallet::domain::{HoldStatus, WalletError};
 
 /// Orders, in process.
 pub struct Orders(pub Arc<order::OrderService>);
@@ -85,12 +86,74 @@ impl SupplyClient for Supplies {
     }
 }
 
-/// Settlement while the wallet service does not exist yet: nothing to move.
-pub struct NoSettlement;
+/// Settlement through the wallet, in process: the order's pending hold is posted to the claimer,
+/// once (a hold already posted for the order is this claim's settlement, repeated).
+pub struct Settlement(pub Arc<wallet::WalletService>);
 
 #[async_trait]
-impl SettlementClient for NoSettlement {
-    async fn settle(&self, _: Uuid, _: Uuid, _: Uuid, _: &str, _: Decimal, _: &EventContext) -> anyhow::Result<Step> {
-        Ok(Step::Done)
+impl SettlementClient for Settlement {
+    async fn settle(&self, claim_id: Uuid, order_id: Uuid, shopper: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
+        for _ in 0..2 {
+            let holds = self.0.holds_of_order(order_id).await?;
+            if holds.iter().any(|h| h.status == HoldStatus::Posted) {
+                return Ok(Step::Done);
+            }
+            let Some(pending) = holds.iter().find(|h| h.status == HoldStatus::Pending) else {
+                return Ok(Step::Refused("the order has no funds held".into()));
+            };
+            match self.0.resolve_hold(pending.id, Some(shopper), Some(claim_id.to_string()), ctx).await {
+                Ok(_) => return Ok(Step::Done),
+                // Resolved meanwhile: look again.
+                Err(WalletError::HoldNotPending(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        anyhow::bail!("the hold of order {order_id} kept changing")
+    }
+}
+
+/// The order's funds through the wallet, in process.
+pub struct Funds(pub Arc<wallet::WalletService>);
+
+#[async_trait]
+impl order::service::Funds for Funds {
+    async fn hold(
+        &self,
+        buyer: Uuid,
+        currency: &str,
+        amount: Decimal,
+        order_id: Uuid,
+        ctx: &EventContext,
+    ) -> anyhow::Result<Option<Uuid>> {
+        match self.0.place_hold(buyer, currency, amount, Some(order_id), ctx).await {
+            Ok(h) => Ok(Some(h.id)),
+            Err(WalletError::InsufficientFunds) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn set_amount(&self, hold_id: Uuid, amount: Decimal, ctx: &EventContext) -> anyhow::Result<bool> {
+        match self.0.adjust_hold(hold_id, amount, ctx).await {
+            Ok(_) => Ok(true),
+            Err(WalletError::InsufficientFunds) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn release(&self, hold_id: Uuid, ctx: &EventContext) -> anyhow::Result<()> {
+        match self.0.resolve_hold(hold_id, None, None, ctx).await {
+            Ok(_) | Err(WalletError::HoldNotPending(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The users identity knows, for the wallet.
+pub struct Users(pub identity::IdentityStore);
+
+#[async_trait]
+impl wallet::Users for Users {
+    async fn exists(&self, id: Uuid) -> anyhow::Result<bool> {
+        Ok(self.0.get_user(id).await?.is_some())
     }
 }

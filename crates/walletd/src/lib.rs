@@ -59,11 +59,11 @@ pub fn parse_services(list: &str) -> anyhow::Result<Vec<ServiceName>> {
     Ok(out)
 }
 
-/// The event topics (DESIGN D4), as each service declares its own (the wallet's comes with it).
+/// The event topics (DESIGN D4), as each service declares its own.
 pub const TOPICS: kafka::Topics =
-    &[supply::service::TOPIC, order::service::TOPIC, claim::service::TOPIC, "wallet-events"];
+    &[supply::service::TOPIC, order::service::TOPIC, claim::service::TOPIC, wallet::service::TOPIC];
 
 /// Every service this build has.
 pub fn all_services() -> Vec<ServiceName> {
-    vec![ServiceName::Supply, ServiceName::Order, ServiceName::Claim]
+    vec![ServiceName::Supply, ServiceName::Order, ServiceName::Claim, ServiceName::Wallet]
 }

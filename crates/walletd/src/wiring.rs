@@ -25,7 +25,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use web::ratelimit::{self, Limiter};
 use web::{ApiError, deadline, extract, health, idempotency, observe};
 
-use crate::adapters::{NoSettlement, Orders, Supplies};
+use crate::adapters::{Orders, Settlement, Supplies};
 use crate::{Server, ServiceName, admin, telemetry};
 
 #[derive(OpenApi)]
@@ -89,6 +89,7 @@ pub async fn migrate(database: &Database) -> anyhow::Result<()> {
     database.migrate(&supply::MIGRATIONS).await?;
     database.migrate(&order::MIGRATIONS).await?;
     database.migrate(&claim::MIGRATIONS).await?;
+    database.migrate(&wallet::MIGRATIONS).await?;
     Ok(())
 }
 
@@ -138,13 +139,19 @@ struct Wired {
 fn services_of(settings: &Settings, services: &[ServiceName], database: &Database, cache: &Arc<Cache>) -> Wired {
     let (assets, region) = (settings.assets.clone(), settings.region.clone());
     let supplies = Arc::new(supply::SupplyService::new(database, cache.clone(), assets.clone(), region.clone()));
-    let orders = Arc::new(order::OrderService::new(database, cache.clone(), assets.clone(), region.clone()));
+    let users = Arc::new(crate::adapters::Users(identity::IdentityStore::new(database.clone(), base::clock::system())));
+    let wallet = Arc::new(wallet::WalletService::new(database, users, assets.clone(), region.clone()));
+    let funds = Arc::new(crate::adapters::Funds(wallet.clone()));
+    let orders = Arc::new(order::OrderService::new(database, cache.clone(), funds, assets.clone(), region.clone()));
     let mut routes = OpenApiRouter::new();
     if services.contains(&ServiceName::Supply) {
         routes = routes.merge(supply::http::router(supplies.clone()));
     }
     if services.contains(&ServiceName::Order) {
         routes = routes.merge(order::http::router(orders.clone()));
+    }
+    if services.contains(&ServiceName::Wallet) {
+        routes = routes.merge(wallet::http::router(wallet.clone()));
     }
     // Writes by other instances (and regions) reach this instance's cache through the log; each
     // service declares which events make which of its keys stale.
@@ -164,7 +171,7 @@ fn services_of(settings: &Settings, services: &[ServiceName], database: &Databas
             region,
         ));
         if settings.run_consumers {
-            consumers.push(Arc::new(claims.processor(order_port, supply_port, Arc::new(NoSettlement))));
+            consumers.push(Arc::new(claims.processor(order_port, supply_port, Arc::new(Settlement(wallet)))));
         }
         routes = routes.merge(claim::http::router(claims));
     }

@@ -77,7 +77,7 @@ async fn the_admin_role_follows_the_configuration_not_the_token(#[case] backend:
     assert_eq!(me["roles"], json!(["user"]));
 
     // A token minted with the server's key claiming admin for an address that is not listed.
-    let user = listed.new_user().await;
+    let user = listed.new_unfunded_user().await;
     let keys = identity::TokenKeys::load_or_generate(
         &listed.settings.jwt_key_path(),
         &listed.settings.jwt_issuer,
@@ -407,21 +407,8 @@ async fn sessions_end_and_the_clean_up_job_deletes_what_expired(#[case] backend:
         let req = app.client.post(app.url("/v1/auth/refresh")).json(&json!({"refresh_token": token}));
         async move { req.send().await.unwrap() }
     };
-    let buyer = app.new_user().await;
-
-    // Day 15 and day 29: each refresh gets a fresh token, but none outlives day 30.
-    clock.advance(15 * day);
-    let res = refresh(buyer.refresh.clone()).await;
-    assert_eq!(res.status(), 200);
-    let second = session_from(res.json().await.unwrap());
-    clock.advance(14 * day);
-    let res = refresh(second.refresh.clone()).await;
-    assert_eq!(res.status(), 200, "day 29, within the session");
-    let third = session_from(res.json().await.unwrap());
-    clock.advance(2 * day);
-    assert_problem(refresh(third.refresh.clone()).await, 401, "INVALID_REFRESH_TOKEN").await;
-
-    // Something of every kind the job deletes: a nonce never used, an idempotency key, a handled event.
+    // Something of every kind the job deletes: a nonce never used, an idempotency key, a handled
+    // event (made first, while the admin token that funds the buyer is valid on this clock).
     let (fresh, shopper) = (app.new_user().await, app.new_user().await);
     app.nonce_message(&LocalWallet::random().unwrap()).await;
     app.create_supply(&shopper.access, "USDC", "10").await;
@@ -438,6 +425,20 @@ async fn sessions_end_and_the_clean_up_job_deletes_what_expired(#[case] backend:
     for table in tables {
         assert!(rows(&db, table).await > 0, "{table} is empty before the clean-up");
     }
+
+    let buyer = app.new_unfunded_user().await;
+
+    // Day 15 and day 29: each refresh gets a fresh token, but none outlives day 30.
+    clock.advance(15 * day);
+    let res = refresh(buyer.refresh.clone()).await;
+    assert_eq!(res.status(), 200);
+    let second = session_from(res.json().await.unwrap());
+    clock.advance(14 * day);
+    let res = refresh(second.refresh.clone()).await;
+    assert_eq!(res.status(), 200, "day 29, within the session");
+    let third = session_from(res.json().await.unwrap());
+    clock.advance(2 * day);
+    assert_problem(refresh(third.refresh.clone()).await, 401, "INVALID_REFRESH_TOKEN").await;
 
     // Past every retention, nothing of it is left.
     clock.advance(40 * day);

@@ -2,7 +2,8 @@
 //! PostgreSQL with Redis and the broker, while in turn one walletd is killed (`kill -9`) and
 //! restarted, PostgreSQL is shut down (fast) and started again, then Redis, then the broker. At the
 //! end: every write answered 2xx is in the database, no order has two live claims, every claim
-//! converged, every processed claim had its effects exactly once, and nothing was parked. The counts
+//! converged, every processed claim had its effects exactly once (its order's hold posted to the
+//! shopper, the ledger consistent), and nothing was parked. The counts
 //! of each phase (requests, 2xx, 5xx, connection errors, time to recover) are printed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
@@ -81,7 +82,8 @@ async fn send(log: &Log, req: reqwest::RequestBuilder) -> Option<(u16, Value)> {
     out
 }
 
-async fn sign_in(log: &Log, http: &reqwest::Client, base: &str) -> Option<String> {
+/// Signs in; the token and the user id.
+async fn sign_in_user(log: &Log, http: &reqwest::Client, base: &str) -> Option<(String, String)> {
     let wallet = LocalWallet::random().unwrap();
     let address = identity::eth::to_checksum(&wallet.address());
     let (status, nonce) =
@@ -92,11 +94,30 @@ async fn sign_in(log: &Log, http: &reqwest::Client, base: &str) -> Option<String
     let message = nonce["message"].as_str()?.to_string();
     let body = json!({"message": message, "signature": wallet.sign_message(&message).unwrap()});
     let (status, login) = send(log, http.post(format!("{base}/v1/auth/login")).json(&body)).await?;
-    (status == 200).then(|| login["access_token"].as_str().unwrap().to_string())
+    (status == 200).then(|| {
+        (login["access_token"].as_str().unwrap().to_string(), login["user"]["id"].as_str().unwrap().to_string())
+    })
+}
+
+async fn sign_in(log: &Log, http: &reqwest::Client, base: &str) -> Option<String> {
+    sign_in_user(log, http, base).await.map(|(token, _)| token)
+}
+
+/// Signs in a buyer whose orders are funded.
+async fn funded_buyer(log: &Log, http: &reqwest::Client, base: &str, admin: &str) -> Option<String> {
+    let (token, id) = sign_in_user(log, http, base).await?;
+    let body = json!({"user_id": id, "currency": "USDC", "amount": "100000", "reference": format!("chaos-{id}")});
+    let (status, _) = send(log, http.post(format!("{base}/v1/admin/deposits")).bearer_auth(admin).json(&body)).await?;
+    (status == 201).then_some(token)
 }
 
 /// One worker of the load: a buyer and a shopper of its own, each round on the next instance.
-async fn worker(log: Arc<Log>, bases: Arc<RwLock<Vec<String>>>, stop: tokio::sync::watch::Receiver<bool>) {
+async fn worker(
+    log: Arc<Log>,
+    bases: Arc<RwLock<Vec<String>>>,
+    admin: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     let http = reqwest::Client::new();
     let base = |n: usize| bases.read().unwrap()[n % 2].clone();
     let (mut buyer, mut shopper) = (None, None);
@@ -109,7 +130,7 @@ async fn worker(log: Arc<Log>, bases: Arc<RwLock<Vec<String>>>, stop: tokio::syn
         let (Some(buyer_token), Some(shopper_token)) = (buyer.clone(), shopper.clone()) else {
             // Sign in (again) until both are in.
             if buyer.is_none() {
-                buyer = sign_in(&log, &http, &b).await;
+                buyer = funded_buyer(&log, &http, &b, &admin).await;
             } else {
                 shopper = sign_in(&log, &http, &b).await;
             }
@@ -193,7 +214,8 @@ async fn two_instances_survive_a_kill_and_each_dependency_going_down() {
     log.enter("steady");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers: Vec<_> = (0..6).map(|_| tokio::spawn(worker(log.clone(), bases.clone(), stopped.clone()))).collect();
+    let workers: Vec<_> =
+        (0..6).map(|_| tokio::spawn(worker(log.clone(), bases.clone(), admin.clone(), stopped.clone()))).collect();
     let ok_grows_by = |n: u64| {
         let target = log.total(|c| c.ok) + n;
         let log = log.clone();
@@ -317,6 +339,24 @@ async fn two_instances_survive_a_kill_and_each_dependency_going_down() {
     .await;
     assert!(off.is_empty(), "supplies whose amounts do not add up: {off:?}");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM parked_events").await, 0, "events were parked");
+    // The money: the ledger adds up, and every processed claim's hold was posted, once.
+    let verify: Value = http
+        .get(format!("{base}/v1/admin/wallet/verify"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verify["ok"], true, "{verify}");
+    let unsettled = rows(
+        &db,
+        "SELECT c.id FROM claims c JOIN orders o ON o.id = c.order_id LEFT JOIN wallet_holds h ON h.id = o.hold_id
+         WHERE c.status = 'processed' AND (h.status IS DISTINCT FROM 'posted' OR h.amount <> c.amount)",
+    )
+    .await;
+    assert!(unsettled.is_empty(), "processed claims whose hold was not posted: {unsettled:?}");
     let processed = count(&db, "SELECT COUNT(*) FROM claims WHERE status = 'processed'").await;
     eprintln!("  in the end: {processed} claims processed, every effect once, nothing parked");
     assert!(processed > 0);

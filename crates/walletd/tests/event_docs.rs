@@ -72,6 +72,11 @@ async fn every_event(backend: Backend) -> Vec<outbox::EventEnvelope> {
     let released = send(first.post(&format!("/v1/orders/{}/claim", orders[5]), &shopper.access), 201).await;
     let rid = released["id"].as_str().unwrap();
     send(first.post(&format!("/v1/claims/{rid}/release"), &shopper.access), 200).await;
+    // Money: a deposit, and a transfer of part of it.
+    let deposit = json!({"user_id": buyer.user_id, "currency": "USDC", "amount": "10", "reference": "docs-1"});
+    send(first.post("/v1/admin/deposits", &admin).json(&deposit), 201).await;
+    let transfer = json!({"to_user_id": shopper.user_id, "currency": "USDC", "amount": "4"});
+    send(first.post("/v1/wallet/transfers", &buyer.access).json(&transfer), 201).await;
     let url = first.settings.database_url();
     let _data = first.stop().await;
 

@@ -133,7 +133,15 @@ async fn a_broker_outage_under_load_loses_no_event_and_repeats_no_effect() {
         outbox::unpublished_count(&db).await.unwrap() == 0 && app.processing_done(&admin).await
     })
     .await;
-    assert!(drained, "the backlog did not drain after the outage");
+    if !drained {
+        // Say which half stalled, for the next look at this (it has stalled about 1 run in 4).
+        let unpublished = outbox::unpublished_count(&db).await.unwrap();
+        let processed = app.processing_done(&admin).await;
+        let lag = app.metric("events_consumer_lag", &["group=\"claim-processor\""]).await;
+        panic!(
+            "the backlog did not drain after the outage: {unpublished} events unpublished, processing done: {processed}, consumer_lag {lag}"
+        );
+    }
     // Every claim's effect happened exactly once, counted by claim id...
     let processed = processed_per_claim(&db).await;
     let claims: HashSet<String> = written.iter().map(|(_, c)| c.clone()).collect();

@@ -10,7 +10,7 @@ use futures::stream::FuturesUnordered;
 use rstest::rstest;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use testkit::process::{Pair, WalletdProcess, admin_token, place_order, shopper, sign_in};
+use testkit::process::{Pair, WalletdProcess, admin_token, fund_at, place_order, shopper, sign_in};
 use testkit::{Backend, TempDir, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_walletd");
@@ -42,7 +42,8 @@ async fn kill_9_while_processing_then_restart(#[case] backend: Backend, #[case] 
     let http = reqwest::Client::new();
     let admin = admin_token(BIN, &dir.0, &envs);
 
-    let (buyer, _) = sign_in(&http, &base).await;
+    let (buyer, buyer_id) = sign_in(&http, &base).await;
+    fund_at(&http, &base, &admin, &buyer_id, "USDC", "1000000").await;
     let mut shoppers = Vec::new();
     for _ in 0..10 {
         shoppers.push(shopper(&http, &base, "1000").await);

@@ -62,7 +62,62 @@ async fn orders_total_their_items_and_follow_the_lifecycle(#[case] backend: Back
     let admin = app.admin_token().await;
     let events: Value = app.get("/v1/admin/events", &admin).send().await.unwrap().json().await.unwrap();
     let types: Vec<&str> = events["items"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["order.created", "order.updated", "order.cancelled", "order.deleted"]);
+    let orders: Vec<&str> = types.iter().copied().filter(|t| t.starts_with("order.")).collect();
+    assert_eq!(orders, ["order.created", "order.updated", "order.cancelled", "order.deleted"]);
+    let holds: Vec<&str> = types.iter().copied().filter(|t| t.starts_with("wallet.hold")).collect();
+    assert_eq!(
+        holds,
+        ["wallet.hold_placed", "wallet.hold_adjusted", "wallet.hold_voided"],
+        "the hold follows the order"
+    );
+}
+
+/// No funds, no order: creating one holds its amount on the buyer's account in the same step, a
+/// change of items moves the hold (or is refused when it cannot grow), and cancelling releases it.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn orders_are_funded_by_a_hold_that_follows_them(#[case] backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let buyer = app.new_unfunded_user().await;
+    let usdc = || async {
+        let a: Value = app.get("/v1/wallet/accounts/USDC", &buyer.access).send().await.unwrap().json().await.unwrap();
+        (a["balance"].as_str().unwrap().to_string(), a["held"].as_str().unwrap().to_string())
+    };
+    let order = |price: &str| json!({"currency": "USDC", "items": [item(price, 2)]});
+
+    let body = assert_problem(
+        app.post("/v1/orders", &buyer.access).json(&order("1")).send().await.unwrap(),
+        422,
+        "INSUFFICIENT_FUNDS",
+    )
+    .await;
+    assert_eq!(testkit::problem_fields(&body), ["items"]);
+    let mine: Value = app.get("/v1/orders", &buyer.access).send().await.unwrap().json().await.unwrap();
+    assert_eq!(mine["items"], json!([]), "nothing left behind");
+
+    let deposit = json!({"user_id": buyer.user_id, "currency": "USDC", "amount": "10", "reference": "funds-1"});
+    assert_eq!(app.post("/v1/admin/deposits", &admin).json(&deposit).send().await.unwrap().status(), 201);
+    let res = app.post("/v1/orders", &buyer.access).json(&order("3")).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let created: Value = res.json().await.unwrap();
+    assert!(created["hold_id"].is_string());
+    assert_eq!(usdc().await, ("10.000000".into(), "6.000000".into()));
+    let path = format!("/v1/orders/{}", created["id"].as_str().unwrap());
+
+    let grown = app.patch(&path, &buyer.access).json(&json!({"items": [item("5.000001", 2)]})).send().await.unwrap();
+    assert_problem(grown, 422, "INSUFFICIENT_FUNDS").await;
+    assert_eq!(usdc().await.1, "6.000000", "a refused change holds what it held");
+    let res = app.patch(&path, &buyer.access).json(&json!({"items": [item("5", 2)]})).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(usdc().await.1, "10.000000");
+    let res = app.patch(&path, &buyer.access).json(&json!({"status": "cancelled"})).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(usdc().await, ("10.000000".into(), "0.000000".into()), "cancelled: released, nothing spent");
+    let v: Value = app.get("/v1/admin/wallet/verify", &admin).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["ok"], true, "{v}");
 }
 
 #[rstest]

@@ -193,7 +193,7 @@ async fn concurrent_patches_with_one_if_match_admit_exactly_one(#[case] backend:
 #[tokio::test]
 async fn every_change_is_in_the_event_log(#[case] backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let s = app.new_user().await;
+    let s = app.new_unfunded_user().await;
     let res = app
         .post("/v1/supplies", &s.access)
         .header("x-request-id", "req-create-1")

@@ -12,7 +12,7 @@ use super::{Guard, Mutation, OrderFilter, OrderStore, apply, check_guard};
 use crate::domain::{Order, OrderError, OrderItem, OrderStatus};
 use events::outbox::{self, EventContext, NewEvent};
 
-const COLS: &str = "id, user_id, currency, amount, status, claim_id, version, created_at, updated_at";
+const COLS: &str = "id, user_id, currency, amount, status, claim_id, version, created_at, updated_at, hold_id";
 
 pub struct PgOrderStore {
     pool: Pool,
@@ -44,6 +44,7 @@ fn from_row(r: &Row) -> Result<Order, OrderError> {
         version: r.get(6),
         created_at: r.get(7),
         updated_at: r.get(8),
+        hold_id: r.get(9),
         items: Vec::new(),
     })
 }
@@ -104,7 +105,7 @@ impl OrderStore for PgOrderStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
         tx.execute(
-            &format!("INSERT INTO orders ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+            &format!("INSERT INTO orders ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
             &[
                 &o.id,
                 &o.user_id,
@@ -115,6 +116,7 @@ impl OrderStore for PgOrderStore {
                 &o.version,
                 &o.created_at,
                 &o.updated_at,
+                &o.hold_id,
             ],
         )
         .await

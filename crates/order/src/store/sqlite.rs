@@ -13,7 +13,7 @@ use base::clock;
 use events::outbox::{self, EventContext, NewEvent};
 use storage::SqlitePool;
 
-const COLS: &str = "id, user_id, currency, amount, status, claim_id, version, created_at, updated_at";
+const COLS: &str = "id, user_id, currency, amount, status, claim_id, version, created_at, updated_at, hold_id";
 
 pub struct SqliteOrderStore {
     pool: SqlitePool,
@@ -29,14 +29,14 @@ fn db_err(e: rusqlite::Error) -> OrderError {
     OrderError::Unexpected(anyhow::Error::new(e))
 }
 
-type RawRow = (String, String, String, String, String, Option<String>, i64, String, String);
+type RawRow = (String, String, String, String, String, Option<String>, i64, String, String, Option<String>);
 
 fn raw(r: &Row<'_>) -> rusqlite::Result<RawRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
 }
 
 fn from_raw(r: RawRow) -> Result<Order, OrderError> {
-    let (id, user_id, currency, amount, status, claim_id, version, created_at, updated_at) = r;
+    let (id, user_id, currency, amount, status, claim_id, version, created_at, updated_at, hold_id) = r;
     let parse = || -> anyhow::Result<Order> {
         Ok(Order {
             id: id.parse()?,
@@ -48,6 +48,7 @@ fn from_raw(r: RawRow) -> Result<Order, OrderError> {
             version,
             created_at: clock::from_text(&created_at)?,
             updated_at: clock::from_text(&updated_at)?,
+            hold_id: hold_id.map(|h| h.parse()).transpose()?,
             items: Vec::new(),
         })
     };
@@ -110,10 +111,10 @@ fn write_items(tx: &rusqlite::Transaction<'_>, order: &Order) -> Result<(), Orde
 
 fn write_order(tx: &rusqlite::Transaction<'_>, o: &Order, insert: bool) -> Result<(), OrderError> {
     let sql = if insert {
-        format!("INSERT INTO orders ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+        format!("INSERT INTO orders ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
     } else {
         "UPDATE orders SET user_id = ?2, currency = ?3, amount = ?4, status = ?5, claim_id = ?6, version = ?7,
-         created_at = ?8, updated_at = ?9 WHERE id = ?1"
+         created_at = ?8, updated_at = ?9, hold_id = ?10 WHERE id = ?1"
             .to_string()
     };
     tx.execute(
@@ -127,7 +128,8 @@ fn write_order(tx: &rusqlite::Transaction<'_>, o: &Order, insert: bool) -> Resul
             o.claim_id.map(|c| c.to_string()),
             o.version,
             clock::to_text(o.created_at),
-            clock::to_text(o.updated_at)
+            clock::to_text(o.updated_at),
+            o.hold_id.map(|h| h.to_string())
         ],
     )
     .map_err(db_err)?;
