@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -62,6 +63,11 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// The wallet's ledger.
+    Wallet {
+        #[command(subcommand)]
+        command: WalletCommand,
+    },
     /// Generate an Ethereum key for trying sign-in; writes the private key (hex) to FILE and prints the address.
     Keygen {
         #[arg(long)]
@@ -74,6 +80,13 @@ enum Command {
         #[arg(long)]
         message_file: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum WalletCommand {
+    /// Recompute the ledger (every journal sums to zero per asset, every balance equals its entries,
+    /// every `held` its pending holds); prints the result as JSON and exits 1 when anything is off.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -147,6 +160,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Events { command: EventsCommand::Tail { topic, from_beginning } } => {
             events_tail(settings, &topic, from_beginning).await
         }
+        Command::Wallet { command: WalletCommand::Verify } => wallet_verify(settings).await,
         Command::Keygen { out } => keygen(&out),
         Command::Sign { key_file, message_file } => sign(&key_file, message_file.as_deref()),
     }
@@ -249,6 +263,16 @@ async fn events_replay(settings: Settings, group: &str, from: i64, forget_handle
             println!("{group} rewound to {from}; a running walletd redelivers within a poll interval");
         }
     }
+    Ok(())
+}
+
+async fn wallet_verify(settings: Settings) -> anyhow::Result<()> {
+    let db = walletd::open_database(&settings).await?;
+    let users = Arc::new(walletd::adapters::Users(IdentityStore::new(db.clone(), clock::system())));
+    let wallet = wallet::WalletService::new(&db, users, settings.assets.clone(), settings.region.clone());
+    let v = wallet.verify().await?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    anyhow::ensure!(v.ok, "the ledger does not add up: {} mismatches (listed above)", v.mismatches.len());
     Ok(())
 }
 

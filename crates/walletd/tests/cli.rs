@@ -227,3 +227,35 @@ fn config_prints_the_effective_settings_with_secrets_masked() {
     assert!(text.contains("region = \"eu-west\""), "file value applies: {text}");
     assert!(text.contains("siwe_chain_id = \"137\""), "environment overrides the file: {text}");
 }
+
+#[tokio::test]
+async fn wallet_verify_exits_1_and_names_what_does_not_add_up() {
+    let dir = TempDir::new();
+    let out = walletd(&dir).arg("migrate").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = walletd(&dir).args(["wallet", "verify"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+
+    // A balance no entry explains.
+    let url = format!("sqlite://{}", dir.0.join("data/walletd.db").display());
+    let db = storage::Database::connect(&url, &storage::DbOptions::default()).await.unwrap();
+    let storage::Database::Sqlite(pool) = db else { panic!("SQLite") };
+    pool.call(|c| {
+        c.execute(
+            "INSERT INTO wallet_accounts (owner, currency, balance, held, version, updated_at)
+             VALUES ('0199a1b2-0000-7000-8000-000000000001', 'USDC', '5', '0', 1, '2026-11-26T00:00:00.000000Z')",
+            [],
+        )
+        .map_err(anyhow::Error::from)
+    })
+    .await
+    .unwrap();
+    let out = walletd(&dir).args(["wallet", "verify"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert!(report["mismatches"][0].as_str().unwrap().contains("balance 5 but its entries sum to 0"), "{report}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the ledger does not add up: 1 mismatches"));
+}
