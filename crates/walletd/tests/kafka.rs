@@ -138,8 +138,21 @@ async fn a_broker_outage_under_load_loses_no_event_and_repeats_no_effect() {
         let unpublished = outbox::unpublished_count(&db).await.unwrap();
         let processed = app.processing_done(&admin).await;
         let lag = app.metric("events_consumer_lag", &["group=\"claim-processor\""]).await;
+        // Is a pending claim's event on the broker at all? A broker that lost an acknowledged write
+        // when it was killed would explain a stall that no code of ours can end.
+        let pending = json_of(&app, "/v1/claims?status=pending&limit=500", &admin).await;
+        let pending: Vec<String> =
+            pending["items"].as_array().unwrap().iter().map(|c| c["order_id"].as_str().unwrap().to_string()).collect();
+        let got = read_topic(&kafka.brokers(), "order-events", Duration::from_secs(20), |_| false);
+        let on_topic: HashSet<&str> =
+            got.iter().filter(|m| m.headers["event_type"] == "order.claimed").map(|m| m.key.as_str()).collect();
+        let missing: Vec<&String> = pending.iter().filter(|o| !on_topic.contains(o.as_str())).collect();
         panic!(
-            "the backlog did not drain after the outage: {unpublished} events unpublished, processing done: {processed}, consumer_lag {lag}"
+            "the backlog did not drain after the outage: {unpublished} events unpublished, processing done: \
+             {processed}, consumer_lag {lag}; {} claims pending, {} of them with no order.claimed on the topic: \
+             {missing:?}",
+            pending.len(),
+            missing.len()
         );
     }
     // Every claim's effect happened exactly once, counted by claim id...
