@@ -16,3 +16,14 @@ pub enum Step {
     /// Cannot be done; the reason is recorded where the caller keeps it (a failed claim).
     Refused(String),
 }
+
+/// Whether a named failpoint is set in `WALLETD_FAILPOINTS` (comma-separated). Tests use it to stop
+/// a process at a precise step before killing it; nothing sets it in production.
+pub fn failpoint(name: &str) -> bool {
+    static SET: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        std::env::var("WALLETD_FAILPOINTS").unwrap_or_default().split(',').map(|s| s.trim().to_string()).collect()
+    })
+    .iter()
+    .any(|f| f == name)
+}

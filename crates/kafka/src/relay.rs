@@ -120,7 +120,7 @@ impl Relay {
         if let Some((e, Err((err, _)))) = events.iter().zip(&results).find(|(_, r)| r.is_err()) {
             tracing::warn!(event.seq = e.seq, error = %err, "Kafka did not take an event; it and the ones after it wait");
         }
-        if failpoint("relay-before-mark") {
+        if base::failpoint("relay-before-mark") {
             tracing::error!(published = n, "failpoint relay-before-mark: stalling between publish and mark");
             std::future::pending::<()>().await;
         }
@@ -142,17 +142,6 @@ fn producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
         .set("message.timeout.ms", "10000")
         .create()
         .context("creating the Kafka producer")
-}
-
-/// Whether a named failpoint is set in `WALLETD_FAILPOINTS` (comma-separated). Tests use it to stop
-/// a process at a precise step before killing it; nothing sets it in production.
-fn failpoint(name: &str) -> bool {
-    static SET: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    SET.get_or_init(|| {
-        std::env::var("WALLETD_FAILPOINTS").unwrap_or_default().split(',').map(|s| s.trim().to_string()).collect()
-    })
-    .iter()
-    .any(|f| f == name)
 }
 
 fn headers(e: &EventEnvelope) -> OwnedHeaders {

@@ -131,6 +131,10 @@ impl OrderService {
         // reserved for nothing but never an order that is not funded.
         let hold = self.funds.hold(who.user_id, &order.currency, order.amount, order.id, &ctx).await?;
         order.hold_id = Some(hold.ok_or_else(insufficient_funds)?);
+        if base::failpoint("order-after-hold") {
+            tracing::error!(order.id = %order.id, "failpoint order-after-hold: stalling between the hold and the order");
+            std::future::pending::<()>().await;
+        }
         let inserted = match event_of(&self.assets, "order.created", &order) {
             Ok(event) => self.store.insert(&order, &event, &ctx).await.map_err(ApiError::from),
             Err(e) => Err(e.into()),

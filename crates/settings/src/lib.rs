@@ -67,6 +67,10 @@ pub struct Settings {
     pub cleanup_interval: Duration,
     /// How long handled-event ids are kept.
     pub inbox_retention: Duration,
+    /// How often orders and their holds are reconciled.
+    pub reconcile_interval: Duration,
+    /// How old a pending hold must be before the reconciler judges it.
+    pub reconcile_grace: Duration,
     /// Run the event consumers (claim processing) in this process.
     pub run_consumers: bool,
     /// Run the outbox relay to Kafka in `walletd serve` (when Kafka is set); `false` when it runs
@@ -170,6 +174,8 @@ impl Default for Settings {
             http_max_connections: 0,
             cleanup_interval: Duration::ZERO,
             inbox_retention: Duration::ZERO,
+            reconcile_interval: Duration::ZERO,
+            reconcile_grace: Duration::ZERO,
             run_consumers: false,
             run_relay: false,
             event_max_attempts: 0,
@@ -394,7 +400,7 @@ mod tests {
         {
             assert!(keys.iter().any(|k| k == kafka), "{kafka}");
         }
-        assert_eq!(keys.len(), 48);
+        assert_eq!(keys.len(), 50);
     }
 
     #[test]

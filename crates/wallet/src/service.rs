@@ -329,6 +329,11 @@ impl WalletService {
         self.store.holds_of_order(order_id).await
     }
 
+    /// Pending holds placed before `before`, oldest first (for the reconciler).
+    pub async fn pending_holds(&self, before: OffsetDateTime, limit: i64) -> Result<Vec<Hold>, WalletError> {
+        self.store.pending_holds(before, limit).await
+    }
+
     /// The caller's accounts, one per registered asset (admins: anyone's, `@world` included).
     pub async fn accounts(&self, who: &Principal, user_id: Option<&str>) -> Result<Vec<Account>, ApiError> {
         let owner = match user_id {

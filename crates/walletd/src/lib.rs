@@ -9,6 +9,7 @@
 pub mod adapters;
 pub mod admin;
 pub mod cleanup;
+pub mod reconcile;
 pub mod server;
 pub mod telemetry;
 pub mod wiring;

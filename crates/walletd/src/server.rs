@@ -28,6 +28,7 @@ pub struct Server {
     pub metrics_addr: SocketAddr,
     pub database: Database,
     pub(crate) consumers: Vec<Arc<dyn EventHandler>>,
+    pub(crate) reconciler: Option<crate::reconcile::Reconciler>,
     pub(crate) settings: Settings,
     /// What the clean-up job measures "expired" against.
     pub(crate) clock: Arc<dyn base::Clock>,
@@ -77,6 +78,7 @@ impl Server {
             )),
             _ => None,
         };
+        let reconciler = self.reconciler.map(|r| tokio::spawn(r.run(consumers_rx.clone())));
         let cleanup = tokio::spawn(crate::cleanup::run(
             self.database.clone(),
             crate::cleanup::sweeps(&self.settings),
@@ -117,6 +119,9 @@ impl Server {
             tracing::warn!("the outbox relay did not stop in time");
         }
         cleanup.abort();
+        if let Some(r) = reconciler {
+            r.abort();
+        }
         metrics.abort();
         tracing::info!("stopped");
         Ok(())

@@ -66,6 +66,7 @@ pub async fn build_with_clock(
         metrics_app,
         database,
         consumers: wired.consumers,
+        reconciler: wired.reconciler,
         settings,
         clock,
     })
@@ -130,10 +131,11 @@ fn open_cache(settings: &Settings) -> anyhow::Result<Arc<Cache>> {
     })
 }
 
-/// The services' protected routes and the event consumers this process runs.
+/// The services' protected routes, the event consumers and the reconciler this process runs.
 struct Wired {
     routes: OpenApiRouter,
     consumers: Vec<Arc<dyn EventHandler>>,
+    reconciler: Option<crate::reconcile::Reconciler>,
 }
 
 fn services_of(settings: &Settings, services: &[ServiceName], database: &Database, cache: &Arc<Cache>) -> Wired {
@@ -161,7 +163,7 @@ fn services_of(settings: &Settings, services: &[ServiceName], database: &Databas
     if services.contains(&ServiceName::Claim) {
         // Co-located: the claim service reaches orders and supplies in process. (Remote clients
         // come with gRPC; until then the claim service runs in the same process as both.)
-        let (order_port, supply_port) = (Arc::new(Orders(orders)), Arc::new(Supplies(supplies)));
+        let (order_port, supply_port) = (Arc::new(Orders(orders.clone())), Arc::new(Supplies(supplies)));
         let claims = Arc::new(claim::ClaimService::new(
             database,
             cache.clone(),
@@ -171,11 +173,18 @@ fn services_of(settings: &Settings, services: &[ServiceName], database: &Databas
             region,
         ));
         if settings.run_consumers {
-            consumers.push(Arc::new(claims.processor(order_port, supply_port, Arc::new(Settlement(wallet)))));
+            consumers.push(Arc::new(claims.processor(order_port, supply_port, Arc::new(Settlement(wallet.clone())))));
         }
         routes = routes.merge(claim::http::router(claims));
     }
-    Wired { routes, consumers }
+    let reconciler = settings.run_consumers.then(|| crate::reconcile::Reconciler {
+        orders: orders.clone(),
+        wallet: wallet.clone(),
+        region: settings.region.clone(),
+        interval: settings.reconcile_interval,
+        grace: settings.reconcile_grace,
+    });
+    Wired { routes, consumers, reconciler }
 }
 
 /// The public and protected routes with their middleware, the OpenAPI document, health and the

@@ -161,3 +161,70 @@ async fn the_embedded_log_runs_a_group_in_one_process_and_another_takes_over_aft
     assert_eq!(all.len(), claims);
     assert!(all.iter().all(|c| c["status"] == "processed"), "{all:?}");
 }
+
+/// Placing an order holds its amount first and writes the order second. Killed between the two (a
+/// failpoint stalls there), the process leaves a hold that no order owns; the next process's
+/// reconciler voids it, nothing of the order remains, and the ledger verifies.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_kill_between_an_orders_hold_and_the_order_is_repaired(#[case] backend: Backend) {
+    let dir = TempDir::new();
+    let url = testkit::fresh_database_url(backend, &dir).await;
+    let envs = [
+        ("WALLETD_DATABASE_URL", url.as_str()),
+        ("WALLETD_RECONCILE_INTERVAL_SECS", "1"),
+        ("WALLETD_RECONCILE_GRACE_SECS", "1"),
+    ];
+    // Without consumers, so no reconciler of its own repairs anything before the kill.
+    let stalling = [envs[0], ("WALLETD_FAILPOINTS", "order-after-hold"), ("WALLETD_RUN_CONSUMERS", "false")];
+    let mut stalled = WalletdProcess::start(BIN, &dir.0, &stalling);
+    let http = reqwest::Client::new();
+    let admin = admin_token(BIN, &dir.0, &envs);
+    let (buyer, buyer_id) = sign_in(&http, &stalled.base).await;
+    fund_at(&http, &stalled.base, &admin, &buyer_id, "USDC", "100").await;
+    let held = |base: String, buyer: String| async move {
+        let a: Value = reqwest::Client::new()
+            .get(format!("{base}/v1/wallet/accounts/USDC"))
+            .bearer_auth(&buyer)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        a["held"].as_str().unwrap().to_string()
+    };
+
+    let (base, token) = (stalled.base.clone(), buyer.clone());
+    let request = tokio::spawn(async move {
+        let body = json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "n", "price": "12.5", "quantity": 2}]});
+        reqwest::Client::new().post(format!("{base}/v1/orders")).bearer_auth(&token).json(&body).send().await
+    });
+    let stuck = wait_until(Duration::from_secs(30), || async {
+        held(stalled.base.clone(), buyer.clone()).await == "25.000000"
+    });
+    assert!(stuck.await, "the hold was not placed");
+    stalled.kill9();
+    assert!(request.await.unwrap().is_err(), "a killed process answers nothing");
+
+    let next = WalletdProcess::start(BIN, &dir.0, &envs);
+    let repaired =
+        wait_until(Duration::from_secs(30), || async { held(next.base.clone(), buyer.clone()).await == "0.000000" });
+    assert!(repaired.await, "the orphaned hold was not voided");
+    let orders: Value =
+        http.get(format!("{}/v1/orders", next.base)).bearer_auth(&buyer).send().await.unwrap().json().await.unwrap();
+    assert_eq!(orders["items"], json!([]), "no order without its hold, and no hold without its order");
+    let verify: Value = http
+        .get(format!("{}/v1/admin/wallet/verify", next.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert!(next.metric("wallet_holds_reconciled_total", &["outcome=\"voided\""]).await >= 1.0);
+}

@@ -307,6 +307,18 @@ impl WalletStore for SqliteWalletStore {
             .await
     }
 
+    async fn pending_holds(&self, before: time::OffsetDateTime, limit: i64) -> Result<Vec<Hold>, WalletError> {
+        let before = to_text(before);
+        self.pool
+            .call(move |c| {
+                let sql = format!(
+                    "SELECT {HOLD_COLS} FROM wallet_holds WHERE status = 'pending' AND created_at < ?1 ORDER BY id LIMIT ?2"
+                );
+                query(c, &sql, params![before, limit], hold)
+            })
+            .await
+    }
+
     async fn transfer(&self, id: Uuid) -> Result<Option<Transfer>, WalletError> {
         self.pool
             .call(move |c| {

@@ -1,0 +1,92 @@
+//! The reconciler between orders and their holds (DESIGN flow 2). Placing an order holds its amount
+//! first and writes the order second, in two transactions (and, with the services apart, two
+//! databases): a crash between them leaves a pending hold that no order owns. Changing or cancelling
+//! an order and moving its hold are two steps as well. Every `WALLETD_RECONCILE_INTERVAL_SECS` this
+//! job looks at the pending holds older than `WALLETD_RECONCILE_GRACE_SECS` (longer than a request
+//! may take, so none is still being placed) and makes each follow its order: voided when the order
+//! does not exist, is cancelled or deleted, or funds it with another hold; set to the order's amount
+//! while the order is pending.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use events::EventContext;
+use order::OrderService;
+use order::domain::OrderStatus;
+use wallet::WalletService;
+use wallet::domain::{Hold, WalletError};
+
+pub struct Reconciler {
+    pub orders: Arc<OrderService>,
+    pub wallet: Arc<WalletService>,
+    pub region: String,
+    pub interval: Duration,
+    pub grace: Duration,
+}
+
+impl Reconciler {
+    /// Passes every `interval` until `stop` turns true.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.pass().await {
+                tracing::warn!(error = format!("{e:#}"), "reconciling orders and holds failed; trying again later");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.interval) => {}
+                _ = stop.wait_for(|v| *v) => return,
+            }
+        }
+    }
+
+    /// One pass; how many holds it repaired.
+    pub async fn pass(&self) -> anyhow::Result<usize> {
+        let before = base::clock::now() - self.grace;
+        let mut repaired = 0;
+        for hold in self.wallet.pending_holds(before, 500).await? {
+            if self.repair(&hold).await? {
+                repaired += 1;
+            }
+        }
+        Ok(repaired)
+    }
+
+    async fn repair(&self, hold: &Hold) -> anyhow::Result<bool> {
+        let Some(order_id) = hold.order_id else { return Ok(false) };
+        let ctx = EventContext { region: self.region.clone(), correlation_id: None, actor_id: None };
+        let order = self.orders.current(order_id).await?;
+        let (void, amount) = match &order {
+            None => (Some("its order does not exist"), None),
+            Some(o) if o.hold_id != Some(hold.id) => (Some("its order is funded by another hold"), None),
+            Some(o) if matches!(o.status, OrderStatus::Cancelled | OrderStatus::Deleted) => {
+                (Some("its order is cancelled or deleted"), None)
+            }
+            Some(o) if o.status == OrderStatus::Pending && o.amount != hold.amount => (None, Some(o.amount)),
+            Some(_) => return Ok(false),
+        };
+        let outcome = match (void, amount) {
+            (Some(why), _) => {
+                tracing::warn!(hold.id = %hold.id, order.id = %order_id, why, "voiding an orphaned hold");
+                self.wallet.resolve_hold(hold.id, None, None, &ctx).await.map(|_| "voided")
+            }
+            (None, Some(amount)) => {
+                tracing::warn!(hold.id = %hold.id, order.id = %order_id, %amount, "setting a hold to its order's amount");
+                self.wallet.adjust_hold(hold.id, amount, &ctx).await.map(|_| "adjusted")
+            }
+            (None, None) => return Ok(false),
+        };
+        match outcome {
+            Ok(what) => {
+                metrics::counter!("wallet_holds_reconciled_total", "outcome" => what).increment(1);
+                Ok(true)
+            }
+            // Resolved meanwhile, by the order's own step: nothing to repair.
+            Err(WalletError::HoldNotPending(_)) => Ok(false),
+            Err(WalletError::InsufficientFunds) => {
+                metrics::counter!("wallet_holds_reconciled_total", "outcome" => "short").increment(1);
+                tracing::error!(hold.id = %hold.id, order.id = %order_id, "the buyer's balance cannot cover the order's amount");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
