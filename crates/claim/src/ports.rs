@@ -70,14 +70,18 @@ pub trait SupplyClient: Send + Sync {
 }
 
 /// Moves the buyer's held funds to the shopper when a claim is processed (the wallet service): the
-/// order's hold is posted to the claimer, once per claim.
+/// order's hold, of exactly the claim's amount, is posted to the claimer, once per claim.
 #[async_trait]
 pub trait SettlementClient: Send + Sync {
+    /// Whether the order's funds are held for exactly `amount` (before the claim is processed).
+    async fn check(&self, order_id: Uuid, amount: Decimal) -> anyhow::Result<Step>;
+    /// Posts the hold to the shopper; done when it was posted before.
     async fn settle(
         &self,
         claim_id: Uuid,
         order_id: Uuid,
         shopper_id: Uuid,
+        amount: Decimal,
         ctx: &EventContext,
     ) -> anyhow::Result<Step>;
 }

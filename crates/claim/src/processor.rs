@@ -87,7 +87,9 @@ impl ClaimProcessor {
         if let Step::Refused(r) = self.supplies.reserve(c.id, c.supply_id, c.amount, ctx).await? {
             return Ok(Some(format!("supply: {r}")));
         }
-        if let Step::Refused(r) = self.settlement.settle(c.id, c.order_id, c.user_id, ctx).await? {
+        // Only checked here: the money moves once the claim is processed, so a claim released
+        // meanwhile never keeps a payment.
+        if let Step::Refused(r) = self.settlement.check(c.order_id, c.amount).await? {
             return Ok(Some(format!("settlement: {r}")));
         }
         Ok(None)
@@ -156,6 +158,9 @@ impl ClaimProcessor {
     }
 
     async fn finish(&self, c: &Claim, ctx: &EventContext) -> anyhow::Result<()> {
+        if let Step::Refused(r) = self.settlement.settle(c.id, c.order_id, c.user_id, c.amount, ctx).await? {
+            anyhow::bail!("processed claim cannot be settled: {r}");
+        }
         if let Step::Refused(r) = self.supplies.consume(c.id, ctx).await? {
             anyhow::bail!("processed claim cannot consume its reservation: {r}");
         }

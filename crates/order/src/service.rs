@@ -77,7 +77,8 @@ pub trait Funds: Send + Sync {
         order_id: Uuid,
         ctx: &EventContext,
     ) -> anyhow::Result<Option<Uuid>>;
-    /// Sets a pending hold to `amount`; `false` when the buyer's available balance is short.
+    /// Sets a pending hold to `amount`; `false` when the buyer's available balance is short. A hold
+    /// that is no longer pending is left as it is (`true`): the order's own change decides.
     async fn set_amount(&self, hold_id: Uuid, amount: Decimal, ctx: &EventContext) -> anyhow::Result<bool>;
     /// Releases a hold that is still pending (nothing otherwise).
     async fn release(&self, hold_id: Uuid, ctx: &EventContext) -> anyhow::Result<()>;
@@ -221,17 +222,18 @@ impl OrderService {
             )
             .await;
         self.cache.invalidate(vec![keys::order(id)]).await;
-        // The hold follows what the order now is: its amount, or released with a cancel.
-        let hold_amount = match &result {
-            Ok(o) if o.status == OrderStatus::Cancelled => None,
-            Ok(o) => Some(o.amount),
-            Err(_) => new_amount.map(|_| current.amount),
-        };
+        // The hold follows what the order now is: released with a cancel that happened; after new
+        // items (applied or refused), set to the order's amount as stored now.
         if let Some(hold_id) = current.hold_id {
-            let synced = match hold_amount {
-                None => self.funds.release(hold_id, &ctx).await,
-                Some(amount) if new_amount.is_some() => self.funds.set_amount(hold_id, amount, &ctx).await.map(|_| ()),
-                Some(_) => Ok(()),
+            let synced = match &result {
+                Ok(o) if o.status == OrderStatus::Cancelled => self.funds.release(hold_id, &ctx).await,
+                Ok(o) if new_amount.is_some() => self.funds.set_amount(hold_id, o.amount, &ctx).await.map(|_| ()),
+                Err(_) if new_amount.is_some() => match self.store.get(id).await {
+                    Ok(Some(o)) => self.funds.set_amount(hold_id, o.amount, &ctx).await.map(|_| ()),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(anyhow::anyhow!(e)),
+                },
+                _ => Ok(()),
             };
             if let Err(e) = synced {
                 tracing::error!(hold.id = %hold_id, error = format!("{e:#}"), "the order's hold does not follow it yet");

@@ -92,7 +92,28 @@ pub struct Settlement(pub Arc<wallet::WalletService>);
 
 #[async_trait]
 impl SettlementClient for Settlement {
-    async fn settle(&self, claim_id: Uuid, order_id: Uuid, shopper: Uuid, ctx: &EventContext) -> anyhow::Result<Step> {
+    async fn check(&self, order_id: Uuid, amount: Decimal) -> anyhow::Result<Step> {
+        let holds = self.0.holds_of_order(order_id).await?;
+        if holds.iter().any(|h| h.status == HoldStatus::Posted) {
+            return Ok(Step::Done);
+        }
+        Ok(match holds.iter().find(|h| h.status == HoldStatus::Pending) {
+            Some(h) if h.amount == amount => Step::Done,
+            Some(h) => {
+                Step::Refused(format!("the order's funds held ({}) are not the claim's amount ({amount})", h.amount))
+            }
+            None => Step::Refused("the order has no funds held".into()),
+        })
+    }
+
+    async fn settle(
+        &self,
+        claim_id: Uuid,
+        order_id: Uuid,
+        shopper: Uuid,
+        amount: Decimal,
+        ctx: &EventContext,
+    ) -> anyhow::Result<Step> {
         for _ in 0..2 {
             let holds = self.0.holds_of_order(order_id).await?;
             if holds.iter().any(|h| h.status == HoldStatus::Posted) {
@@ -101,9 +122,16 @@ impl SettlementClient for Settlement {
             let Some(pending) = holds.iter().find(|h| h.status == HoldStatus::Pending) else {
                 return Ok(Step::Refused("the order has no funds held".into()));
             };
+            if pending.amount != amount {
+                // A refused change of items being undone: the hold comes back to the order's
+                // amount (the order's own step or the reconciler); the retry finds it right.
+                return Ok(Step::Refused(format!(
+                    "the order's funds held ({}) are not the claim's amount",
+                    pending.amount
+                )));
+            }
             match self.0.resolve_hold(pending.id, Some(shopper), Some(claim_id.to_string()), ctx).await {
                 Ok(_) => return Ok(Step::Done),
-                // Resolved meanwhile: look again.
                 Err(WalletError::HoldNotPending(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -136,6 +164,9 @@ impl order::service::Funds for Funds {
         match self.0.adjust_hold(hold_id, amount, ctx).await {
             Ok(_) => Ok(true),
             Err(WalletError::InsufficientFunds) => Ok(false),
+            // The order moved on (cancelled, or paid out) since the caller read it: its own change
+            // will be refused under its row lock, which is where that is decided.
+            Err(WalletError::HoldNotPending(_)) => Ok(true),
             Err(e) => Err(e.into()),
         }
     }

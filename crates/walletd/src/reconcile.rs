@@ -60,7 +60,9 @@ impl Reconciler {
             Some(o) if matches!(o.status, OrderStatus::Cancelled | OrderStatus::Deleted) => {
                 (Some("its order is cancelled or deleted"), None)
             }
-            Some(o) if o.status == OrderStatus::Pending && o.amount != hold.amount => (None, Some(o.amount)),
+            Some(o) if matches!(o.status, OrderStatus::Pending | OrderStatus::Claimed) && o.amount != hold.amount => {
+                (None, Some(o.amount))
+            }
             Some(_) => return Ok(false),
         };
         let outcome = match (void, amount) {
