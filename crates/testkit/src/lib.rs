@@ -94,6 +94,8 @@ pub struct TestApp {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     dir: Option<TempDir>,
+    /// Minted once: every funded user needs it.
+    admin: tokio::sync::OnceCell<String>,
 }
 
 /// A signed-in user.
@@ -155,7 +157,17 @@ impl TestApp {
             let _ = rx.await;
         }));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Self { base, metrics_base, client, settings, backend, shutdown: Some(tx), task: Some(task), dir: Some(dir) }
+        Self {
+            base,
+            metrics_base,
+            client,
+            settings,
+            backend,
+            shutdown: Some(tx),
+            task: Some(task),
+            dir: Some(dir),
+            admin: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// Shuts the server down as SIGTERM would, waits for it, and hands back its directory so a
@@ -225,6 +237,10 @@ impl TestApp {
     /// An admin: a token minted with the server's key, as `walletd token --role admin` does, for
     /// [`admin_address`], which every test server lists as an admin.
     pub async fn admin_token(&self) -> String {
+        self.admin.get_or_init(|| self.mint_admin_token()).await.clone()
+    }
+
+    async fn mint_admin_token(&self) -> String {
         let address = admin_address();
         let db = storage::Database::connect(&self.settings.database_url(), &self.settings.db_options()).await.unwrap();
         let user = identity::IdentityStore::new(db, base::clock::system()).upsert_user(address).await.unwrap();

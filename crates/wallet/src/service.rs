@@ -329,9 +329,14 @@ impl WalletService {
         self.store.holds_of_order(order_id).await
     }
 
-    /// Pending holds placed before `before`, oldest first (for the reconciler).
-    pub async fn pending_holds(&self, before: OffsetDateTime, limit: i64) -> Result<Vec<Hold>, WalletError> {
-        self.store.pending_holds(before, limit).await
+    /// A page of the pending holds placed before `before`, by id after `after` (for the reconciler).
+    pub async fn pending_holds(
+        &self,
+        before: OffsetDateTime,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Hold>, WalletError> {
+        self.store.pending_holds(before, after, limit).await
     }
 
     /// The caller's accounts, one per registered asset (admins: anyone's, `@world` included).

@@ -50,8 +50,13 @@ pub trait WalletStore: Send + Sync {
     async fn hold(&self, id: Uuid) -> Result<Option<Hold>, WalletError>;
     /// The holds placed for an order, newest first.
     async fn holds_of_order(&self, order_id: Uuid) -> Result<Vec<Hold>, WalletError>;
-    /// Pending holds placed before `before`, oldest first.
-    async fn pending_holds(&self, before: time::OffsetDateTime, limit: i64) -> Result<Vec<Hold>, WalletError>;
+    /// Pending holds placed before `before`, by id, after the id `after` (a page).
+    async fn pending_holds(
+        &self,
+        before: time::OffsetDateTime,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Hold>, WalletError>;
     async fn transfer(&self, id: Uuid) -> Result<Option<Transfer>, WalletError>;
     async fn deposit_by_reference(&self, reference: &str) -> Result<Option<Deposit>, WalletError>;
     /// The whole ledger, for `verify`.

@@ -38,16 +38,23 @@ impl Reconciler {
         }
     }
 
-    /// One pass; how many holds it repaired.
+    /// One pass over every pending hold old enough, a page at a time; how many it repaired.
     pub async fn pass(&self) -> anyhow::Result<usize> {
+        const PAGE: i64 = 500;
         let before = base::clock::now() - self.grace;
-        let mut repaired = 0;
-        for hold in self.wallet.pending_holds(before, 500).await? {
-            if self.repair(&hold).await? {
-                repaired += 1;
+        let (mut repaired, mut after) = (0, None);
+        loop {
+            let page = self.wallet.pending_holds(before, after, PAGE).await?;
+            for hold in &page {
+                if self.repair(hold).await? {
+                    repaired += 1;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() as i64 == PAGE => after = Some(last.id),
+                _ => return Ok(repaired),
             }
         }
-        Ok(repaired)
     }
 
     async fn repair(&self, hold: &Hold) -> anyhow::Result<bool> {

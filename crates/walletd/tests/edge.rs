@@ -45,7 +45,8 @@ async fn slow_clients_are_closed_and_normal_clients_are_served_meanwhile() {
     })
     .await;
 
-    // Headers that never end, a body that trickles a byte at a time, and a connection that says nothing.
+    // Headers that never end, a body that arrives in pieces and never completes, and a connection
+    // that says nothing.
     let mut endless_headers = connect(&app).await;
     endless_headers.write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-slow: ").await.unwrap();
     let mut trickle = connect(&app).await;
@@ -59,11 +60,11 @@ async fn slow_clients_are_closed_and_normal_clients_are_served_meanwhile() {
         assert!(served(&app).await, "a normal client was not served beside slow ones");
     }
     let trickling = tokio::spawn(async move {
-        // A byte now and then, then nothing: the body is never complete. (It stops before the
-        // deadline so that nothing it sends is left unread when the server closes.)
+        // A few more pieces, then nothing: 4 of the 100 announced bytes ever arrive. (Nothing is
+        // sent after them, so nothing is left unread when the server closes.)
         for _ in 0..3 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
             trickle.write_all(b" ").await.unwrap();
+            trickle.flush().await.unwrap();
         }
         read_until_closed(&mut trickle, Duration::from_secs(10)).await
     });

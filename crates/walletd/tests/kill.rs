@@ -184,17 +184,9 @@ async fn a_kill_between_an_orders_hold_and_the_order_is_repaired(#[case] backend
     let admin = admin_token(BIN, &dir.0, &envs);
     let (buyer, buyer_id) = sign_in(&http, &stalled.base).await;
     fund_at(&http, &stalled.base, &admin, &buyer_id, "USDC", "100").await;
-    let held = |base: String, buyer: String| async move {
-        let a: Value = reqwest::Client::new()
-            .get(format!("{base}/v1/wallet/accounts/USDC"))
-            .bearer_auth(&buyer)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        a["held"].as_str().unwrap().to_string()
+    let held = |base: String, buyer: String| {
+        let http = http.clone();
+        async move { fetch(&http, &base, &buyer, "/v1/wallet/accounts/USDC".into()).await["held"].clone() }
     };
 
     let (base, token) = (stalled.base.clone(), buyer.clone());

@@ -220,12 +220,18 @@ impl WalletStore for PgWalletStore {
         client.query(&sql, &[&order_id]).await.map_err(db_err)?.iter().map(hold).collect()
     }
 
-    async fn pending_holds(&self, before: time::OffsetDateTime, limit: i64) -> Result<Vec<Hold>, WalletError> {
+    async fn pending_holds(
+        &self,
+        before: time::OffsetDateTime,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Hold>, WalletError> {
         let client = self.client().await?;
         let sql = format!(
-            "SELECT {HOLD_COLS} FROM wallet_holds WHERE status = 'pending' AND created_at < $1 ORDER BY id LIMIT $2"
+            "SELECT {HOLD_COLS} FROM wallet_holds WHERE status = 'pending' AND created_at < $1
+             AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
         );
-        client.query(&sql, &[&before, &limit]).await.map_err(db_err)?.iter().map(hold).collect()
+        client.query(&sql, &[&before, &after, &limit]).await.map_err(db_err)?.iter().map(hold).collect()
     }
 
     async fn transfer(&self, id: Uuid) -> Result<Option<Transfer>, WalletError> {

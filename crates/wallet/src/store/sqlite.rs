@@ -307,14 +307,20 @@ impl WalletStore for SqliteWalletStore {
             .await
     }
 
-    async fn pending_holds(&self, before: time::OffsetDateTime, limit: i64) -> Result<Vec<Hold>, WalletError> {
-        let before = to_text(before);
+    async fn pending_holds(
+        &self,
+        before: time::OffsetDateTime,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Hold>, WalletError> {
+        let (before, after) = (to_text(before), after.map(|a| a.to_string()));
         self.pool
             .call(move |c| {
                 let sql = format!(
-                    "SELECT {HOLD_COLS} FROM wallet_holds WHERE status = 'pending' AND created_at < ?1 ORDER BY id LIMIT ?2"
+                    "SELECT {HOLD_COLS} FROM wallet_holds WHERE status = 'pending' AND created_at < ?1
+                     AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"
                 );
-                query(c, &sql, params![before, limit], hold)
+                query(c, &sql, params![before, after, limit], hold)
             })
             .await
     }
