@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
@@ -28,24 +29,47 @@ pub struct Relay {
     settings: KafkaSettings,
     batch: i64,
     lease: Lease,
+    /// A send of the last batch timed out (see [`Relay::replace_producer_if_broken`]).
+    timed_out: std::sync::atomic::AtomicBool,
 }
 
 impl Relay {
     /// `lease`: how long the relay's lease lasts without renewal (another relay takes over after it).
     pub fn new(db: Database, settings: &KafkaSettings, lease: Duration) -> anyhow::Result<Self> {
         let lease = Lease::new(db.clone(), "outbox", lease);
-        Ok(Self { db, producer: producer(settings)?, settings: settings.clone(), batch: 500, lease })
+        Ok(Self {
+            db,
+            producer: producer(settings)?,
+            settings: settings.clone(),
+            batch: 500,
+            lease,
+            timed_out: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
-    /// An idempotent producer that hit a fatal error (librdkafka raises one when the broker lost
-    /// the producer's state, as after some restarts) refuses every later send: it is replaced, and
-    /// the events it did not deliver are sent again by the new one.
-    fn replace_producer_if_fatal(&mut self) {
-        let Some((code, reason)) = self.producer.client().fatal_error() else { return };
-        tracing::warn!(error.code = ?code, error = %reason, "the Kafka producer hit a fatal error; making a new one");
+    /// A producer that cannot deliver any more is replaced; the events it did not deliver are sent
+    /// again by the new one. Two ways to get there: a fatal error (librdkafka raises one when the
+    /// broker lost the idempotent producer's state, as after some restarts), and a send that timed
+    /// out (librdkafka then bumps the idempotent producer's epoch by itself, an epoch the broker was
+    /// never told of; tansu fails every later produce of that producer, and no fatal error comes).
+    /// A new producer asks the broker for a fresh id.
+    fn replace_producer_if_broken(&mut self) {
+        let timed_out = self.timed_out.swap(false, std::sync::atomic::Ordering::Relaxed);
+        let fatal = self.producer.client().fatal_error();
+        if fatal.is_none() && !timed_out {
+            return;
+        }
+        match &fatal {
+            Some((code, reason)) => {
+                tracing::warn!(error.code = ?code, error = %reason, "the Kafka producer hit a fatal error; making a new one");
+            }
+            None => tracing::warn!("a send to Kafka timed out; making a new producer (a fresh producer id and epoch)"),
+        }
         match producer(&self.settings) {
             Ok(p) => {
-                self.producer = p;
+                let old = std::mem::replace(&mut self.producer, p);
+                // Dropping a producer purges its queue and joins its thread: not on the runtime.
+                drop(tokio::task::spawn_blocking(move || drop(old)));
                 metrics::counter!("outbox_producer_restarts_total").increment(1);
             }
             Err(e) => tracing::error!(error = format!("{e:#}"), "could not make a new Kafka producer; trying again"),
@@ -68,7 +92,7 @@ impl Relay {
                     0
                 }
             };
-            self.replace_producer_if_fatal();
+            self.replace_producer_if_broken();
             // The backlog gauge, at most once a second: a count per batch would cost a query each.
             if counted.is_none_or(|c| c.elapsed() >= Duration::from_secs(1)) || stopping {
                 counted = Some(std::time::Instant::now());
@@ -119,6 +143,12 @@ impl Relay {
         let n = delivered.len();
         if let Some((e, Err((err, _)))) = events.iter().zip(&results).find(|(_, r)| r.is_err()) {
             tracing::warn!(event.seq = e.seq, error = %err, "Kafka did not take an event; it and the ones after it wait");
+        }
+        let timed_out = results.iter().any(|r| {
+            matches!(r, Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)))
+        });
+        if timed_out {
+            self.timed_out.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         if base::failpoint("relay-before-mark") {
             tracing::error!(published = n, "failpoint relay-before-mark: stalling between publish and mark");
