@@ -1,6 +1,8 @@
 //! The transactional outbox (DESIGN D4): a state change and its event are written in one
 //! transaction; the outbox is also the embedded event log that admins can read.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -92,18 +94,21 @@ pub fn written() -> tokio::sync::futures::Notified<'static> {
     WRITTEN.notified()
 }
 
-/// Writes `event` inside the caller's PostgreSQL transaction. Call it last in the transaction:
-/// it takes a transaction-scoped lock so that log positions are assigned in commit order, which
-/// is what lets a consumer's cursor never skip an event committed late.
+/// Writes `event` inside the caller's PostgreSQL transaction, after the change it records (whose row
+/// lock orders the events of one aggregate). Writers do not wait for each other: positions are
+/// taken in parallel and may commit out of order; readers ([`list`], [`head`]) read only below a
+/// position every writer before it has finished with ([`settled`]), so a cursor never skips an event
+/// that commits late. The transaction id is taken before the position (the sub-select runs first),
+/// which is what [`settled`] relies on.
 pub async fn insert_pg(
     tx: &tokio_postgres::Transaction<'_>,
     ctx: &EventContext,
     event: &NewEvent,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute("SELECT pg_advisory_xact_lock(7007002)", &[]).await?;
     tx.execute(
-        "INSERT INTO outbox (id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, actor_id, data)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO outbox (seq, id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, actor_id, data)
+         SELECT nextval('outbox_seq_seq'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+         FROM (SELECT pg_current_xact_id() OFFSET 0) AS xact_id_first",
         &[
             &Uuid::now_v7(),
             &event.event_type,
@@ -142,11 +147,68 @@ pub fn insert_sqlite(tx: &rusqlite::Transaction<'_>, ctx: &EventContext, event: 
     .map(|_| ())
 }
 
-/// The newest position in the log (0 when empty).
+/// How long a reader waits for writers that hold positions below the log's end before it answers
+/// "nothing settled yet" (and tries again on its next poll).
+pub const SETTLE_WAIT: Duration = Duration::from_secs(5);
+
+/// The highest position below which every event is settled on PostgreSQL: committed (and so
+/// visible) or rolled back (and so never there). Read the sequence first, then the transactions in
+/// progress: every position up to the sequence's value was taken by a transaction that has its id
+/// already (see [`insert_pg`]), so it has finished or is in that list; wait for the list to finish.
+/// `None` when it has not within [`SETTLE_WAIT`]. SQLite writes one transaction at a time: every
+/// committed position is settled.
+pub async fn settled(db: &Database) -> anyhow::Result<Option<i64>> {
+    let Database::Postgres(pool) = db else { return Ok(Some(i64::MAX)) };
+    let client = pool.get().await?;
+    let end: i64 = client
+        .query_one("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM outbox_seq_seq", &[])
+        .await?
+        .get(0);
+    let mut open: Vec<String> = client
+        .query_one(
+            "SELECT COALESCE(array_agg(x::text), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+             WHERE pg_xact_status(x) = 'in progress'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    while !open.is_empty() {
+        if started.elapsed() > SETTLE_WAIT {
+            tracing::warn!(
+                transactions = ?open,
+                "open transactions hold positions in the event log; its readers wait for them to end"
+            );
+            return Ok(None);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+        open = client
+            .query_one(
+                "SELECT COALESCE(array_agg(x), '{}') FROM unnest($1::text[]) AS x
+                 WHERE pg_xact_status(x::xid8) = 'in progress'",
+                &[&open],
+            )
+            .await?
+            .get(0);
+    }
+    Ok(Some(end))
+}
+
+/// The newest settled position in the log (0 when empty).
 pub async fn head(db: &Database) -> anyhow::Result<i64> {
     match db {
         Database::Postgres(pool) => {
-            Ok(pool.get().await?.query_one("SELECT COALESCE(MAX(seq), 0) FROM outbox", &[]).await?.get(0))
+            let Some(end) = settled(db).await? else {
+                anyhow::bail!("the event log is not settled: open transactions hold positions below its end")
+            };
+            Ok(pool
+                .get()
+                .await?
+                .query_one("SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE seq <= $1", &[&end])
+                .await?
+                .get(0))
         }
         Database::Sqlite(pool) => {
             pool.call(|c| {
@@ -157,14 +219,18 @@ pub async fn head(db: &Database) -> anyhow::Result<i64> {
     }
 }
 
-/// Reads the log in order, after position `after`.
+/// Reads the log in order, after position `after`, up to the settled position: an event that
+/// commits late is never passed over by a cursor (empty while writers below the end are open).
 pub async fn list(db: &Database, after: i64, limit: i64) -> anyhow::Result<Vec<EventEnvelope>> {
-    query(db, "seq > ", after, limit).await
+    match settled(db).await? {
+        Some(upto) => query(db, "seq > ", after, upto, limit).await,
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The oldest events not yet published to Kafka, in order.
 pub async fn unpublished(db: &Database, limit: i64) -> anyhow::Result<Vec<EventEnvelope>> {
-    query(db, "published_at IS NULL AND seq > ", 0, limit).await
+    query(db, "published_at IS NULL AND seq > ", 0, i64::MAX, limit).await
 }
 
 /// How many events wait for the relay.
@@ -207,7 +273,13 @@ pub async fn mark_published(db: &Database, seqs: Vec<i64>) -> anyhow::Result<()>
 }
 
 /// Events where `{condition}{after}` holds, in order.
-async fn query(db: &Database, condition: &'static str, after: i64, limit: i64) -> anyhow::Result<Vec<EventEnvelope>> {
+async fn query(
+    db: &Database,
+    condition: &'static str,
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<EventEnvelope>> {
     const COLS: &str =
         "seq, id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, data, actor_id";
     match db {
@@ -215,8 +287,8 @@ async fn query(db: &Database, condition: &'static str, after: i64, limit: i64) -
             let client = pool.get().await?;
             let rows = client
                 .query(
-                    &format!("SELECT {COLS} FROM outbox WHERE {condition}$1 ORDER BY seq LIMIT $2"),
-                    &[&after, &limit],
+                    &format!("SELECT {COLS} FROM outbox WHERE {condition}$1 AND seq <= $3 ORDER BY seq LIMIT $2"),
+                    &[&after, &limit, &upto],
                 )
                 .await?;
             Ok(rows
@@ -238,9 +310,10 @@ async fn query(db: &Database, condition: &'static str, after: i64, limit: i64) -
         }
         Database::Sqlite(pool) => {
             pool.call(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached(&format!("SELECT {COLS} FROM outbox WHERE {condition}?1 ORDER BY seq LIMIT ?2"))?;
-                let rows = stmt.query_map(rusqlite::params![after, limit], |r| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLS} FROM outbox WHERE {condition}?1 AND seq <= ?3 ORDER BY seq LIMIT ?2"
+                ))?;
+                let rows = stmt.query_map(rusqlite::params![after, limit, upto], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, String>(1)?,

@@ -158,3 +158,63 @@ async fn events_status_and_replay_work_on_the_embedded_log() {
     let status = run(&["events", "status"]);
     assert!(status.contains(&format!("claim-processor: position 0, lag {head}")), "{status}");
 }
+
+fn test_event(name: &str) -> NewEvent {
+    NewEvent {
+        event_type: "test.ordering",
+        version: 1,
+        topic: "test-events",
+        aggregate_id: Uuid::now_v7(),
+        data: json!({"name": name}),
+    }
+}
+
+/// Writers on PostgreSQL commit in parallel (no global lock), and a position taken early but
+/// committed late is never passed over: while the transaction holding it is open, a reader sees
+/// nothing past it, not even events committed after it; once it commits, both come in position order.
+#[tokio::test]
+async fn writers_commit_in_parallel_and_a_reader_never_skips_an_event_that_commits_late() {
+    let dir = TempDir::new();
+    let url = testkit::fresh_database_url(Backend::Postgres, &dir).await;
+    let db = Database::connect(&url, &Default::default()).await.unwrap();
+    walletd::migrate(&db).await.unwrap();
+    write(&db, "test.before", "before").await;
+    let start = outbox::head(&db).await.unwrap();
+    let Database::Postgres(pool) = &db else { unreachable!() };
+    let ctx = EventContext { region: "test".into(), ..Default::default() };
+
+    let mut early = pool.get().await.unwrap();
+    let early = early.transaction().await.unwrap();
+    outbox::insert_pg(&early, &ctx, &test_event("early")).await.unwrap();
+    // A second writer takes a later position and commits while the first is open.
+    let mut late = pool.get().await.unwrap();
+    let late = late.transaction().await.unwrap();
+    let second = async {
+        outbox::insert_pg(&late, &ctx, &test_event("late")).await.unwrap();
+        late.commit().await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the second writer waited for the first: writers are serialised");
+
+    // The reader waits for the open writer, up to its limit, and then answers "nothing settled".
+    let seen = outbox::list(&db, start, 100).await.unwrap();
+    assert!(
+        seen.is_empty(),
+        "read past an open writer's position: {:?}",
+        seen.iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
+    assert!(outbox::head(&db).await.is_err(), "the head is not settled while a writer below it is open");
+
+    // A reader started before the early writer commits gets both, in position order.
+    let reader = tokio::spawn({
+        let db = db.clone();
+        async move { outbox::list(&db, start, 100).await.unwrap() }
+    });
+    early.commit().await.unwrap();
+    let seen = reader.await.unwrap();
+    let names: Vec<&str> = seen.iter().map(|e| e.data["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["early", "late"]);
+    assert!(seen[0].seq < seen[1].seq);
+    assert_eq!(outbox::head(&db).await.unwrap(), seen[1].seq);
+}
