@@ -73,8 +73,9 @@ pub trait SupplyClient: Send + Sync {
 /// order's hold, of exactly the claim's amount, is posted to the claimer, once per claim.
 #[async_trait]
 pub trait SettlementClient: Send + Sync {
-    /// Whether the order's funds are held for exactly `amount` (before the claim is processed).
-    async fn check(&self, order_id: Uuid, amount: Decimal) -> anyhow::Result<Step>;
+    /// Whether the order's funds are held for exactly `amount` (before the claim is processed);
+    /// a hold left at another amount by a refused change of items is brought to it.
+    async fn check(&self, order_id: Uuid, amount: Decimal, ctx: &EventContext) -> anyhow::Result<Step>;
     /// Posts the hold to the shopper; done when it was posted before.
     async fn settle(
         &self,

@@ -89,7 +89,7 @@ impl ClaimProcessor {
         }
         // Only checked here: the money moves once the claim is processed, so a claim released
         // meanwhile never keeps a payment.
-        if let Step::Refused(r) = self.settlement.check(c.order_id, c.amount).await? {
+        if let Step::Refused(r) = self.settlement.check(c.order_id, c.amount, ctx).await? {
             return Ok(Some(format!("settlement: {r}")));
         }
         Ok(None)

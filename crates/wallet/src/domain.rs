@@ -205,11 +205,13 @@ pub enum Record {
     Deposit(Deposit),
     Transfer(Transfer),
     PlaceHold(Hold),
-    /// `pending -> status`, only from pending (the store checks under the hold's lock).
+    /// `pending -> status`, only from pending (the store checks under the hold's lock). With
+    /// `expected`, only while the hold is of that amount (a settlement pays exactly its claim).
     ResolveHold {
         id: Uuid,
         status: HoldStatus,
         transaction_id: Option<Uuid>,
+        expected: Option<Decimal>,
     },
     /// A pending hold's new amount (an order's items changed).
     AdjustHold {
@@ -242,8 +244,11 @@ pub struct Movement {
 impl Movement {
     /// Sets the amounts of a movement on a hold from the hold's amount as locked: it may have
     /// changed between the read the movement was built from and the lock.
-    pub fn on_locked_hold(&mut self, locked: Decimal) {
+    pub fn on_locked_hold(&mut self, locked: Decimal) -> Result<(), WalletError> {
         match &self.record {
+            Record::ResolveHold { expected: Some(expected), .. } if *expected != locked => {
+                return Err(WalletError::HoldChanged);
+            }
             Record::ResolveHold { .. } => {
                 for l in &mut self.held {
                     l.amount = -locked;
@@ -260,6 +265,7 @@ impl Movement {
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// The accounts it touches, sorted: the order their rows are locked in, so two movements never
@@ -322,6 +328,8 @@ pub enum WalletError {
     DuplicateReference,
     #[error("the hold is {0}, not pending")]
     HoldNotPending(&'static str),
+    #[error("the hold's amount changed")]
+    HoldChanged,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -336,7 +344,9 @@ impl From<WalletError> for ApiError {
             ),
             WalletError::NotFound(what) => ApiError::not_found(what),
             e @ WalletError::DuplicateReference => ApiError::new(ErrorCode::DepositReferenceConflict, e.to_string()),
-            e @ WalletError::HoldNotPending(_) => ApiError::new(ErrorCode::InvalidStatusTransition, e.to_string()),
+            e @ (WalletError::HoldNotPending(_) | WalletError::HoldChanged) => {
+                ApiError::new(ErrorCode::InvalidStatusTransition, e.to_string())
+            }
             WalletError::Unexpected(e) => ApiError::internal(e),
         }
     }
@@ -414,8 +424,35 @@ mod tests {
     fn movement(lines: Vec<Line>, held: Vec<Line>) -> Movement {
         let journal = (!lines.is_empty()).then(|| Journal::new(EntryKind::Transfer, None, lines));
         let event = NewEvent::of("wallet.transferred", 1, "wallet-events", Uuid::now_v7(), &1).unwrap();
-        let hold = Record::ResolveHold { id: Uuid::now_v7(), status: HoldStatus::Voided, transaction_id: None };
+        let hold = Record::ResolveHold {
+            id: Uuid::now_v7(),
+            status: HoldStatus::Voided,
+            transaction_id: None,
+            expected: None,
+        };
         Movement { journal, held, record: hold, event, now: base::clock::now() }
+    }
+
+    #[test]
+    fn a_settlement_pays_exactly_its_amount_or_nothing() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        let lines = vec![Line::new("buyer", "USDC", d("-10")), Line::new("shopper", "USDC", d("10"))];
+        let mut post = movement(lines, vec![Line::new("buyer", "USDC", d("-10"))]);
+        post.record = Record::ResolveHold {
+            id: Uuid::now_v7(),
+            status: HoldStatus::Posted,
+            transaction_id: None,
+            expected: Some(d("10")),
+        };
+        // The hold moved to 20 (a change of items) between the read and the lock: refused, not 20 paid.
+        assert!(matches!(post.clone().on_locked_hold(d("20")), Err(WalletError::HoldChanged)));
+        post.on_locked_hold(d("10")).unwrap();
+        let amounts: Vec<Decimal> = post.journal.iter().flat_map(|j| j.lines.iter().map(|l| l.amount)).collect();
+        assert_eq!(amounts, [d("-10"), d("10")]);
+        // A release takes whatever is held under the lock.
+        let mut void = movement(vec![], vec![Line::new("buyer", "USDC", d("-10"))]);
+        void.on_locked_hold(d("20")).unwrap();
+        assert_eq!(void.held[0].amount, d("-20"));
     }
 
     fn accounts(m: &Movement) -> Vec<Account> {

@@ -9,3 +9,32 @@ pub mod store;
 
 pub use service::{Users, WalletService};
 pub use store::MIGRATIONS;
+
+/// This service's cache keys (DESIGN D5) and the events that make them stale.
+pub mod keys {
+    use events::EventEnvelope;
+
+    use crate::domain::WORLD;
+
+    /// One owner's accounts (a user id, or a system account such as `@world`).
+    pub fn accounts(owner: &str) -> String {
+        format!("wallet:accounts:{owner}")
+    }
+
+    /// Every `wallet.*` event makes the accounts it moved stale: the users its data names
+    /// (`user_id`, `from_user_id`, `to_user_id`), and `@world` for a deposit.
+    pub const INVALIDATION: cache::Invalidation = cache::Invalidation {
+        prefix: "wallet.",
+        keys: |e: &EventEnvelope| {
+            let mut keys: Vec<String> = ["user_id", "from_user_id", "to_user_id"]
+                .iter()
+                .filter_map(|f| e.data[*f].as_str())
+                .map(accounts)
+                .collect();
+            if e.event_type == "wallet.deposited" {
+                keys.push(accounts(WORLD));
+            }
+            keys
+        },
+    };
+}

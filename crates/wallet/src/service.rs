@@ -1,5 +1,6 @@
 //! The wallet use cases: deposits, transfers, holds, reads and `verify`. Every decision reads the
-//! database under the accounts' row locks (the store), never a cache.
+//! database under the accounts' row locks (the store), never a cache; account reads go through the
+//! cache (DESIGN D5), made stale by every movement here and by the wallet's events elsewhere.
 
 use std::sync::Arc;
 
@@ -13,10 +14,12 @@ use crate::domain::{
     Account, Deposit, Entry, EntryKind, Hold, HoldStatus, Journal, Line, Movement, Record, Transfer, Verification,
     WORLD, WalletError, verify,
 };
+use crate::keys;
 use crate::store::{self, WalletStore};
 use base::ErrorCode;
 use base::clock;
 use base::money::{Asset, AssetRegistry, format_amount, parse_positive_amount};
+use cache::Cache;
 use events::outbox::{EventContext, NewEvent};
 use storage::Database;
 use web::extract::RequestId;
@@ -72,6 +75,14 @@ pub struct HoldView {
     pub resolved_at: Option<OffsetDateTime>,
 }
 
+/// `wallet.hold_posted`'s data: the hold and who it was paid to.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldPostedView {
+    #[serde(flatten)]
+    pub hold: HoldView,
+    pub to_user_id: Uuid,
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TransferView {
     pub id: Uuid,
@@ -101,14 +112,36 @@ pub struct DepositView {
 /// The wallet service.
 pub struct WalletService {
     store: Arc<dyn WalletStore>,
+    cache: Arc<Cache>,
     users: Arc<dyn Users>,
     assets: AssetRegistry,
     region: String,
 }
 
 impl WalletService {
-    pub fn new(db: &Database, users: Arc<dyn Users>, assets: AssetRegistry, region: String) -> Self {
-        Self { store: store::open(db), users, assets, region }
+    pub fn new(db: &Database, cache: Arc<Cache>, users: Arc<dyn Users>, assets: AssetRegistry, region: String) -> Self {
+        Self { store: store::open(db), cache, users, assets, region }
+    }
+
+    /// Applies a movement, then makes the cached accounts of every owner it touched stale.
+    async fn apply(&self, m: &Movement, ctx: &EventContext) -> Result<Vec<Account>, WalletError> {
+        let written = self.store.apply(m, ctx).await?;
+        let mut owners: Vec<String> = m.accounts().into_iter().map(|(owner, _)| keys::accounts(&owner)).collect();
+        owners.dedup();
+        self.cache.invalidate(owners).await;
+        Ok(written)
+    }
+
+    /// The owner's accounts that have seen activity, through the cache (reads only: no decision
+    /// is taken on them).
+    async fn stored_accounts(&self, owner: &str) -> Result<Vec<Account>, WalletError> {
+        let cached = self
+            .cache
+            .get_or_load("wallet_accounts", keys::accounts(owner), || async {
+                self.store.accounts(owner).await.map(Some)
+            })
+            .await?;
+        Ok(cached.unwrap_or_default())
     }
 
     fn ctx(&self, actor: Option<Uuid>, rid: Option<&RequestId>) -> EventContext {
@@ -176,7 +209,7 @@ impl WalletService {
         };
         let event = NewEvent::of("wallet.deposited", 1, TOPIC, deposit.id, &self.deposit_view(&deposit))?;
         let m = Movement { journal: Some(journal), held: vec![], record: Record::Deposit(deposit.clone()), event, now };
-        match self.store.apply(&m, &self.ctx(Some(who.user_id), Some(rid))).await {
+        match self.apply(&m, &self.ctx(Some(who.user_id), Some(rid))).await {
             Ok(_) => {
                 tracing::info!(deposit.id = %deposit.id, "deposited");
                 Ok((deposit, true))
@@ -235,7 +268,7 @@ impl WalletService {
         let event = NewEvent::of("wallet.transferred", 1, TOPIC, transfer.id, &self.transfer_view(&transfer))?;
         let m =
             Movement { journal: Some(journal), held: vec![], record: Record::Transfer(transfer.clone()), event, now };
-        match self.store.apply(&m, &self.ctx(Some(who.user_id), Some(rid))).await {
+        match self.apply(&m, &self.ctx(Some(who.user_id), Some(rid))).await {
             Ok(_) => {
                 metrics::counter!("wallet_transfers_total", "outcome" => "done").increment(1);
                 Ok(transfer)
@@ -271,7 +304,7 @@ impl WalletService {
         let event = NewEvent::of("wallet.hold_placed", 1, TOPIC, hold.id, &self.hold_view(&hold))?;
         let held = vec![Line::new(user_id.to_string(), currency, amount)];
         let m = Movement { journal: None, held, record: Record::PlaceHold(hold.clone()), event, now };
-        self.store.apply(&m, ctx).await?;
+        self.apply(&m, ctx).await?;
         Ok(hold)
     }
 
@@ -283,9 +316,36 @@ impl WalletService {
         reference: Option<String>,
         ctx: &EventContext,
     ) -> Result<Hold, WalletError> {
+        self.resolve(id, to_user_id, None, reference, ctx).await
+    }
+
+    /// Pays a pending hold of exactly `amount` out to `to_user_id`; [`WalletError::HoldChanged`]
+    /// when, under its lock, the hold is of another amount.
+    pub async fn post_hold(
+        &self,
+        id: Uuid,
+        to_user_id: Uuid,
+        amount: Decimal,
+        reference: Option<String>,
+        ctx: &EventContext,
+    ) -> Result<Hold, WalletError> {
+        self.resolve(id, Some(to_user_id), Some(amount), reference, ctx).await
+    }
+
+    async fn resolve(
+        &self,
+        id: Uuid,
+        to_user_id: Option<Uuid>,
+        expected: Option<Decimal>,
+        reference: Option<String>,
+        ctx: &EventContext,
+    ) -> Result<Hold, WalletError> {
         let mut hold = self.store.hold(id).await?.ok_or(WalletError::NotFound("hold"))?;
         if hold.status != HoldStatus::Pending {
             return Err(WalletError::HoldNotPending(hold.status.as_str()));
+        }
+        if expected.is_some_and(|amount| amount != hold.amount) {
+            return Err(WalletError::HoldChanged);
         }
         let now = clock::now();
         let owner = hold.user_id.to_string();
@@ -300,10 +360,15 @@ impl WalletService {
         hold.status = if journal.is_some() { HoldStatus::Posted } else { HoldStatus::Voided };
         hold.transaction_id = journal.as_ref().map(|j| j.id);
         hold.resolved_at = Some(now);
-        let event_type = if journal.is_some() { "wallet.hold_posted" } else { "wallet.hold_voided" };
-        let event = NewEvent::of(event_type, 1, TOPIC, hold.id, &self.hold_view(&hold))?;
-        let record = Record::ResolveHold { id, status: hold.status, transaction_id: hold.transaction_id };
-        self.store.apply(&Movement { journal, held, record, event, now }, ctx).await?;
+        let event = match to_user_id {
+            Some(to_user_id) => {
+                let posted = HoldPostedView { hold: self.hold_view(&hold), to_user_id };
+                NewEvent::of("wallet.hold_posted", 1, TOPIC, hold.id, &posted)?
+            }
+            None => NewEvent::of("wallet.hold_voided", 1, TOPIC, hold.id, &self.hold_view(&hold))?,
+        };
+        let record = Record::ResolveHold { id, status: hold.status, transaction_id: hold.transaction_id, expected };
+        self.apply(&Movement { journal, held, record, event, now }, ctx).await?;
         Ok(hold)
     }
 
@@ -320,7 +385,7 @@ impl WalletService {
         hold.amount = amount;
         let event = NewEvent::of("wallet.hold_adjusted", 1, TOPIC, hold.id, &self.hold_view(&hold))?;
         let m = Movement { journal: None, held, record: Record::AdjustHold { id, amount }, event, now: clock::now() };
-        self.store.apply(&m, ctx).await?;
+        self.apply(&m, ctx).await?;
         Ok(hold)
     }
 
@@ -346,7 +411,7 @@ impl WalletService {
             Some(u) if u != who.user_id.to_string() => return Err(ApiError::forbidden("users see their own accounts")),
             _ => who.user_id.to_string(),
         };
-        let stored = self.store.accounts(&owner).await?;
+        let stored = self.stored_accounts(&owner).await?;
         let now = clock::now();
         let mut codes: Vec<String> = self.assets.codes().into_iter().map(str::to_string).collect();
         codes.sort();
@@ -365,7 +430,7 @@ impl WalletService {
             .get(currency)
             .ok_or_else(|| ApiError::unprocessable_field(ErrorCode::UnknownAsset, "currency", "unknown asset"))?;
         let owner = who.user_id.to_string();
-        let stored = self.store.accounts(&owner).await?;
+        let stored = self.stored_accounts(&owner).await?;
         Ok(stored
             .into_iter()
             .find(|a| a.currency == asset.code)

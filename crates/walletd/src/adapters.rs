@@ -90,19 +90,56 @@ impl SupplyClient for Supplies {
 /// once (a hold already posted for the order is this claim's settlement, repeated).
 pub struct Settlement(pub Arc<wallet::WalletService>);
 
+/// Where an order's funds stand for a claim.
+enum Funding {
+    /// Posted already (this claim's settlement, repeated).
+    Posted,
+    /// Pending at the claim's amount.
+    Held(wallet::domain::Hold),
+    Refused(String),
+}
+
+impl Settlement {
+    /// The order's hold, at the claim's amount. The claim holds the order at the version it read,
+    /// so the order's amount is the claim's: a pending hold of another amount is a refused change of
+    /// items being undone (a change moves the hold first and puts it back when the order refuses
+    /// it). That undoing may still be on its way; this brings the hold to the order's amount now
+    /// instead of failing the claim over it (more needs the buyer's available balance).
+    async fn funding(&self, order_id: Uuid, amount: Decimal, ctx: &EventContext) -> anyhow::Result<Funding> {
+        for _ in 0..3 {
+            let holds = self.0.holds_of_order(order_id).await?;
+            if holds.iter().any(|h| h.status == HoldStatus::Posted) {
+                return Ok(Funding::Posted);
+            }
+            let Some(pending) = holds.into_iter().find(|h| h.status == HoldStatus::Pending) else {
+                return Ok(Funding::Refused("the order has no funds held".into()));
+            };
+            if pending.amount == amount {
+                return Ok(Funding::Held(pending));
+            }
+            tracing::info!(hold.id = %pending.id, held = %pending.amount, %amount, "bringing the order's hold to the claim's amount");
+            match self.0.adjust_hold(pending.id, amount, ctx).await {
+                Ok(hold) => return Ok(Funding::Held(hold)),
+                Err(WalletError::HoldNotPending(_)) => continue,
+                Err(WalletError::InsufficientFunds) => {
+                    return Ok(Funding::Refused(format!(
+                        "the order's funds held ({}) are below the claim's amount ({amount}) and the buyer's balance does not cover it",
+                        pending.amount
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        anyhow::bail!("the hold of order {order_id} kept changing")
+    }
+}
+
 #[async_trait]
 impl SettlementClient for Settlement {
-    async fn check(&self, order_id: Uuid, amount: Decimal) -> anyhow::Result<Step> {
-        let holds = self.0.holds_of_order(order_id).await?;
-        if holds.iter().any(|h| h.status == HoldStatus::Posted) {
-            return Ok(Step::Done);
-        }
-        Ok(match holds.iter().find(|h| h.status == HoldStatus::Pending) {
-            Some(h) if h.amount == amount => Step::Done,
-            Some(h) => {
-                Step::Refused(format!("the order's funds held ({}) are not the claim's amount ({amount})", h.amount))
-            }
-            None => Step::Refused("the order has no funds held".into()),
+    async fn check(&self, order_id: Uuid, amount: Decimal, ctx: &EventContext) -> anyhow::Result<Step> {
+        Ok(match self.funding(order_id, amount, ctx).await? {
+            Funding::Posted | Funding::Held(_) => Step::Done,
+            Funding::Refused(r) => Step::Refused(r),
         })
     }
 
@@ -114,25 +151,16 @@ impl SettlementClient for Settlement {
         amount: Decimal,
         ctx: &EventContext,
     ) -> anyhow::Result<Step> {
-        for _ in 0..2 {
-            let holds = self.0.holds_of_order(order_id).await?;
-            if holds.iter().any(|h| h.status == HoldStatus::Posted) {
-                return Ok(Step::Done);
-            }
-            let Some(pending) = holds.iter().find(|h| h.status == HoldStatus::Pending) else {
-                return Ok(Step::Refused("the order has no funds held".into()));
+        for _ in 0..3 {
+            let pending = match self.funding(order_id, amount, ctx).await? {
+                Funding::Posted => return Ok(Step::Done),
+                Funding::Held(h) => h,
+                Funding::Refused(r) => return Ok(Step::Refused(r)),
             };
-            if pending.amount != amount {
-                // A refused change of items being undone: the hold comes back to the order's
-                // amount (the order's own step or the reconciler); the retry finds it right.
-                return Ok(Step::Refused(format!(
-                    "the order's funds held ({}) are not the claim's amount",
-                    pending.amount
-                )));
-            }
-            match self.0.resolve_hold(pending.id, Some(shopper), Some(claim_id.to_string()), ctx).await {
+            match self.0.post_hold(pending.id, shopper, amount, Some(claim_id.to_string()), ctx).await {
                 Ok(_) => return Ok(Step::Done),
-                Err(WalletError::HoldNotPending(_)) => continue,
+                // Posted or voided meanwhile, or moved by a refused change of items: look again.
+                Err(WalletError::HoldNotPending(_) | WalletError::HoldChanged) => continue,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -269,7 +269,13 @@ async fn events_replay(settings: Settings, group: &str, from: i64, forget_handle
 async fn wallet_verify(settings: Settings) -> anyhow::Result<()> {
     let db = walletd::open_database(&settings).await?;
     let users = Arc::new(walletd::adapters::Users(IdentityStore::new(db.clone(), clock::system())));
-    let wallet = wallet::WalletService::new(&db, users, settings.assets.clone(), settings.region.clone());
+    let wallet = wallet::WalletService::new(
+        &db,
+        cache::Cache::disabled(),
+        users,
+        settings.assets.clone(),
+        settings.region.clone(),
+    );
     let v = wallet.verify().await?;
     println!("{}", serde_json::to_string_pretty(&v)?);
     anyhow::ensure!(v.ok, "the ledger does not add up: {} mismatches (listed above)", v.mismatches.len());

@@ -142,7 +142,7 @@ fn services_of(settings: &Settings, services: &[ServiceName], database: &Databas
     let (assets, region) = (settings.assets.clone(), settings.region.clone());
     let supplies = Arc::new(supply::SupplyService::new(database, cache.clone(), assets.clone(), region.clone()));
     let users = Arc::new(crate::adapters::Users(identity::IdentityStore::new(database.clone(), base::clock::system())));
-    let wallet = Arc::new(wallet::WalletService::new(database, users, assets.clone(), region.clone()));
+    let wallet = Arc::new(wallet::WalletService::new(database, cache.clone(), users, assets.clone(), region.clone()));
     let funds = Arc::new(crate::adapters::Funds(wallet.clone()));
     let orders = Arc::new(order::OrderService::new(database, cache.clone(), funds, assets.clone(), region.clone()));
     let mut routes = OpenApiRouter::new();
@@ -157,7 +157,7 @@ fn services_of(settings: &Settings, services: &[ServiceName], database: &Databas
     }
     // Writes by other instances (and regions) reach this instance's cache through the log; each
     // service declares which events make which of its keys stale.
-    let mut rules = vec![supply::keys::INVALIDATION, order::keys::INVALIDATION];
+    let mut rules = vec![supply::keys::INVALIDATION, order::keys::INVALIDATION, wallet::keys::INVALIDATION];
     rules.extend(claim::keys::INVALIDATION);
     let mut consumers: Vec<Arc<dyn EventHandler>> = vec![Arc::new(cache::Invalidator::new(cache.clone(), rules))];
     if services.contains(&ServiceName::Claim) {

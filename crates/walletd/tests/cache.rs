@@ -1,5 +1,6 @@
 //! The cache (DESIGN D5) with real Redis servers: reads after writes, other instances, a cold key
-//! under 1000 concurrent GETs, and Redis killed under load.
+//! under 1000 concurrent GETs, Redis killed under load, and wallet balances. Supply tests use unfunded
+//! users: a funding deposit's own invalidations would be counted as the supply's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use rstest::rstest;
 use serde_json::{Value, json};
 use testkit::redis::{PrivateRedis, server_url};
-use testkit::{Backend, TestApp, wait_until};
+use testkit::{Backend, Session, TestApp, wait_until};
 
 /// The value of a counter in the app's /metrics (summed over the label sets that match).
 /// Waits until `writes` writes' own invalidations (the repeat and the event) have landed, so a
@@ -34,7 +35,7 @@ async fn get_supply(app: &TestApp, token: &str, id: &str) -> Value {
 #[tokio::test]
 async fn a_write_is_visible_at_once_on_the_writing_instance(#[case] backend: Backend) {
     let app = TestApp::spawn_with(backend, |s| s.redis_url = Some(server_url(1))).await;
-    let s = app.new_user().await;
+    let s = app.new_unfunded_user().await;
     let id = app.create_supply(&s.access, "USDC", "10").await["id"].as_str().unwrap().to_string();
     invalidations_landed(&app, 1).await;
     get_supply(&app, &s.access, &id).await;
@@ -71,7 +72,7 @@ async fn another_instance_sees_a_write_after_its_invalidation_event(#[case] redi
         s.kafka = kafka.clone();
     })
     .await;
-    let s = a.new_user().await;
+    let s = a.new_unfunded_user().await;
     let id = a.create_supply(&s.access, "USDC", "10").await["id"].as_str().unwrap().to_string();
     assert_eq!(get_supply(&b, &s.access, &id).await["amount"], "10.000000");
     get_supply(&b, &s.access, &id).await;
@@ -99,7 +100,7 @@ async fn a_thousand_concurrent_gets_of_a_cold_key_read_the_database_once() {
         s.redis_timeout = Duration::from_secs(5);
     })
     .await;
-    let s = app.new_user().await;
+    let s = app.new_unfunded_user().await;
     let id = app.create_supply(&s.access, "USDC", "10").await["id"].as_str().unwrap().to_string();
     // The key is cold, and stays cold until the storm: no invalidation is still on its way.
     invalidations_landed(&app, 1).await;
@@ -118,7 +119,7 @@ async fn a_thousand_concurrent_gets_of_a_cold_key_read_the_database_once() {
 async fn redis_down_means_slower_not_failing() {
     let mut redis = PrivateRedis::start();
     let app = TestApp::spawn_with(Backend::Postgres, |s| s.redis_url = Some(redis.url())).await;
-    let s = app.new_user().await;
+    let s = app.new_unfunded_user().await;
     let id = app.create_supply(&s.access, "USDC", "100").await["id"].as_str().unwrap().to_string();
     get_supply(&app, &s.access, &id).await;
 
@@ -168,7 +169,7 @@ async fn redis_down_means_slower_not_failing() {
 #[tokio::test]
 async fn lists_read_ids_from_the_database_and_entities_from_the_cache(#[case] redis: bool) {
     let app = TestApp::spawn_with(Backend::Postgres, |s| s.redis_url = redis.then(|| server_url(7))).await;
-    let s = app.new_user().await;
+    let s = app.new_unfunded_user().await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(app.create_supply(&s.access, "USDC", &format!("{}", i + 1)).await["id"].as_str().unwrap().to_string());
@@ -188,4 +189,65 @@ async fn lists_read_ids_from_the_database_and_entities_from_the_cache(#[case] re
     let third = list().await;
     let changed = third["items"].as_array().unwrap().iter().find(|i| i["id"] == ids[0].as_str()).unwrap();
     assert_eq!(changed["amount"], "9.000000");
+}
+
+async fn usdc(app: &TestApp, token: &str) -> Value {
+    let res = app.get("/v1/wallet/accounts/USDC", token).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+#[rstest]
+#[case::in_process(false)]
+#[case::in_process_over_kafka(true)]
+#[tokio::test]
+async fn balances_are_cached_and_every_movement_makes_them_stale_everywhere(#[case] kafka: bool) {
+    // Two instances on one database, each with its own in-process cache: B learns of A's movements
+    // only from the wallet's events. Every movement kind: deposit, transfer, a hold, its posting.
+    let kafka = kafka.then(|| testkit::kafka::settings(&testkit::kafka::brokers()));
+    let a = TestApp::spawn_with(Backend::Postgres, |s| s.kafka = kafka.clone()).await;
+    let url = a.settings.database_url();
+    let b = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.database_url = Some(url);
+        s.kafka = kafka.clone();
+    })
+    .await;
+    let (buyer, shopper) = (a.new_unfunded_user().await, a.new_unfunded_user().await);
+    let admin = a.admin_token().await;
+    let sees = |app: &'static str, who: &Session, field: &'static str, want: &'static str| {
+        let (target, token) = (if app == "a" { &a } else { &b }, who.access.clone());
+        async move { wait_until(Duration::from_secs(10), || async { usdc(target, &token).await[field] == want }).await }
+    };
+    assert_eq!(usdc(&b, &buyer.access).await["balance"], "0.000000");
+    assert_eq!(usdc(&b, &buyer.access).await["balance"], "0.000000");
+    assert!(b.metric("cache_requests_total", &["kind=\"wallet_accounts\"", "result=\"hit\""]).await >= 1.0, "B caches");
+
+    testkit::process::fund_at(&a.client, &a.base, &admin, &buyer.user_id.to_string(), "USDC", "100").await;
+    assert_eq!(usdc(&a, &buyer.access).await["balance"], "100.000000", "at once on the writer");
+    assert!(sees("b", &buyer, "balance", "100.000000").await, "B kept the balance from before the deposit");
+
+    let res = a
+        .post("/v1/wallet/transfers", &buyer.access)
+        .json(&json!({"to_user_id": shopper.user_id, "currency": "USDC", "amount": "30"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert!(sees("b", &buyer, "balance", "70.000000").await, "sender on B after a transfer");
+    assert!(sees("b", &shopper, "balance", "30.000000").await, "receiver on B after a transfer");
+
+    let item = json!([{"product_id": "p", "product_name": "Mug", "price": "20", "quantity": 1}]);
+    let res =
+        a.post("/v1/orders", &buyer.access).json(&json!({"currency": "USDC", "items": item})).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let order: Value = res.json().await.unwrap();
+    assert!(sees("b", &buyer, "held", "20.000000").await, "a hold on B");
+
+    a.create_supply(&shopper.access, "USDC", "100").await;
+    let res =
+        a.post(&format!("/v1/orders/{}/claim", order["id"].as_str().unwrap()), &shopper.access).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    assert!(sees("b", &shopper, "balance", "50.000000").await, "the settled claim's shopper on B");
+    assert!(sees("b", &buyer, "balance", "50.000000").await, "the settled claim's buyer on B");
+    assert_eq!(usdc(&b, &buyer.access).await["held"], "0.000000");
 }

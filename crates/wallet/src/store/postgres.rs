@@ -89,7 +89,7 @@ impl WalletStore for PgWalletStore {
             if status != HoldStatus::Pending {
                 return Err(WalletError::HoldNotPending(status.as_str()));
             }
-            m.on_locked_hold(row.get(1));
+            m.on_locked_hold(row.get(1))?;
         }
         let m = &m;
         let keys = m.accounts();
@@ -325,7 +325,7 @@ async fn write_record(tx: &impl GenericClient, record: &Record, now: time::Offse
             )
             .await
         }
-        Record::ResolveHold { id, status, transaction_id } => {
+        Record::ResolveHold { id, status, transaction_id, .. } => {
             tx.execute(
                 "UPDATE wallet_holds SET status = $2, transaction_id = $3, resolved_at = $4 WHERE id = $1",
                 &[id, &status.as_str(), transaction_id, &now],

@@ -125,7 +125,7 @@ fn apply(c: &mut Connection, m: &Movement, ctx: &EventContext) -> Result<Vec<Acc
         if status != HoldStatus::Pending {
             return Err(WalletError::HoldNotPending(status.as_str()));
         }
-        m.on_locked_hold(amount.parse().map_err(|e| WalletError::Unexpected(anyhow::anyhow!("hold amount: {e}")))?);
+        m.on_locked_hold(amount.parse().map_err(|e| WalletError::Unexpected(anyhow::anyhow!("hold amount: {e}")))?)?;
     }
     let m = &m;
     let now = to_text(m.now);
@@ -210,7 +210,7 @@ fn apply(c: &mut Connection, m: &Movement, ctx: &EventContext) -> Result<Vec<Acc
                 h.resolved_at.map(to_text)
             ],
         ),
-        Record::ResolveHold { id, status, transaction_id } => tx.execute(
+        Record::ResolveHold { id, status, transaction_id, .. } => tx.execute(
             "UPDATE wallet_holds SET status = ?2, transaction_id = ?3, resolved_at = ?4 WHERE id = ?1",
             params![id.to_string(), status.as_str(), transaction_id.map(|t| t.to_string()), now],
         ),
