@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod pg;
 pub mod process;
 pub mod redis;
+pub mod workload;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -11,6 +11,7 @@ use rstest::rstest;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use testkit::process::{Pair, WalletdProcess, admin_token, fund_at, place_order, shopper, sign_in};
+use testkit::workload::{Actor, Workload, mismatched_holds, unreflected};
 use testkit::{Backend, TempDir, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_walletd");
@@ -219,4 +220,75 @@ async fn a_kill_between_an_orders_hold_and_the_order_is_repaired(#[case] backend
         .unwrap();
     assert_eq!(verify["ok"], true, "{verify}");
     assert!(next.metric("wallet_holds_reconciled_total", &["outcome=\"voided\""]).await >= 1.0);
+}
+
+/// The random workload of `wallet::a_random_concurrent_workload_leaves_a_ledger_that_adds_up` (64
+/// clients, 5,120 operations) on PostgreSQL, with `kill -9` of walletd halfway and a restart on the
+/// same database: the clients go on against the new process; afterwards the ledger verifies, every
+/// order's hold matches its state (the reconciler repairs what the kill cut in two), and every 2xx
+/// answer given before or after the kill is reflected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kill_9_in_a_random_workload_loses_no_acknowledged_money() {
+    let dir = TempDir::new();
+    let url = testkit::fresh_database_url(Backend::Postgres, &dir).await;
+    let envs = [
+        ("WALLETD_DATABASE_URL", url.as_str()),
+        ("WALLETD_RECONCILE_INTERVAL_SECS", "1"),
+        ("WALLETD_RECONCILE_GRACE_SECS", "3"),
+    ];
+    let mut first = WalletdProcess::start(BIN, &dir.0, &envs);
+    let http = reqwest::Client::new();
+    let admin = admin_token(BIN, &dir.0, &envs);
+    let mut actors = Vec::new();
+    for _ in 0..16 {
+        let (token, id) = sign_in(&http, &first.base).await;
+        fund_at(&http, &first.base, &admin, &id, "USDC", "1000000").await;
+        let res = http
+            .post(format!("{}/v1/supplies", first.base))
+            .bearer_auth(&token)
+            .json(&json!({"currency": "USDC", "amount": "1000000"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        actors.push(Actor { token, id: id.parse().unwrap() });
+    }
+
+    let (tx, base) = tokio::sync::watch::channel(first.base.clone());
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let workload = Workload { http: &http, base, admin: &admin, users: &actors, clients: 64, steps: 80, done: &done };
+    let killer = async {
+        let halfway = wait_until(Duration::from_secs(300), || async {
+            done.load(std::sync::atomic::Ordering::Relaxed) >= 64 * 80 / 2
+        })
+        .await;
+        assert!(halfway, "the workload did not get halfway");
+        first.kill9();
+        let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let dir = dir.0.clone();
+        let second = tokio::task::spawn_blocking(move || {
+            let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            WalletdProcess::start(BIN, &dir, &envs)
+        })
+        .await
+        .unwrap();
+        tx.send(second.base.clone()).unwrap();
+        second
+    };
+    let (outcome, second) = tokio::join!(workload.run(), killer);
+    eprintln!("{}", outcome.summary());
+    assert!(outcome.unanswered > 0, "the kill cut no request short; it tested nothing: {}", outcome.summary());
+    assert!(outcome.statuses.len() + outcome.unanswered >= 5_000, "{}", outcome.summary());
+    assert_eq!(outcome.count(500..600), 0, "{}", outcome.summary());
+
+    let base = second.base.clone();
+    let settled = wait_until(Duration::from_secs(60), || testkit::processing_done(&http, &base, &admin)).await;
+    assert!(settled, "claims stuck after the restart");
+    let db = storage::Database::connect(&url, &storage::DbOptions::default()).await.unwrap();
+    let matches = wait_until(Duration::from_secs(60), || async { mismatched_holds(&db).await.is_empty() }).await;
+    assert!(matches, "orders whose hold does not match: {:?}", mismatched_holds(&db).await);
+    let missing = unreflected(&http, &base, &actors, &db, &outcome.acked).await;
+    assert!(missing.is_empty(), "2xx answers not reflected: {missing:?}");
+    let verify = fetch(&http, &base, &admin, "/v1/admin/wallet/verify".into()).await;
+    assert_eq!(verify["ok"], true, "{verify}");
 }

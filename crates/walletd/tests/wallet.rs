@@ -5,10 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use rstest::rstest;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use testkit::workload::{Actor, Workload, mismatched_holds, unreflected};
 use testkit::{Backend, Session, TestApp, assert_problem, problem_fields};
 use uuid::Uuid;
 use wallet::domain::{HoldStatus, WalletError};
@@ -170,7 +172,13 @@ async fn a_hold_reserves_available_and_is_posted_or_voided_once(#[case] backend:
     let (buyer, shopper) = (app.new_unfunded_user().await, app.new_unfunded_user().await);
     assert_eq!(deposit(&app, &admin, buyer.user_id, "50", "hold-fund").await.status(), 201);
     let db = storage::Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
-    let svc = wallet::WalletService::new(&db, Arc::new(Anyone), app.settings.assets.clone(), "test".into());
+    let svc = wallet::WalletService::new(
+        &db,
+        cache::Cache::disabled(),
+        Arc::new(Anyone),
+        app.settings.assets.clone(),
+        "test".into(),
+    );
     let ctx = events::outbox::EventContext { region: "test".into(), correlation_id: None, actor_id: None };
     let d = |s: &str| s.parse::<Decimal>().unwrap();
 
@@ -200,20 +208,10 @@ async fn a_hold_reserves_available_and_is_posted_or_voided_once(#[case] backend:
     verified(&app, &admin).await;
 }
 
-/// A small deterministic generator (xorshift), so a failing workload can be replayed by its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 /// 64 clients, 5,120 random operations (deposits, transfers, orders, item changes, cancels, claims,
-/// releases) at once; then: no 5xx, the ledger verifies, and every order's hold matches its state.
+/// releases) at once; then: no 5xx, every 2xx is reflected, the ledger verifies, and every order's
+/// hold matches its state. (`kill::a_kill_9_in_a_random_workload_loses_no_acknowledged_money` runs it
+/// with a `kill -9` in the middle.)
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
 #[case::postgres(Backend::Postgres)]
@@ -229,75 +227,15 @@ async fn a_random_concurrent_workload_leaves_a_ledger_that_adds_up(#[case] backe
     for u in &users {
         app.create_supply(&u.access, "USDC", "1000000").await;
     }
-    let orders: Arc<std::sync::Mutex<Vec<(usize, String)>>> = Arc::default();
-    let claims: Arc<std::sync::Mutex<Vec<(usize, String)>>> = Arc::default();
-    let (app_ref, users_ref, admin_ref) = (&app, &users, &admin);
-    let statuses = futures::future::join_all((0..64u64).map(|client| {
-        let (orders, claims) = (orders.clone(), claims.clone());
-        async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (client + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
-            let mut seen = Vec::new();
-            for step in 0..80 {
-                let who = rng.below(users_ref.len());
-                let me = &users_ref[who];
-                let amount = format!("{}.{:02}", 1 + rng.below(40), rng.below(100));
-                let item = json!([{"product_id": "p", "product_name": "n", "price": amount, "quantity": 1 + rng.below(3)}]);
-                let res = match rng.below(10) {
-                    0 => {
-                        let body = json!({"user_id": me.user_id, "currency": "USDC", "amount": amount, "reference": format!("w-{client}-{step}")});
-                        app_ref.post("/v1/admin/deposits", admin_ref).json(&body).send().await
-                    }
-                    1 | 2 => {
-                        let to = &users_ref[(who + 1 + rng.below(users_ref.len() - 1)) % users_ref.len()];
-                        Ok(transfer(app_ref, me, to.user_id, &amount).await)
-                    }
-                    3 | 4 => {
-                        let res = app_ref.post("/v1/orders", &me.access).json(&json!({"currency": "USDC", "items": item})).send().await.unwrap();
-                        if res.status() == 201 {
-                            let o: Value = res.json().await.unwrap();
-                            orders.lock().unwrap().push((who, o["id"].as_str().unwrap().to_string()));
-                            seen.push(201);
-                            continue;
-                        }
-                        Ok(res)
-                    }
-                    5 | 6 => {
-                        let Some((owner, oid)) = pick(&orders, &mut rng) else { continue };
-                        let body = if rng.below(3) == 0 { json!({"status": "cancelled"}) } else { json!({"items": item}) };
-                        app_ref.patch(&format!("/v1/orders/{oid}"), &users_ref[owner].access).json(&body).send().await
-                    }
-                    7 | 8 => {
-                        let Some((_, oid)) = pick(&orders, &mut rng) else { continue };
-                        let res = app_ref.post(&format!("/v1/orders/{oid}/claim"), &me.access).send().await.unwrap();
-                        if res.status() == 201 {
-                            let c: Value = res.json().await.unwrap();
-                            claims.lock().unwrap().push((who, c["id"].as_str().unwrap().to_string()));
-                            seen.push(201);
-                            continue;
-                        }
-                        Ok(res)
-                    }
-                    _ => {
-                        let Some((owner, cid)) = pick(&claims, &mut rng) else { continue };
-                        app_ref.post(&format!("/v1/claims/{cid}/release"), &users_ref[owner].access).send().await
-                    }
-                };
-                seen.push(res.unwrap().status().as_u16());
-            }
-            seen
-        }
-    }))
-    .await;
-    let all: Vec<u16> = statuses.into_iter().flatten().collect();
-    let server_errors = all.iter().filter(|s| **s >= 500).count();
-    eprintln!(
-        "{} operations, {} 2xx, {} 4xx, {server_errors} 5xx",
-        all.len(),
-        all.iter().filter(|s| **s < 300).count(),
-        all.iter().filter(|s| (400..500).contains(*s)).count()
-    );
-    assert!(all.len() >= 5_000, "only {} operations ran", all.len());
-    assert_eq!(server_errors, 0);
+    let actors: Vec<Actor> = users.iter().map(Actor::from).collect();
+    let done = AtomicUsize::new(0);
+    let (_tx, base) = tokio::sync::watch::channel(app.base.clone());
+    let workload =
+        Workload { http: &app.client, base, admin: &admin, users: &actors, clients: 64, steps: 80, done: &done };
+    let outcome = workload.run().await;
+    eprintln!("{}", outcome.summary());
+    assert!(outcome.statuses.len() >= 5_000, "{}", outcome.summary());
+    assert_eq!(outcome.count(500..600) + outcome.unanswered, 0, "{}", outcome.summary());
 
     let done = testkit::wait_until(std::time::Duration::from_secs(60), || app.processing_done(&admin)).await;
     assert!(done, "claims did not settle");
@@ -308,47 +246,7 @@ async fn a_random_concurrent_workload_leaves_a_ledger_that_adds_up(#[case] backe
         testkit::wait_until(std::time::Duration::from_secs(30), || async { mismatched_holds(&db).await.is_empty() })
             .await;
     assert!(matches, "orders whose hold does not match: {:?}", mismatched_holds(&db).await);
+    let missing = unreflected(&app.client, &app.base, &actors, &db, &outcome.acked).await;
+    assert!(missing.is_empty(), "2xx answers not reflected: {missing:?}");
     verified(&app, &admin).await;
-}
-
-fn pick(list: &std::sync::Mutex<Vec<(usize, String)>>, rng: &mut Rng) -> Option<(usize, String)> {
-    let list = list.lock().unwrap();
-    (!list.is_empty()).then(|| list[rng.below(list.len())].clone())
-}
-
-/// An order's id, status and amount, and its hold's status and amount.
-type OrderAndHold = (String, String, String, Option<String>, Option<String>);
-
-/// Orders whose hold does not match their state: pending or claimed with a pending hold of their
-/// amount, completed with a posted one, cancelled or deleted with a voided one.
-async fn mismatched_holds(db: &storage::Database) -> Vec<String> {
-    let sql = "SELECT CAST(o.id AS TEXT), o.status, CAST(o.amount AS TEXT), h.status, CAST(h.amount AS TEXT)
-               FROM orders o LEFT JOIN wallet_holds h ON h.id = o.hold_id";
-    let rows: Vec<OrderAndHold> = match db {
-        storage::Database::Postgres(pool) => {
-            let rows = pool.get().await.unwrap().query(sql, &[]).await.unwrap();
-            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect()
-        }
-        storage::Database::Sqlite(pool) => pool
-            .call(move |c| {
-                let mut st = c.prepare(sql)?;
-                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::from)
-            })
-            .await
-            .unwrap(),
-    };
-    let d = |s: &str| s.parse::<Decimal>().unwrap();
-    rows.into_iter()
-        .filter(|(_, status, amount, hold_status, hold_amount)| {
-            let expected = match status.as_str() {
-                "pending" | "claimed" => "pending",
-                "completed" => "posted",
-                _ => "voided",
-            };
-            hold_status.as_deref() != Some(expected)
-                || (expected == "pending" && hold_amount.as_deref().map(d) != Some(d(amount)))
-        })
-        .map(|(id, status, amount, hs, ha)| format!("{id} {status} {amount}: hold {hs:?} {ha:?}"))
-        .collect()
 }
