@@ -35,6 +35,10 @@ load() { "$root/target/release/get_load" --url "$1" --label "$2" --seconds "$sec
 
 start_walletd true
 token=$(cd "$dir" && "$root/target/release/walletd" token --role admin --address "$WALLETD_ADMIN_ADDRESSES" --ttl-secs 3600)
+# Orders are funded: a deposit for the admin (who places the order) first.
+me=$(curl -sf "http://127.0.0.1:$port/v1/me" -H "authorization: Bearer $token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+curl -sf "http://127.0.0.1:$port/v1/admin/deposits" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+  -d "{\"user_id\":\"$me\",\"currency\":\"USDC\",\"amount\":\"100\",\"reference\":\"bench-get-$$\"}" >/dev/null
 order=$(curl -sf "http://127.0.0.1:$port/v1/orders" -H "authorization: Bearer $token" -H 'content-type: application/json' \
   -d '{"currency":"USDC","items":[{"product_id":"sku-1","product_name":"Mug","price":"12.5","quantity":2}]}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')

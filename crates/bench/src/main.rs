@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use identity::eth::{LocalWallet, to_checksum};
+use bench::{Api, peak_memory, percentile};
 
 #[derive(Parser, Debug)]
 #[command(name = "walletd-bench", about = "Claim benchmark against a running walletd")]
@@ -40,72 +40,6 @@ struct Args {
     /// PID of the server, to report its peak memory.
     #[arg(long)]
     server_pid: Option<u32>,
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
-        let res = req.send().await?;
-        let status = res.status().as_u16();
-        let body = res.json().await.unwrap_or(Value::Null);
-        Ok((status, body))
-    }
-
-    async fn post(&self, path: &str, token: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        self.send(self.http.post(format!("{}{path}", self.base)).bearer_auth(token).json(body)).await
-    }
-
-    async fn get(&self, path: &str, token: &str) -> anyhow::Result<Value> {
-        let (status, body) = self.send(self.http.get(format!("{}{path}", self.base)).bearer_auth(token)).await?;
-        ensure!(status == 200, "GET {path}: {status} {body}");
-        Ok(body)
-    }
-
-    async fn sign_in(&self) -> anyhow::Result<String> {
-        let wallet = LocalWallet::random()?;
-        let (_, nonce) = self
-            .send(
-                self.http
-                    .post(format!("{}/v1/auth/nonce", self.base))
-                    .json(&json!({"address": to_checksum(&wallet.address())})),
-            )
-            .await?;
-        let message = nonce["message"].as_str().context("no nonce message")?;
-        let body = json!({"message": message, "signature": wallet.sign_message(message)?});
-        let (status, login) = self.send(self.http.post(format!("{}/v1/auth/login", self.base)).json(&body)).await?;
-        ensure!(status == 200, "login: {status} {login}");
-        Ok(login["access_token"].as_str().context("no token")?.to_string())
-    }
-
-    /// Every item of a list endpoint, following cursors.
-    async fn all(&self, path: &str, token: &str) -> anyhow::Result<Vec<Value>> {
-        let mut out = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let sep = if path.contains('?') { '&' } else { '?' };
-            let page = match &cursor {
-                Some(c) => self.get(&format!("{path}{sep}limit=500&cursor={c}"), token).await?,
-                None => self.get(&format!("{path}{sep}limit=500"), token).await?,
-            };
-            out.extend(page["items"].as_array().cloned().unwrap_or_default());
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => return Ok(out),
-            }
-        }
-    }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn dec(v: &Value) -> anyhow::Result<Decimal> {
@@ -282,9 +216,7 @@ async fn main() -> anyhow::Result<()> {
         "invariants: ok (one claim per order, every claim processed once, consumed = ordered = {ordered}, no reservation left)"
     );
     if let Some(pid) = args.server_pid {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let peak = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ?");
-        println!("server peak memory: {}", peak.trim_start_matches("VmHWM:").trim());
+        println!("server peak memory: {}", peak_memory(pid));
     }
     Ok(())
 }

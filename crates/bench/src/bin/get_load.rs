@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+use bench::percentile;
+
 #[derive(Parser, Debug)]
 #[command(name = "get_load")]
 struct Args {
@@ -21,10 +23,6 @@ struct Args {
     /// A label for the output line.
     #[arg(long, default_value = "get")]
     label: String,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted.get(((sorted.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(0.0)
 }
 
 #[tokio::main]
