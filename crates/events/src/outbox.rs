@@ -101,11 +101,12 @@ pub fn written() -> tokio::sync::futures::Notified<'static> {
 /// that commits late. The transaction id is taken before the position (the sub-select runs first),
 /// which is what [`settled`] relies on.
 pub async fn insert_pg(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &impl deadpool_postgres::GenericClient,
     ctx: &EventContext,
     event: &NewEvent,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute(
+    storage::pg::execute(
+        tx,
         "INSERT INTO outbox (seq, id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, actor_id, data)
          SELECT nextval('outbox_seq_seq'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
          FROM (SELECT pg_current_xact_id() OFFSET 0) AS xact_id_first",

@@ -170,11 +170,10 @@ impl IdentityStore {
     pub async fn get_user(&self, id: Uuid) -> anyhow::Result<Option<UserRow>> {
         match &self.db {
             Database::Postgres(pool) => {
-                let r = pool
-                    .get()
-                    .await?
-                    .query_opt("SELECT id, address, created_at FROM users WHERE id = $1", &[&id])
-                    .await?;
+                let client = pool.get().await?;
+                let r =
+                    storage::pg::query_opt(&client, "SELECT id, address, created_at FROM users WHERE id = $1", &[&id])
+                        .await?;
                 Ok(r.map(|r| UserRow { id: r.get(0), address: r.get(1), created_at: r.get(2) }))
             }
             Database::Sqlite(pool) => {

@@ -144,9 +144,9 @@ impl Relay {
         if let Some((e, Err((err, _)))) = events.iter().zip(&results).find(|(_, r)| r.is_err()) {
             tracing::warn!(event.seq = e.seq, error = %err, "Kafka did not take an event; it and the ones after it wait");
         }
-        let timed_out = results.iter().any(|r| {
-            matches!(r, Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)))
-        });
+        let timed_out = results
+            .iter()
+            .any(|r| matches!(r, Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _))));
         if timed_out {
             self.timed_out.store(true, std::sync::atomic::Ordering::Relaxed);
         }

@@ -206,3 +206,30 @@ mod tests {
         assert_eq!(mask_url("postgres://u:p@h/db?application_name=a@b"), "postgres://u:****@h/db?application_name=a@b");
     }
 }
+
+/// PostgreSQL statements prepared once per connection (deadpool's statement cache) and then run
+/// in one round trip each, instead of a prepare and an execute every time. For the hot write paths.
+pub mod pg {
+    use deadpool_postgres::GenericClient;
+    use tokio_postgres::types::ToSql;
+    use tokio_postgres::{Error, Row};
+
+    pub async fn execute(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error> {
+        let statement = c.prepare_cached(sql).await?;
+        c.execute(&statement, params).await
+    }
+
+    pub async fn query_one(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Error> {
+        let statement = c.prepare_cached(sql).await?;
+        c.query_one(&statement, params).await
+    }
+
+    pub async fn query_opt(
+        c: &impl GenericClient,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, Error> {
+        let statement = c.prepare_cached(sql).await?;
+        c.query_opt(&statement, params).await
+    }
+}

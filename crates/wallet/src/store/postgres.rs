@@ -79,11 +79,11 @@ impl WalletStore for PgWalletStore {
         // The hold first (one per movement), then the accounts in sorted order.
         let mut m = m.clone();
         if let Some(id) = m.record.hold_id() {
-            let row = tx
-                .query_opt("SELECT status, amount FROM wallet_holds WHERE id = $1 FOR UPDATE", &[&id])
-                .await
-                .map_err(db_err)?
-                .ok_or(WalletError::NotFound("hold"))?;
+            let row =
+                storage::pg::query_opt(&tx, "SELECT status, amount FROM wallet_holds WHERE id = $1 FOR UPDATE", &[&id])
+                    .await
+                    .map_err(db_err)?
+                    .ok_or(WalletError::NotFound("hold"))?;
             let status: String = row.get(0);
             let status = HoldStatus::parse(&status).ok_or_else(|| unknown("hold status", &status))?;
             if status != HoldStatus::Pending {
@@ -95,26 +95,26 @@ impl WalletStore for PgWalletStore {
         let keys = m.accounts();
         let mut accounts = Vec::with_capacity(keys.len());
         for (owner, currency) in &keys {
-            tx.execute(
+            storage::pg::execute(
+                &tx,
                 "INSERT INTO wallet_accounts (owner, currency, updated_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                 &[owner, currency, &m.now],
             )
             .await
             .map_err(db_err)?;
-            let row = tx
-                .query_one(
-                    &format!(
-                        "SELECT {ACCOUNT_COLS} FROM wallet_accounts WHERE owner = $1 AND currency = $2 FOR UPDATE"
-                    ),
-                    &[owner, currency],
-                )
-                .await
-                .map_err(db_err)?;
+            let row = storage::pg::query_one(
+                &tx,
+                &format!("SELECT {ACCOUNT_COLS} FROM wallet_accounts WHERE owner = $1 AND currency = $2 FOR UPDATE"),
+                &[owner, currency],
+            )
+            .await
+            .map_err(db_err)?;
             accounts.push(account(&row));
         }
         let entries = m.apply_to(&mut accounts)?;
         if let Some(j) = &m.journal {
-            tx.execute(
+            storage::pg::execute(
+                &tx,
                 "INSERT INTO wallet_transactions (id, kind, reference, created_at) VALUES ($1, $2, $3, $4)",
                 &[&j.id, &j.kind.as_str(), &j.reference, &m.now],
             )
@@ -122,7 +122,8 @@ impl WalletStore for PgWalletStore {
             .map_err(db_err)?;
         }
         for e in &entries {
-            tx.execute(
+            storage::pg::execute(
+                &tx,
                 &format!("INSERT INTO wallet_entries ({ENTRY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
                 &[
                     &e.id,
@@ -139,7 +140,8 @@ impl WalletStore for PgWalletStore {
             .map_err(db_err)?;
         }
         for a in &accounts {
-            tx.execute(
+            storage::pg::execute(
+                &tx,
                 "UPDATE wallet_accounts SET balance = $3, held = $4, version = $5, updated_at = $6
                  WHERE owner = $1 AND currency = $2",
                 &[&a.owner, &a.currency, &a.balance, &a.held, &a.version, &a.updated_at],
@@ -295,21 +297,24 @@ impl WalletStore for PgWalletStore {
 async fn write_record(tx: &impl GenericClient, record: &Record, now: time::OffsetDateTime) -> Result<(), WalletError> {
     let result = match record {
         Record::Deposit(d) => {
-            tx.execute(
+            storage::pg::execute(
+                tx,
                 &format!("INSERT INTO wallet_deposits ({DEPOSIT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
                 &[&d.id, &d.user_id, &d.currency, &d.amount, &d.reference, &d.source, &d.transaction_id, &d.created_at],
             )
             .await
         }
         Record::Transfer(t) => {
-            tx.execute(
+            storage::pg::execute(
+                tx,
                 &format!("INSERT INTO wallet_transfers ({TRANSFER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
                 &[&t.id, &t.from_user_id, &t.to_user_id, &t.currency, &t.amount, &t.transaction_id, &t.created_at],
             )
             .await
         }
         Record::PlaceHold(h) => {
-            tx.execute(
+            storage::pg::execute(
+                tx,
                 &format!("INSERT INTO wallet_holds ({HOLD_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
                 &[
                     &h.id,
@@ -326,14 +331,15 @@ async fn write_record(tx: &impl GenericClient, record: &Record, now: time::Offse
             .await
         }
         Record::ResolveHold { id, status, transaction_id, .. } => {
-            tx.execute(
+            storage::pg::execute(
+                tx,
                 "UPDATE wallet_holds SET status = $2, transaction_id = $3, resolved_at = $4 WHERE id = $1",
                 &[id, &status.as_str(), transaction_id, &now],
             )
             .await
         }
         Record::AdjustHold { id, amount } => {
-            tx.execute("UPDATE wallet_holds SET amount = $2 WHERE id = $1", &[id, amount]).await
+            storage::pg::execute(tx, "UPDATE wallet_holds SET amount = $2 WHERE id = $1", &[id, amount]).await
         }
     };
     match result {
