@@ -47,8 +47,8 @@ kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 
 # pgbench: the statements of one transfer (crates/wallet/src/store/postgres.rs `apply`, the receiver
 # check before it, and the outbox write in crates/events/src/outbox.rs), over accounts of its own,
-# extended protocol as tokio-postgres speaks it. Owners are fixed-width so that text order (the lock
-# order) is numeric order.
+# prepared statements as walletd runs them (deadpool's statement cache). Owners are fixed-width so
+# that text order (the lock order) is numeric order.
 psql -qtA "$url" -c "INSERT INTO wallet_accounts (owner, currency, balance, updated_at)
   SELECT 'pgb-' || (1000000 + g), 'USDC', 1000000000, now() FROM generate_series(0, $users - 1) g ON CONFLICT DO NOTHING" >/dev/null
 script() { # $1: the receiver expression
@@ -70,7 +70,6 @@ INSERT INTO wallet_entries (id, transaction_id, owner, currency, amount, kind, r
 UPDATE wallet_accounts SET balance = balance - 0.01, held = held, version = version + 1, updated_at = now() WHERE owner = 'pgb-' || (1000000 + :from) AND currency = 'USDC';
 UPDATE wallet_accounts SET balance = balance + 0.01, held = held, version = version + 1, updated_at = now() WHERE owner = 'pgb-' || (1000000 + :to) AND currency = 'USDC';
 INSERT INTO wallet_transfers (id, from_user_id, to_user_id, currency, amount, transaction_id, created_at) VALUES (gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 'USDC', 0.01, :txid, now());
-SELECT pg_advisory_xact_lock(7007002);
 INSERT INTO outbox (id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, actor_id, data) VALUES (gen_random_uuid(), 'wallet.transferred', 1, 'wallet-events', gen_random_uuid(), now(), 'bench', NULL, NULL, '{"bench": true}');
 COMMIT;
 SQL
@@ -79,7 +78,7 @@ SQL
 script '(:from + 1 + :other) % '"$users" >"$dir/spread.sql"
 script '0' >"$dir/hot.sql"
 for mode in spread hot; do
-  tps=$(pgbench -n -M extended -c "$clients" -j 2 -T "$seconds" -f "$dir/$mode.sql" "$url" 2>"$dir/pgbench.err" \
+  tps=$(pgbench -n -M prepared -c "$clients" -j 2 -T "$seconds" -f "$dir/$mode.sql" "$url" 2>"$dir/pgbench.err" \
     | awk '/^tps = / { printf "%.0f", $3 }')
   [ -n "$tps" ] || { cat "$dir/pgbench.err" >&2; exit 1; }
   printf 'pgbench %-7s %7s transfers/s\n' "$mode" "$tps" | tee -a "$out"
