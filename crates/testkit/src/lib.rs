@@ -260,6 +260,11 @@ impl TestApp {
         processing_done(&self.client, &self.base, admin).await
     }
 
+    /// See [`assert_ledger_verifies`].
+    pub async fn assert_ledger_verifies(&self, admin: &str) -> Value {
+        assert_ledger_verifies(&self.client, &self.base, admin).await
+    }
+
     /// See [`metric_at`].
     pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
         metric_at(&self.metrics_base, name, labels).await
@@ -330,7 +335,21 @@ where
     }
 }
 
-/// Asserts a problem+json answer with `status` and `code`; returns the body.
+/// Asserts that `GET /v1/admin/wallet/verify` finds the ledger consistent; returns its answer.
+pub async fn assert_ledger_verifies(http: &reqwest::Client, base: &str, admin: &str) -> Value {
+    let v: Value = http
+        .get(format!("{base}/v1/admin/wallet/verify"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    v
+}
+
 /// Whether claim processing is done, whatever the transport: no claim is pending and no order is
 /// `claimed` (an order is claimed only between a claim's first and last steps, or its undoing).
 pub async fn processing_done(http: &reqwest::Client, base: &str, admin: &str) -> bool {
@@ -361,6 +380,7 @@ pub async fn metric_at(metrics_base: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// Asserts a problem+json answer with `status` and `code`; returns the body.
 pub async fn assert_problem(res: reqwest::Response, status: u16, code: &str) -> Value {
     let got = res.status().as_u16();
     let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();

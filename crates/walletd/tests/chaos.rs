@@ -340,16 +340,7 @@ async fn two_instances_survive_a_kill_and_each_dependency_going_down() {
     assert!(off.is_empty(), "supplies whose amounts do not add up: {off:?}");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM parked_events").await, 0, "events were parked");
     // The money: the ledger adds up, and every processed claim's hold was posted, once.
-    let verify: Value = http
-        .get(format!("{base}/v1/admin/wallet/verify"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(verify["ok"], true, "{verify}");
+    testkit::assert_ledger_verifies(&http, &base, &admin).await;
     let unsettled = rows(
         &db,
         "SELECT c.id FROM claims c JOIN orders o ON o.id = c.order_id LEFT JOIN wallet_holds h ON h.id = o.hold_id

@@ -209,16 +209,7 @@ async fn a_kill_between_an_orders_hold_and_the_order_is_repaired(#[case] backend
     let orders: Value =
         http.get(format!("{}/v1/orders", next.base)).bearer_auth(&buyer).send().await.unwrap().json().await.unwrap();
     assert_eq!(orders["items"], json!([]), "no order without its hold, and no hold without its order");
-    let verify: Value = http
-        .get(format!("{}/v1/admin/wallet/verify", next.base))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(verify["ok"], true, "{verify}");
+    testkit::assert_ledger_verifies(&http, &next.base, &admin).await;
     assert!(next.metric("wallet_holds_reconciled_total", &["outcome=\"voided\""]).await >= 1.0);
 }
 
@@ -289,6 +280,5 @@ async fn a_kill_9_in_a_random_workload_loses_no_acknowledged_money() {
     assert!(matches, "orders whose hold does not match: {:?}", mismatched_holds(&db).await);
     let missing = unreflected(&http, &base, &actors, &db, &outcome.acked).await;
     assert!(missing.is_empty(), "2xx answers not reflected: {missing:?}");
-    let verify = fetch(&http, &base, &admin, "/v1/admin/wallet/verify".into()).await;
-    assert_eq!(verify["ok"], true, "{verify}");
+    testkit::assert_ledger_verifies(&http, &base, &admin).await;
 }

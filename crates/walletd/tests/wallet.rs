@@ -29,12 +29,6 @@ async fn usdc(app: &TestApp, who: &Session) -> Value {
     app.get("/v1/wallet/accounts/USDC", &who.access).send().await.unwrap().json().await.unwrap()
 }
 
-async fn verified(app: &TestApp, admin: &str) -> Value {
-    let v: Value = app.get("/v1/admin/wallet/verify", admin).send().await.unwrap().json().await.unwrap();
-    assert_eq!(v["ok"], true, "{v}");
-    v
-}
-
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
 #[case::postgres(Backend::Postgres)]
@@ -91,7 +85,7 @@ async fn deposits_count_once_and_transfers_move_money_exactly(#[case] backend: B
         app.get("/v1/wallet/accounts?user_id=@world", &admin).send().await.unwrap().json().await.unwrap();
     let world_usdc = world["items"].as_array().unwrap().iter().find(|x| x["currency"] == "USDC").unwrap().clone();
     assert_eq!(world_usdc["balance"], "-100.000000", "money entered from @world");
-    let v = verified(&app, &admin).await;
+    let v = app.assert_ledger_verifies(&admin).await;
     assert_eq!(v["transactions_checked"], 2);
 }
 
@@ -117,7 +111,7 @@ async fn of_200_concurrent_transfers_funded_for_50_exactly_50_succeed(#[case] ba
     assert!(refused.iter().all(|(s, b)| *s == 422 && b["code"] == "INSUFFICIENT_FUNDS"), "{refused:?}");
     assert_eq!(usdc(&app, &a).await["balance"], "0.000000");
     assert_eq!(usdc(&app, &b).await["balance"], "50.000000");
-    verified(&app, &admin).await;
+    app.assert_ledger_verifies(&admin).await;
 }
 
 /// Transfers crossing between four funded users in both directions at once: no update lost, no
@@ -149,7 +143,7 @@ async fn crossing_transfers_neither_deadlock_nor_lose_money(#[case] backend: Bac
         total += usdc(&app, u).await["balance"].as_str().unwrap().parse::<Decimal>().unwrap();
     }
     assert_eq!(total, Decimal::from(4000));
-    verified(&app, &admin).await;
+    app.assert_ledger_verifies(&admin).await;
 }
 
 /// Everyone exists, for the service-level test of holds.
@@ -205,7 +199,7 @@ async fn a_hold_reserves_available_and_is_posted_or_voided_once(#[case] backend:
     let holds: Value =
         app.get("/v1/wallet/holds?status=voided", &buyer.access).send().await.unwrap().json().await.unwrap();
     assert_eq!(holds["items"][0]["id"], second.id.to_string());
-    verified(&app, &admin).await;
+    app.assert_ledger_verifies(&admin).await;
 }
 
 /// 64 clients, 5,120 random operations (deposits, transfers, orders, item changes, cancels, claims,
@@ -239,7 +233,7 @@ async fn a_random_concurrent_workload_leaves_a_ledger_that_adds_up(#[case] backe
 
     let done = testkit::wait_until(std::time::Duration::from_secs(60), || app.processing_done(&admin)).await;
     assert!(done, "claims did not settle");
-    verified(&app, &admin).await;
+    app.assert_ledger_verifies(&admin).await;
     // Every order's hold matches its state (the reconciler repairs what concurrent changes left).
     let db = storage::Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
     let matches =
@@ -248,5 +242,5 @@ async fn a_random_concurrent_workload_leaves_a_ledger_that_adds_up(#[case] backe
     assert!(matches, "orders whose hold does not match: {:?}", mismatched_holds(&db).await);
     let missing = unreflected(&app.client, &app.base, &actors, &db, &outcome.acked).await;
     assert!(missing.is_empty(), "2xx answers not reflected: {missing:?}");
-    verified(&app, &admin).await;
+    app.assert_ledger_verifies(&admin).await;
 }
