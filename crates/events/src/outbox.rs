@@ -154,8 +154,11 @@ pub const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
 /// The highest position below which every event is settled on PostgreSQL: committed (and so
 /// visible) or rolled back (and so never there). Read the sequence first, then the transactions in
-/// progress: every position up to the sequence's value was taken by a transaction that has its id
-/// already (see [`insert_pg`]), so it has finished or is in that list; wait for the list to finish.
+/// progress in this database: every position up to the sequence's value was taken by a transaction
+/// that has its id already (see [`insert_pg`]), so it has finished or is in that list; wait for the
+/// list to finish. Only this database's transactions (`pg_stat_activity`, which shows them to the
+/// same role): transaction ids are cluster-wide, and another database's long transaction must not
+/// stall this log's readers.
 /// `None` when it has not within [`SETTLE_WAIT`]. SQLite writes one transaction at a time: every
 /// committed position is settled.
 pub async fn settled(db: &Database) -> anyhow::Result<Option<i64>> {
@@ -167,8 +170,8 @@ pub async fn settled(db: &Database) -> anyhow::Result<Option<i64>> {
         .get(0);
     let mut open: Vec<String> = client
         .query_one(
-            "SELECT COALESCE(array_agg(x::text), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) AS x
-             WHERE pg_xact_status(x) = 'in progress'",
+            "SELECT COALESCE(array_agg(backend_xid::text), '{}') FROM pg_stat_activity
+             WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
             &[],
         )
         .await?
@@ -188,7 +191,7 @@ pub async fn settled(db: &Database) -> anyhow::Result<Option<i64>> {
         open = client
             .query_one(
                 "SELECT COALESCE(array_agg(x), '{}') FROM unnest($1::text[]) AS x
-                 WHERE pg_xact_status(x::xid8) = 'in progress'",
+                 WHERE EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_xid = x::xid)",
                 &[&open],
             )
             .await?
