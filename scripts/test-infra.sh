@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts throwaway PostgreSQL and Redis servers on free loopback ports under a temporary directory,
 # installing the Debian packages when they are missing. Meant to be sourced by scripts/test.sh:
-# it exports WALLETD_TEST_* variables and defines stop_test_infra.
+# it exports WALLETD_TEST_* variables and defines stop_test_infra. TEST_INFRA_PG_OPTS adds server
+# options (scripts/bench.sh loads pg_stat_statements with it).
 set -euo pipefail
 
 log() { echo "test-infra: $*" >&2; }
@@ -53,7 +54,7 @@ start_test_infra() {
   as_pg "$PG_BIN/initdb" -D "$TEST_INFRA_DIR/pg" -U postgres -A trust --no-sync -E UTF8 >"$TEST_INFRA_DIR/initdb.log" 2>&1 \
     || { cat "$TEST_INFRA_DIR/initdb.log" >&2; return 1; }
   as_pg "$PG_BIN/pg_ctl" -D "$TEST_INFRA_DIR/pg" -l "$TEST_INFRA_DIR/pg.log" -w -t 60 \
-    -o "-p $pg_port -k $TEST_INFRA_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+    -o "-p $pg_port -k $TEST_INFRA_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 ${TEST_INFRA_PG_OPTS:-}" \
     start >/dev/null || { cat "$TEST_INFRA_DIR/pg.log" >&2; return 1; }
 
   log "Redis on 127.0.0.1:$redis_port"

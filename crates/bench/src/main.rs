@@ -40,6 +40,17 @@ struct Args {
     /// PID of the server, to report its peak memory.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Claim requests per second, paced (attempt i is sent no earlier than i / rate seconds after
+    /// the start; `--concurrency` still caps what is in flight). Unset: as fast as they complete.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// A shell command run once the set-up is done, just before the first claim (scripts/bench.sh
+    /// resets PostgreSQL's statement statistics there).
+    #[arg(long)]
+    on_claims_start: Option<String>,
+    /// Also write the figures as one JSON object to this file (scripts/bench.sh reads it).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 fn dec(v: &Value) -> anyhow::Result<Decimal> {
@@ -121,12 +132,20 @@ async fn main() -> anyhow::Result<()> {
         .map(|(o, a)| (o, (o * 7 + a * 13) % shoppers.len()))
         .collect();
     let (won, lost, other) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+    if let Some(cmd) = &args.on_claims_start {
+        let status = std::process::Command::new("sh").arg("-c").arg(cmd).status()?;
+        ensure!(status.success(), "--on-claims-start: {status}");
+    }
     let start = Instant::now();
-    let latencies: Vec<f64> = futures::stream::iter(attempts.iter().copied())
-        .map(|(o, s)| {
+    let latencies: Vec<f64> = futures::stream::iter(attempts.iter().copied().enumerate())
+        .map(|(i, (o, s))| {
             let (api, token, oid) = (api.clone(), shoppers[s].clone(), orders[o].0.clone());
             let (won, lost, other) = (&won, &lost, &other);
+            let due = args.rate.map(|r| tokio::time::Instant::from_std(start) + Duration::from_secs_f64(i as f64 / r));
             async move {
+                if let Some(due) = due {
+                    tokio::time::sleep_until(due).await;
+                }
                 let t = Instant::now();
                 let (status, body) = api.post(&format!("/v1/orders/{oid}/claim"), &token, &Value::Null).await?;
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -148,13 +167,10 @@ async fn main() -> anyhow::Result<()> {
     let mut sorted = latencies;
     sorted.sort_by(f64::total_cmp);
     println!("claims: {won} won, {lost} lost (409), {other} other, {} requests in {elapsed:.2} s", won + lost + other);
-    println!("claims/s: {:.0} won, {:.0} requests/s", won as f64 / elapsed, (won + lost + other) as f64 / elapsed);
-    println!(
-        "claim latency ms: p50 {:.2}  p99 {:.2}  max {:.2}",
-        percentile(&sorted, 0.5),
-        percentile(&sorted, 0.99),
-        sorted.last().copied().unwrap_or(0.0)
-    );
+    let (won_per_s, requests_per_s) = (won as f64 / elapsed, (won + lost + other) as f64 / elapsed);
+    println!("claims/s: {won_per_s:.0} won, {requests_per_s:.0} requests/s");
+    let (p50, p99) = (percentile(&sorted, 0.5), percentile(&sorted, 0.99));
+    println!("claim latency ms: p50 {p50:.2}  p99 {p99:.2}  max {:.2}", sorted.last().copied().unwrap_or(0.0));
 
     // Processing: wait for the pending claims to drain, then read the lag off the claims.
     let drain = Instant::now();
@@ -181,13 +197,15 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     lags.sort_by(f64::total_cmp);
+    let drained = drain.elapsed().as_secs_f64();
+    let (lag_p50, lag_p99) = (percentile(&lags, 0.5), percentile(&lags, 0.99));
     println!(
-        "processing lag ms (claimed -> processed): p50 {:.1}  p99 {:.1}  max {:.1}; all processed {:.2} s after the last claim",
-        percentile(&lags, 0.5),
-        percentile(&lags, 0.99),
+        "processing lag ms (claimed -> processed): p50 {lag_p50:.1}  p99 {lag_p99:.1}  max {:.1}; all processed {drained:.2} s after the last claim",
         lags.last().copied().unwrap_or(0.0),
-        drain.elapsed().as_secs_f64()
     );
+    // Won and fully processed (settled) per second: from the first claim to the last one processed.
+    let settled_per_s = won as f64 / (elapsed + drained);
+    println!("claims won and processed/s: {settled_per_s:.0}");
 
     // Invariants.
     let processed = claims.iter().filter(|c| c["status"] == "processed").count();
@@ -215,8 +233,17 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "invariants: ok (one claim per order, every claim processed once, consumed = ordered = {ordered}, no reservation left)"
     );
-    if let Some(pid) = args.server_pid {
-        println!("server peak memory: {}", peak_memory(pid));
+    let memory = args.server_pid.map(peak_memory);
+    if let Some(m) = &memory {
+        println!("server peak memory: {m}");
+    }
+    if let Some(path) = &args.json {
+        let figures = json!({
+            "requests_per_s": requests_per_s, "won_per_s": won_per_s, "settled_per_s": settled_per_s,
+            "latency_p50_ms": p50, "latency_p99_ms": p99, "lag_p50_ms": lag_p50, "lag_p99_ms": lag_p99,
+            "concurrency": args.concurrency, "rate": args.rate, "peak_memory": memory,
+        });
+        std::fs::write(path, figures.to_string()).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
