@@ -359,12 +359,11 @@ pub async fn save_position(db: &Database, group: &str, position: i64) -> anyhow:
 
 async fn in_inbox(db: &Database, group: &str, event_id: Uuid) -> anyhow::Result<bool> {
     match db {
-        Database::Postgres(pool) => Ok(pool
-            .get()
-            .await?
-            .query_opt("SELECT 1 FROM inbox WHERE group_name = $1 AND event_id = $2", &[&group, &event_id])
-            .await?
-            .is_some()),
+        Database::Postgres(pool) => {
+            let client = pool.get().await?;
+            let sql = "SELECT 1 FROM inbox WHERE group_name = $1 AND event_id = $2";
+            Ok(storage::pg::query_opt(&client, sql, &[&group, &event_id]).await?.is_some())
+        }
         Database::Sqlite(pool) => {
             let group = group.to_string();
             pool.call(move |c| {
@@ -388,13 +387,9 @@ async fn mark_handled(db: &Database, group: &str, event: &EventEnvelope) -> anyh
     let (now, id) = (clock::now(), event.id);
     match db {
         Database::Postgres(pool) => {
-            pool.get()
-                .await?
-                .execute(
-                    "INSERT INTO inbox (group_name, event_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    &[&group, &id, &now],
-                )
-                .await?;
+            let client = pool.get().await?;
+            let sql = "INSERT INTO inbox (group_name, event_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+            storage::pg::execute(&client, sql, &[&group, &id, &now]).await?;
         }
         Database::Sqlite(pool) => {
             let group = group.to_string();

@@ -224,6 +224,11 @@ pub mod pg {
         c.query_one(&statement, params).await
     }
 
+    pub async fn query(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error> {
+        let statement = c.prepare_cached(sql).await?;
+        c.query(&statement, params).await
+    }
+
     pub async fn query_opt(
         c: &impl GenericClient,
         sql: &str,

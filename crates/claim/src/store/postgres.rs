@@ -53,29 +53,29 @@ impl ClaimStore for PgClaimStore {
     async fn insert(&self, c: &Claim, event: &NewEvent, ctx: &EventContext) -> Result<(), ClaimError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
-        let inserted = tx
-            .execute(
-                &format!(
-                    "INSERT INTO claims ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-                ),
-                &[
-                    &c.id,
-                    &c.order_id,
-                    &c.user_id,
-                    &c.buyer_id,
-                    &c.supply_id,
-                    &c.currency,
-                    &c.amount,
-                    &c.status.as_str(),
-                    &c.failure_reason,
-                    &c.claimed_at,
-                    &c.processed_at,
-                    &c.updated_at,
-                    &c.version,
-                    &c.order_version,
-                ],
-            )
-            .await;
+        let inserted = storage::pg::execute(
+            &tx,
+            &format!(
+                "INSERT INTO claims ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            ),
+            &[
+                &c.id,
+                &c.order_id,
+                &c.user_id,
+                &c.buyer_id,
+                &c.supply_id,
+                &c.currency,
+                &c.amount,
+                &c.status.as_str(),
+                &c.failure_reason,
+                &c.claimed_at,
+                &c.processed_at,
+                &c.updated_at,
+                &c.version,
+                &c.order_version,
+            ],
+        )
+        .await;
         match inserted {
             Err(e) if is_unique_violation(&e) => return Err(ClaimError::AlreadyClaimed),
             other => other.map_err(db_err)?,
@@ -88,30 +88,34 @@ impl ClaimStore for PgClaimStore {
 
     async fn get(&self, id: Uuid) -> Result<Option<Claim>, ClaimError> {
         let client = self.client().await?;
-        let row =
-            client.query_opt(&format!("SELECT {COLS} FROM claims WHERE id = $1"), &[&id]).await.map_err(db_err)?;
+        let row = storage::pg::query_opt(&client, &format!("SELECT {COLS} FROM claims WHERE id = $1"), &[&id])
+            .await
+            .map_err(db_err)?;
         row.as_ref().map(from_row).transpose()
     }
 
     async fn latest_for_order(&self, order_id: Uuid) -> Result<Option<Claim>, ClaimError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(&format!("SELECT {COLS} FROM claims WHERE order_id = $1 ORDER BY id DESC LIMIT 1"), &[&order_id])
-            .await
-            .map_err(db_err)?;
+        let row = storage::pg::query_opt(
+            &client,
+            &format!("SELECT {COLS} FROM claims WHERE order_id = $1 ORDER BY id DESC LIMIT 1"),
+            &[&order_id],
+        )
+        .await
+        .map_err(db_err)?;
         row.as_ref().map(from_row).transpose()
     }
 
     async fn modify(&self, id: Uuid, ctx: &EventContext, change: Mutation) -> Result<Claim, ClaimError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
-        let row = tx
-            .query_opt(&format!("SELECT {COLS} FROM claims WHERE id = $1 FOR UPDATE"), &[&id])
+        let row = storage::pg::query_opt(&tx, &format!("SELECT {COLS} FROM claims WHERE id = $1 FOR UPDATE"), &[&id])
             .await
             .map_err(db_err)?
             .ok_or(ClaimError::NotFound)?;
         let (c, event) = apply(from_row(&row)?, change)?;
-        tx.execute(
+        storage::pg::execute(
+            &tx,
             "UPDATE claims SET status = $2, failure_reason = $3, processed_at = $4, updated_at = $5, version = $6
              WHERE id = $1",
             &[&c.id, &c.status.as_str(), &c.failure_reason, &c.processed_at, &c.updated_at, &c.version],
@@ -126,8 +130,9 @@ impl ClaimStore for PgClaimStore {
 
     async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Claim>, ClaimError> {
         let client = self.client().await?;
-        let rows =
-            client.query(&format!("SELECT {COLS} FROM claims WHERE id = ANY($1)"), &[&ids]).await.map_err(db_err)?;
+        let rows = storage::pg::query(&client, &format!("SELECT {COLS} FROM claims WHERE id = ANY($1)"), &[&ids])
+            .await
+            .map_err(db_err)?;
         rows.iter().map(from_row).collect()
     }
 

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
-use tokio_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -49,19 +48,19 @@ fn from_row(r: &Row) -> Result<Order, OrderError> {
     })
 }
 
-async fn load_items<C: GenericClient>(client: &C, orders: &mut [Order]) -> Result<(), OrderError> {
+async fn load_items(client: &impl deadpool_postgres::GenericClient, orders: &mut [Order]) -> Result<(), OrderError> {
     if orders.is_empty() {
         return Ok(());
     }
     let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
-    let rows = client
-        .query(
-            "SELECT order_id, id, product_id, product_name, price, quantity FROM order_items
+    let rows = storage::pg::query(
+        client,
+        "SELECT order_id, id, product_id, product_name, price, quantity FROM order_items
              WHERE order_id = ANY($1) ORDER BY order_id, position",
-            &[&ids],
-        )
-        .await
-        .map_err(db_err)?;
+        &[&ids],
+    )
+    .await
+    .map_err(db_err)?;
     let mut by_order: HashMap<Uuid, Vec<OrderItem>> = HashMap::new();
     for r in rows {
         by_order.entry(r.get(0)).or_default().push(OrderItem {
@@ -79,7 +78,7 @@ async fn load_items<C: GenericClient>(client: &C, orders: &mut [Order]) -> Resul
 }
 
 async fn write_items(tx: &deadpool_postgres::Transaction<'_>, order: &Order) -> Result<(), OrderError> {
-    tx.execute("DELETE FROM order_items WHERE order_id = $1", &[&order.id]).await.map_err(db_err)?;
+    storage::pg::execute(tx, "DELETE FROM order_items WHERE order_id = $1", &[&order.id]).await.map_err(db_err)?;
     let stmt = tx
         .prepare_cached(
             "INSERT INTO order_items (id, order_id, position, product_id, product_name, price, quantity)
@@ -104,7 +103,8 @@ impl OrderStore for PgOrderStore {
     async fn insert(&self, o: &Order, event: &NewEvent, ctx: &EventContext) -> Result<(), OrderError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
-        tx.execute(
+        storage::pg::execute(
+            &tx,
             &format!("INSERT INTO orders ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
             &[
                 &o.id,
@@ -130,13 +130,14 @@ impl OrderStore for PgOrderStore {
 
     async fn get(&self, id: Uuid) -> Result<Option<Order>, OrderError> {
         let client = self.client().await?;
-        let Some(row) =
-            client.query_opt(&format!("SELECT {COLS} FROM orders WHERE id = $1"), &[&id]).await.map_err(db_err)?
+        let Some(row) = storage::pg::query_opt(&client, &format!("SELECT {COLS} FROM orders WHERE id = $1"), &[&id])
+            .await
+            .map_err(db_err)?
         else {
             return Ok(None);
         };
         let mut orders = [from_row(&row)?];
-        load_items(&**client, &mut orders).await?;
+        load_items(&client, &mut orders).await?;
         let [order] = orders;
         Ok(Some(order))
     }
@@ -144,18 +145,18 @@ impl OrderStore for PgOrderStore {
     async fn modify(&self, id: Uuid, guard: Guard, ctx: &EventContext, change: Mutation) -> Result<Order, OrderError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
-        let row = tx
-            .query_opt(&format!("SELECT {COLS} FROM orders WHERE id = $1 FOR UPDATE"), &[&id])
+        let row = storage::pg::query_opt(&tx, &format!("SELECT {COLS} FROM orders WHERE id = $1 FOR UPDATE"), &[&id])
             .await
             .map_err(db_err)?
             .ok_or(OrderError::NotFound)?;
         let mut current = [from_row(&row)?];
-        load_items(&*tx, &mut current).await?;
+        load_items(&tx, &mut current).await?;
         let [current] = current;
         check_guard(&current, &guard)?;
         let (order, write) = apply(current, change)?;
         let Some((event, items_changed)) = write else { return Ok(order) };
-        tx.execute(
+        storage::pg::execute(
+            &tx,
             "UPDATE orders SET amount = $2, status = $3, claim_id = $4, version = $5, updated_at = $6 WHERE id = $1",
             &[&order.id, &order.amount, &order.status.as_str(), &order.claim_id, &order.version, &order.updated_at],
         )
@@ -172,10 +173,11 @@ impl OrderStore for PgOrderStore {
 
     async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Order>, OrderError> {
         let client = self.client().await?;
-        let rows =
-            client.query(&format!("SELECT {COLS} FROM orders WHERE id = ANY($1)"), &[&ids]).await.map_err(db_err)?;
+        let rows = storage::pg::query(&client, &format!("SELECT {COLS} FROM orders WHERE id = ANY($1)"), &[&ids])
+            .await
+            .map_err(db_err)?;
         let mut orders = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-        load_items(&**client, &mut orders).await?;
+        load_items(&client, &mut orders).await?;
         Ok(orders)
     }
 

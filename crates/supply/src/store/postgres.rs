@@ -53,7 +53,8 @@ impl SupplyStore for PgSupplyStore {
     async fn insert(&self, s: &Supply, event: &NewEvent, ctx: &EventContext) -> Result<(), SupplyError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
-        tx.execute(
+        storage::pg::execute(
+            &tx,
             &format!("INSERT INTO supplies ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
             &[
                 &s.id,
@@ -77,8 +78,9 @@ impl SupplyStore for PgSupplyStore {
 
     async fn get(&self, id: Uuid) -> Result<Option<Supply>, SupplyError> {
         let client = self.client().await?;
-        let row =
-            client.query_opt(&format!("SELECT {COLS} FROM supplies WHERE id = $1"), &[&id]).await.map_err(db_err)?;
+        let row = storage::pg::query_opt(&client, &format!("SELECT {COLS} FROM supplies WHERE id = $1"), &[&id])
+            .await
+            .map_err(db_err)?;
         row.as_ref().map(from_row).transpose()
     }
 
@@ -91,13 +93,13 @@ impl SupplyStore for PgSupplyStore {
     ) -> Result<Supply, SupplyError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
-        let row = tx
-            .query_opt(&format!("SELECT {COLS} FROM supplies WHERE id = $1 FOR UPDATE"), &[&id])
+        let row = storage::pg::query_opt(&tx, &format!("SELECT {COLS} FROM supplies WHERE id = $1 FOR UPDATE"), &[&id])
             .await
             .map_err(db_err)?
             .ok_or(SupplyError::NotFound)?;
         let (s, event) = apply(from_row(&row)?, &guard, change)?;
-        tx.execute(
+        storage::pg::execute(
+            &tx,
             "UPDATE supplies SET amount = $2, reserved = $3, status = $4, version = $5, updated_at = $6 WHERE id = $1",
             &[&s.id, &s.amount, &s.reserved, &s.status.as_str(), &s.version, &s.updated_at],
         )
@@ -111,8 +113,9 @@ impl SupplyStore for PgSupplyStore {
 
     async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Supply>, SupplyError> {
         let client = self.client().await?;
-        let rows =
-            client.query(&format!("SELECT {COLS} FROM supplies WHERE id = ANY($1)"), &[&ids]).await.map_err(db_err)?;
+        let rows = storage::pg::query(&client, &format!("SELECT {COLS} FROM supplies WHERE id = ANY($1)"), &[&ids])
+            .await
+            .map_err(db_err)?;
         rows.iter().map(from_row).collect()
     }
 
@@ -128,14 +131,14 @@ impl SupplyStore for PgSupplyStore {
         amount: Decimal,
     ) -> Result<Option<Uuid>, SupplyError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT id FROM supplies WHERE user_id = $1 AND currency = $2 AND status = 'active'
+        let row = storage::pg::query_opt(
+            &client,
+            "SELECT id FROM supplies WHERE user_id = $1 AND currency = $2 AND status = 'active'
                  AND amount - reserved >= $3 ORDER BY amount - reserved DESC, id LIMIT 1",
-                &[&user_id, &currency, &amount],
-            )
-            .await
-            .map_err(db_err)?;
+            &[&user_id, &currency, &amount],
+        )
+        .await
+        .map_err(db_err)?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -148,44 +151,45 @@ impl SupplyStore for PgSupplyStore {
     ) -> Result<(Step, Option<Uuid>), SupplyError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
-        let current = tx
-            .query_opt(
-                "SELECT supply_id, amount, status, created_at, updated_at FROM supply_reservations
+        let current = storage::pg::query_opt(
+            &tx,
+            "SELECT supply_id, amount, status, created_at, updated_at FROM supply_reservations
                  WHERE claim_id = $1 FOR UPDATE",
-                &[&claim_id],
-            )
-            .await
-            .map_err(db_err)?
-            .map(|r| -> Result<Reservation, SupplyError> {
-                let status: String = r.get(2);
-                Ok(Reservation {
-                    claim_id,
-                    supply_id: r.get(0),
-                    amount: r.get(1),
-                    status: ReservationStatus::parse(&status)
-                        .ok_or_else(|| anyhow::anyhow!("unknown reservation status {status}"))?,
-                    created_at: r.get(3),
-                    updated_at: r.get(4),
-                })
+            &[&claim_id],
+        )
+        .await
+        .map_err(db_err)?
+        .map(|r| -> Result<Reservation, SupplyError> {
+            let status: String = r.get(2);
+            Ok(Reservation {
+                claim_id,
+                supply_id: r.get(0),
+                amount: r.get(1),
+                status: ReservationStatus::parse(&status)
+                    .ok_or_else(|| anyhow::anyhow!("unknown reservation status {status}"))?,
+                created_at: r.get(3),
+                updated_at: r.get(4),
             })
-            .transpose()?;
+        })
+        .transpose()?;
         let supply_id = match op {
             ReservationOp::Reserve { supply_id, .. } => Some(supply_id),
             _ => current.as_ref().and_then(|r| r.supply_id),
         };
         let supply = match supply_id {
-            Some(id) => tx
-                .query_opt(&format!("SELECT {COLS} FROM supplies WHERE id = $1 FOR UPDATE"), &[&id])
-                .await
-                .map_err(db_err)?
-                .as_ref()
-                .map(from_row)
-                .transpose()?,
+            Some(id) => {
+                storage::pg::query_opt(&tx, &format!("SELECT {COLS} FROM supplies WHERE id = $1 FOR UPDATE"), &[&id])
+                    .await
+                    .map_err(db_err)?
+                    .as_ref()
+                    .map(from_row)
+                    .transpose()?
+            }
             None => None,
         };
         let p = plan(claim_id, op, current, supply, base::clock::now());
         if let Some(s) = &p.supply {
-            tx.execute(
+            storage::pg::execute(&tx,
                 "UPDATE supplies SET amount = $2, reserved = $3, status = $4, version = $5, updated_at = $6 WHERE id = $1",
                 &[&s.id, &s.amount, &s.reserved, &s.status.as_str(), &s.version, &s.updated_at],
             )

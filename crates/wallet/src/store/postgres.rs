@@ -94,21 +94,22 @@ impl WalletStore for PgWalletStore {
         let m = &m;
         let keys = m.accounts();
         let mut accounts = Vec::with_capacity(keys.len());
+        let lock = format!("SELECT {ACCOUNT_COLS} FROM wallet_accounts WHERE owner = $1 AND currency = $2 FOR UPDATE");
         for (owner, currency) in &keys {
-            storage::pg::execute(
-                &tx,
-                "INSERT INTO wallet_accounts (owner, currency, updated_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[owner, currency, &m.now],
-            )
-            .await
-            .map_err(db_err)?;
-            let row = storage::pg::query_one(
-                &tx,
-                &format!("SELECT {ACCOUNT_COLS} FROM wallet_accounts WHERE owner = $1 AND currency = $2 FOR UPDATE"),
-                &[owner, currency],
-            )
-            .await
-            .map_err(db_err)?;
+            // The account is there but for its first movement: lock it, and create it only if absent.
+            let row = match storage::pg::query_opt(&tx, &lock, &[owner, currency]).await.map_err(db_err)? {
+                Some(row) => row,
+                None => {
+                    storage::pg::execute(
+                        &tx,
+                        "INSERT INTO wallet_accounts (owner, currency, updated_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        &[owner, currency, &m.now],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                    storage::pg::query_one(&tx, &lock, &[owner, currency]).await.map_err(db_err)?
+                }
+            };
             accounts.push(account(&row));
         }
         let entries = m.apply_to(&mut accounts)?;
@@ -212,14 +213,16 @@ impl WalletStore for PgWalletStore {
 
     async fn hold(&self, id: Uuid) -> Result<Option<Hold>, WalletError> {
         let client = self.client().await?;
-        let row = client.query_opt(&format!("SELECT {HOLD_COLS} FROM wallet_holds WHERE id = $1"), &[&id]).await;
+        let row =
+            storage::pg::query_opt(&client, &format!("SELECT {HOLD_COLS} FROM wallet_holds WHERE id = $1"), &[&id])
+                .await;
         row.map_err(db_err)?.as_ref().map(hold).transpose()
     }
 
     async fn holds_of_order(&self, order_id: Uuid) -> Result<Vec<Hold>, WalletError> {
         let client = self.client().await?;
         let sql = format!("SELECT {HOLD_COLS} FROM wallet_holds WHERE order_id = $1 ORDER BY id DESC");
-        client.query(&sql, &[&order_id]).await.map_err(db_err)?.iter().map(hold).collect()
+        storage::pg::query(&client, &sql, &[&order_id]).await.map_err(db_err)?.iter().map(hold).collect()
     }
 
     async fn pending_holds(
