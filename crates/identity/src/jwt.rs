@@ -1,7 +1,8 @@
 //! RS256 access tokens: the signing key (generated on first start), JWKS, issue and verify.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -39,6 +40,10 @@ struct Unverified {
 /// Clock skew a token's `exp` is allowed.
 const LEEWAY_SECS: i64 = 5;
 
+/// Verified tokens kept at most: an entry is a SHA-256 digest and the claims (about 200 bytes), so
+/// the cache stays within a few MB however many tokens are presented.
+const VERIFIED_CAPACITY: usize = 16_384;
+
 /// The server's signing key and its public half.
 pub struct TokenKeys {
     kid: String,
@@ -48,6 +53,12 @@ pub struct TokenKeys {
     issuer: String,
     ttl: Duration,
     clock: Arc<dyn Clock>,
+    /// Tokens whose signature this key has checked, by the SHA-256 of the whole token: a client
+    /// sends the same token on every request until it expires, and the RSA check (about 22 µs)
+    /// was most of a cached read's cost. A token that differs in any byte is another entry; expiry
+    /// is checked against the clock on every hit, so a cached token ends when it would have.
+    verified: Mutex<HashMap<[u8; 32], Claims>>,
+    verified_capacity: usize,
 }
 
 impl TokenKeys {
@@ -89,7 +100,15 @@ impl TokenKeys {
             issuer: issuer.to_string(),
             ttl,
             clock,
+            verified: Mutex::new(HashMap::new()),
+            verified_capacity: VERIFIED_CAPACITY,
         })
+    }
+
+    #[cfg(test)]
+    fn with_verified_capacity(mut self, n: usize) -> Self {
+        self.verified_capacity = n;
+        self
     }
 
     pub fn ttl(&self) -> Duration {
@@ -118,8 +137,46 @@ impl TokenKeys {
         Ok(jsonwebtoken::encode(&header, &claims, &self.encoding)?)
     }
 
-    /// Verifies a token: RS256 only, our `kid` only, our issuer, not expired.
+    /// Verifies a token: RS256 only, our `kid` only, our issuer, not expired. A token verified
+    /// before is answered from memory (only its expiry is checked again).
     pub fn verify(&self, token: &str) -> Result<Claims, &'static str> {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let key: [u8; 32] = digest.as_ref().try_into().map_err(|_| "invalid token")?;
+        let now = self.clock.now().unix_timestamp();
+        let hit = self.verified_lock().get(&key).cloned();
+        if let Some(claims) = hit {
+            if claims.exp + LEEWAY_SECS < now {
+                self.verified_lock().remove(&key);
+                return Err("token expired");
+            }
+            return Ok(claims);
+        }
+        let claims = self.verify_signed(token)?;
+        let mut verified = self.verified_lock();
+        if verified.len() >= self.verified_capacity {
+            // Full: drop what expired; if that frees too little, start over (the next request of
+            // each client pays one RSA check again).
+            verified.retain(|_, c| c.exp + LEEWAY_SECS >= now);
+            if verified.len() >= self.verified_capacity / 2 {
+                verified.clear();
+            }
+        }
+        verified.insert(key, claims.clone());
+        Ok(claims)
+    }
+
+    fn verified_lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Claims>> {
+        // A panic while holding the lock cannot leave a half-written entry: take the map as it is.
+        self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tokens verified and kept (for tests and metrics).
+    pub fn verified_len(&self) -> usize {
+        self.verified_lock().len()
+    }
+
+    /// The full check: header, cheap refusals, then the RSA signature.
+    fn verify_signed(&self, token: &str) -> Result<Claims, &'static str> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token")?;
         if header.alg != Algorithm::RS256 {
             return Err("unsupported token algorithm");
@@ -202,4 +259,77 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
     f.write_all(contents.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base::clock::ManualClock;
+
+    fn keys(clock: Arc<ManualClock>) -> TokenKeys {
+        let pair = KeyPair::generate(KeySize::Rsa2048).expect("RSA key");
+        let pem = to_pem("PRIVATE KEY", pair.as_der().expect("DER").as_ref());
+        TokenKeys::from_pem(&pem, "walletd-test", Duration::from_secs(60), clock).expect("keys")
+    }
+
+    fn token(keys: &TokenKeys) -> String {
+        keys.issue(Uuid::now_v7(), "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", &[Role::User], Duration::from_secs(60))
+            .expect("token")
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_and_still_expires_on_time() {
+        let clock = ManualClock::new();
+        let keys = keys(clock.clone());
+        let t = token(&keys);
+        let first = keys.verify(&t).expect("valid");
+        assert_eq!(keys.verified_len(), 1);
+        let again = keys.verify(&t).expect("still valid");
+        assert_eq!((again.sub, again.jti), (first.sub, first.jti));
+        assert_eq!(keys.verified_len(), 1, "the second verification is the remembered one");
+        clock.advance(time::Duration::seconds(60 + LEEWAY_SECS));
+        assert!(keys.verify(&t).is_ok(), "valid through the leeway");
+        clock.advance(time::Duration::seconds(1));
+        assert_eq!(keys.verify(&t).err(), Some("token expired"));
+        assert_eq!(keys.verified_len(), 0, "an expired token leaves the cache");
+    }
+
+    #[test]
+    fn a_token_changed_in_any_byte_is_checked_in_full() {
+        let clock = ManualClock::new();
+        let keys = keys(clock);
+        let t = token(&keys);
+        keys.verify(&t).expect("valid");
+        let (head_payload, signature) = t.rsplit_once('.').expect("three parts");
+        // Another signature on the same header and payload.
+        let mut forged_sig = signature.as_bytes().to_vec();
+        forged_sig[10] = if forged_sig[10] == b'A' { b'B' } else { b'A' };
+        let forged_sig = String::from_utf8(forged_sig).expect("base64 is ASCII");
+        assert_eq!(keys.verify(&format!("{head_payload}.{forged_sig}")).err(), Some("invalid token"));
+        // Another payload with the remembered signature: roles raised to admin.
+        let (header, payload) = head_payload.split_once('.').expect("three parts");
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("json");
+        claims["roles"] = serde_json::json!(["user", "admin"]);
+        let raised = URL_SAFE_NO_PAD.encode(claims.to_string());
+        assert_eq!(keys.verify(&format!("{header}.{raised}.{signature}")).err(), Some("invalid token"));
+        assert_eq!(keys.verified_len(), 1, "nothing forged is remembered");
+        // Another server's key: refused although this token was verified here (by the other key).
+        let other = super::tests::keys(ManualClock::new());
+        assert_eq!(other.verify(&t).err(), Some("unknown signing key"));
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_a_full_one_still_verifies() {
+        let clock = ManualClock::new();
+        let keys = keys(clock).with_verified_capacity(4);
+        let tokens: Vec<String> = (0..10).map(|_| token(&keys)).collect();
+        for t in &tokens {
+            keys.verify(t).expect("valid");
+            assert!(keys.verified_len() <= 4, "{} entries", keys.verified_len());
+        }
+        for t in &tokens {
+            assert!(keys.verify(t).is_ok(), "a token dropped from the cache verifies again");
+        }
+    }
 }
