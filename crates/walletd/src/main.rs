@@ -132,12 +132,17 @@ fn main() {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
+            telemetry::flush_logs();
             eprintln!("walletd: cannot start the runtime: {e}");
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(run(cli.command, settings)) {
+    let result = runtime.block_on(run(cli.command, settings));
+    if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "walletd failed");
+    }
+    telemetry::flush_logs();
+    if let Err(e) = result {
         eprintln!("walletd: {e:#}");
         std::process::exit(1);
     }

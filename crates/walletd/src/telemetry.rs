@@ -1,7 +1,9 @@
 //! Logs and metrics set-up: JSON logs (text on a terminal) and the Prometheus recorder.
 
-use std::io::IsTerminal;
-use std::sync::OnceLock;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -17,12 +19,112 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(log_writer());
+    // A panic outside the runtime's tasks ends the process: the lines before it go out first.
+    static HOOKED: OnceLock<()> = OnceLock::new();
+    HOOKED.get_or_init(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let buffer = log_buffer();
+            if let Ok(mut lines) = buffer.lines.try_lock() {
+                let lines = std::mem::take(&mut *lines);
+                write_lines(buffer, &lines);
+            }
+            default(info);
+        }));
+    });
     let _ = if json {
         builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
     } else {
         builder.try_init()
     };
+}
+
+/// Log lines are appended to a buffer that one thread writes to stderr every few milliseconds (at
+/// once when it fills): a request's line costs a copy under a short lock, where a write to stderr
+/// per line made the runtime's threads queue on stderr's lock (a futex wait and a context switch
+/// per request, a third of a cached read's cost; docs/performance.md). A line reaches stderr at most
+/// `LOG_FLUSH_EVERY` late; [`flush_logs`] writes what is buffered (walletd calls it before it exits).
+#[derive(Default)]
+struct LogBuffer {
+    lines: Mutex<Vec<u8>>,
+    full: Condvar,
+    dropped: AtomicU64,
+}
+
+const LOG_FLUSH_EVERY: Duration = Duration::from_millis(5);
+/// Written at once past this; lines beyond `LOG_BUFFER_MAX` (stderr blocked) are dropped and counted.
+const LOG_BUFFER_SOON: usize = 256 * 1024;
+const LOG_BUFFER_MAX: usize = 16 * 1024 * 1024;
+
+fn log_buffer() -> &'static Arc<LogBuffer> {
+    static BUFFER: OnceLock<Arc<LogBuffer>> = OnceLock::new();
+    BUFFER.get_or_init(|| {
+        let buffer = Arc::new(LogBuffer::default());
+        let writer = buffer.clone();
+        let started = std::thread::Builder::new().name("log-writer".into()).spawn(move || {
+            loop {
+                let lines = {
+                    let guard = writer.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let (mut guard, _) = writer
+                        .full
+                        .wait_timeout_while(guard, LOG_FLUSH_EVERY, |l| l.len() < LOG_BUFFER_SOON)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    std::mem::take(&mut *guard)
+                };
+                write_lines(&writer, &lines);
+            }
+        });
+        if started.is_err() {
+            eprintln!("walletd: cannot start the log writer thread; logs are written by flush_logs only");
+        }
+        buffer
+    })
+}
+
+fn write_lines(buffer: &LogBuffer, lines: &[u8]) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(lines);
+    let dropped = buffer.dropped.swap(0, Ordering::Relaxed);
+    if dropped > 0 {
+        let _ = writeln!(
+            stderr,
+            "{{\"level\":\"WARN\",\"message\":\"{dropped} log lines dropped: stderr did not keep up\"}}"
+        );
+    }
+}
+
+/// Writes the buffered log lines now.
+pub fn flush_logs() {
+    let buffer = log_buffer();
+    let lines = std::mem::take(&mut *buffer.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    write_lines(buffer, &lines);
+}
+
+struct BufferedLog(&'static LogBuffer);
+
+impl Write for BufferedLog {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut lines = self.0.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if lines.len() + line.len() > LOG_BUFFER_MAX {
+            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            lines.extend_from_slice(line);
+            if lines.len() >= LOG_BUFFER_SOON {
+                self.0.full.notify_one();
+            }
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log_writer() -> impl for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static {
+    let buffer: &'static LogBuffer = log_buffer();
+    move || BufferedLog(buffer)
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

@@ -17,7 +17,7 @@ use identity::{AuthService, IdentityStore, SignInOptions, TokenKeys};
 use settings::Settings;
 use storage::{Database, mask_url};
 use tokio::net::TcpListener;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -242,7 +242,7 @@ fn http_app(
         .layer(from_fn_with_state(deadlines, deadline::deadlines))
         .layer(axum::middleware::from_fn(observe::observe))
         .layer(PropagateRequestIdLayer::new(extract::X_REQUEST_ID.clone()))
-        .layer(SetRequestIdLayer::new(extract::X_REQUEST_ID.clone(), MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(extract::X_REQUEST_ID.clone(), observe::RequestIds::new()))
         .layer(axum::middleware::from_fn(observe::drop_bad_request_id)))
 }
 

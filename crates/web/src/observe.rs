@@ -1,11 +1,14 @@
 //! One log line and the RED metrics per request, labelled by route pattern; a 5xx's cause is
 //! logged here, once, inside the request's span.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use tower_http::request_id::{MakeRequestId, RequestId};
 use tracing::Instrument;
 
 use crate::error::ErrorCause;
@@ -53,6 +56,39 @@ fn method_label(method: &axum::http::Method) -> &'static str {
         Method::TRACE,
     ];
     KNOWN.iter().find(|m| *m == method).map_or("other", Method::as_str)
+}
+
+/// Fresh request ids without a system call each (`Uuid::new_v4` asks the kernel for random bytes
+/// every time): a random prefix drawn once per process and a counter, laid out as a version-4 UUID.
+/// Ids name requests in logs and events; they need to be unique, not secret.
+#[derive(Clone)]
+pub struct RequestIds(Arc<(u64, AtomicU64)>);
+
+impl RequestIds {
+    pub fn new() -> Self {
+        Self(Arc::new((uuid::Uuid::new_v4().as_u64_pair().0, AtomicU64::new(0))))
+    }
+
+    fn next(&self) -> uuid::Uuid {
+        let n = self.0.1.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.0.0.to_be_bytes());
+        bytes[8..].copy_from_slice(&n.to_be_bytes());
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = self.next().hyphenated().to_string();
+        axum::http::HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
 }
 
 /// Drops an `x-request-id` that is not a short token (1 to 64 of `A-Z a-z 0-9 - _ . :`), so the
@@ -111,5 +147,23 @@ mod tests {
         let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(problem["code"], "INTERNAL");
         assert!(!problem.to_string().contains("boom"), "the panic's message stays in the log: {problem}");
+    }
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_version_4_uuids_and_differ_between_processes() {
+        let ids = RequestIds::new();
+        let mut seen: Vec<uuid::Uuid> = (0..10_000).map(|_| ids.next()).collect();
+        assert!(seen.iter().all(|u| u.get_version_num() == 4 && u.get_variant() == uuid::Variant::RFC4122));
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 10_000);
+        // Another process (another prefix) does not repeat this one's ids.
+        let other = RequestIds::new();
+        assert_ne!(other.next(), RequestIds(Arc::new((ids.0.0, AtomicU64::new(0)))).next());
     }
 }
