@@ -90,8 +90,8 @@ pub async fn consume(
         .set("heartbeat.interval.ms", "1000")
         .set("statistics.interval.ms", "5000")
         // A broker may hold a fetch for its whole wait although data arrived (tansu does): keep the
-        // wait short, it bounds the lag an idle partition adds.
-        .set("fetch.wait.max.ms", "50")
+        // wait short, it bounds the lag each hop adds there.
+        .set("fetch.wait.max.ms", settings.fetch_wait_ms.to_string())
         .create_with_context(context)
         .context("creating the Kafka consumer")?;
     let consumer = Arc::new(consumer);

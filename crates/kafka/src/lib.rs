@@ -31,6 +31,8 @@ pub struct KafkaSettings {
     pub compression: String,
     /// Consumer groups are named `{group_prefix}.{group}`.
     pub group_prefix: String,
+    /// The longest a consumer's fetch waits at the broker (`fetch.wait.max.ms`).
+    pub fetch_wait_ms: u32,
 }
 
 /// Creates the topics (and their `.dlq`s) that are missing.

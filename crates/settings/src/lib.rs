@@ -227,6 +227,7 @@ impl Settings {
                 replication: 0,
                 compression: String::new(),
                 group_prefix: String::new(),
+                fetch_wait_ms: 0,
             }
         }
         if self.kafka.is_none() {
@@ -395,12 +396,17 @@ mod tests {
         let keys: Vec<String> = Settings::default().describe().into_iter().map(|(k, _)| k).collect();
         let declared: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
         assert_eq!(keys, declared);
-        for kafka in
-            ["kafka_brokers", "kafka_partitions", "kafka_replication", "kafka_compression", "kafka_group_prefix"]
-        {
+        for kafka in [
+            "kafka_brokers",
+            "kafka_partitions",
+            "kafka_replication",
+            "kafka_compression",
+            "kafka_group_prefix",
+            "kafka_fetch_wait_ms",
+        ] {
             assert!(keys.iter().any(|k| k == kafka), "{kafka}");
         }
-        assert_eq!(keys.len(), 50);
+        assert_eq!(keys.len(), 51);
     }
 
     #[test]
@@ -470,6 +476,7 @@ mod tests {
             replication: 1,
             compression: "lz4".into(),
             group_prefix: "walletd".into(),
+            fetch_wait_ms: 50,
         };
         assert_eq!(s.kafka, Some(declared));
         Ok(())

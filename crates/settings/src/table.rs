@@ -222,6 +222,10 @@ pub static SETTINGS: &[Setting] = &[
         "consumer groups are `{prefix}.{group}` (one prefix per deployment)",
         |s, v| text(v).map(|t| s.kafka_mut().group_prefix = t),
         |s| s.kafka.as_ref().map(|k| k.group_prefix.clone()).unwrap_or_default()).with_kafka(),
+    setting("kafka_fetch_wait_ms", Text("50"),
+        "the longest a consumer's fetch waits at the broker for new events; a broker that holds every fetch for this long (tansu does) adds up to it to each hop",
+        |s, v| within(v, 1, 10_000, ONE_OR_MORE).map(|n| s.kafka_mut().fetch_wait_ms = n),
+        |s| s.kafka.as_ref().map(|k| k.fetch_wait_ms.to_string()).unwrap_or_default()).with_kafka(),
 ];
 
 // The parsers: the rules and messages of every setting, shared where settings share a rule.

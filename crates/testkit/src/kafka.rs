@@ -25,6 +25,7 @@ pub fn settings(brokers: &str) -> kafka::KafkaSettings {
         compression: "lz4".into(),
         // Each test's instances form consumer groups of their own on the shared broker.
         group_prefix: format!("test-{}", uuid::Uuid::now_v7().simple()),
+        fetch_wait_ms: 50,
     }
 }
 
