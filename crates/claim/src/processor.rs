@@ -99,6 +99,14 @@ impl ClaimProcessor {
     /// just failed or been released but not yet been undone; the unique index guarantees that
     /// claim is no longer live, so finish undoing it first and try again.
     async fn mark_claimed(&self, c: &Claim, ctx: &EventContext) -> anyhow::Result<Step> {
+        // Usually the claim request marked it already: one read says so without locking the order
+        // (only this claim's own undoing can take the mark away again).
+        let held_by_this = |o: &crate::ports::OrderSnapshot| {
+            o.claim_id == Some(c.id) && matches!(o.status, OrderStatus::Claimed | OrderStatus::Completed)
+        };
+        if self.orders.get(c.order_id).await?.is_some_and(|o| held_by_this(&o)) {
+            return Ok(Step::Done);
+        }
         let step = self.orders.mark_claimed(c.order_id, c.id, c.order_version, ctx).await?;
         if step == Step::Done {
             return Ok(step);

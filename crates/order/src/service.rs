@@ -364,6 +364,12 @@ impl OrderService {
         self.store.get(id).await.map_err(|e| anyhow::anyhow!(e))
     }
 
+    /// The order's row as stored now, without its items (`items` empty): what the claim path
+    /// decides on, in one statement.
+    pub async fn current_row(&self, id: Uuid) -> anyhow::Result<Option<Order>> {
+        self.store.get_row(id).await.map_err(|e| anyhow::anyhow!(e))
+    }
+
     /// `pending -> claimed` for this claim; with `at_version`, only while the order is at the
     /// version the claim was made against. Under the order's row lock, so a buyer's change either
     /// lands before (and the claim is refused) or after (and is refused itself).

@@ -58,6 +58,10 @@ pub trait OrderStore: Send + Sync {
     /// An order with its items, deleted ones included.
     async fn get(&self, id: Uuid) -> Result<Option<Order>, OrderError>;
 
+    /// An order's row without its items (`items` left empty), deleted ones included: one statement,
+    /// for the decisions that need only its status, amount and version (the claim path).
+    async fn get_row(&self, id: Uuid) -> Result<Option<Order>, OrderError>;
+
     /// Locks a live order, checks the guard, applies `change`; when it yields an event, bumps the
     /// version and writes the row (and the items, if they changed) with the event, in one transaction.
     async fn modify(&self, id: Uuid, guard: Guard, ctx: &EventContext, change: Mutation) -> Result<Order, OrderError>;

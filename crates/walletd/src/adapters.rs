@@ -17,7 +17,7 @@ pub struct Orders(pub Arc<order::OrderService>);
 #[async_trait]
 impl OrderClient for Orders {
     async fn get(&self, id: Uuid) -> anyhow::Result<Option<OrderSnapshot>> {
-        Ok(self.0.current(id).await?.map(|o| OrderSnapshot {
+        Ok(self.0.current_row(id).await?.map(|o| OrderSnapshot {
             id: o.id,
             user_id: o.user_id,
             currency: o.currency,

@@ -128,6 +128,12 @@ impl OrderStore for PgOrderStore {
         Ok(())
     }
 
+    async fn get_row(&self, id: Uuid) -> Result<Option<Order>, OrderError> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {COLS} FROM orders WHERE id = $1");
+        storage::pg::query_opt(&client, &sql, &[&id]).await.map_err(db_err)?.as_ref().map(from_row).transpose()
+    }
+
     async fn get(&self, id: Uuid) -> Result<Option<Order>, OrderError> {
         let client = self.client().await?;
         let Some(row) = storage::pg::query_opt(&client, &format!("SELECT {COLS} FROM orders WHERE id = $1"), &[&id])

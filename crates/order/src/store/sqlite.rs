@@ -153,6 +153,18 @@ impl OrderStore for SqliteOrderStore {
         Ok(())
     }
 
+    async fn get_row(&self, id: Uuid) -> Result<Option<Order>, OrderError> {
+        self.pool
+            .call(move |c| {
+                let row = c
+                    .prepare_cached(&format!("SELECT {COLS} FROM orders WHERE id = ?1"))
+                    .and_then(|mut st| st.query_row([id.to_string()], raw).optional())
+                    .map_err(db_err)?;
+                row.map(from_raw).transpose()
+            })
+            .await
+    }
+
     async fn get(&self, id: Uuid) -> Result<Option<Order>, OrderError> {
         self.pool
             .call(move |c| {
