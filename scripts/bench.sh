@@ -103,8 +103,9 @@ start_walletd claims-sqlite-64 WALLETD_DATABASE_URL="sqlite://$work/claims64.db"
 claims claims-sqlite-64 --concurrency 64
 stop_server
 
-# 5. A cached, authenticated GET on the embedded defaults against bare axum: wrk at 64 connections,
-# then 10,000 connections held open at half of walletd's maximum rate.
+# 5. A cached, authenticated GET on the embedded defaults against bare axum: wrk at 64 connections;
+# then 10,000 connections held open: the most walletd serves over them (paced past what it can), and
+# p99 and memory at half that, walletd and bare axum at the same rate.
 wrk_run() { # NAME URL [token]
   echo "== $1" >&2
   wrk -t2 -c64 -d"${secs}s" --latency ${3:+-H "Authorization: Bearer $3"} "$2" | tee "$work/$1.txt" >&2
@@ -117,13 +118,20 @@ order=$(curl -sf "$base/v1/orders" -H "authorization: Bearer $admin" -H 'content
   -d '{"currency":"USDC","items":[{"product_id":"sku-1","product_name":"Mug","price":"12.5","quantity":2}]}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 wrk_run get-walletd "$base/v1/orders/$order" "$admin"
-get_half=$(awk '/^Requests\/sec/ { printf "%d", $2 / 2 }' "$work/get-walletd.txt")
+get_max=$(awk '/^Requests\/sec/ { printf "%d", $2 }' "$work/get-walletd.txt")
 stop_server
+conns() { # NAME RATE [token]: 10,000 connections against the server on $port
+  echo "== $1" >&2
+  "$bin/conn_load" --addr "127.0.0.1:$port" --path "/v1/orders/$order" ${3:+--token "$3"} --connections 10000 \
+    --rate "$2" --seconds "$secs" --server-pid "$pid" --label "$1" | tee "$work/$1.txt" >&2
+}
 # The same server again (same directory, so the same signing key), its memory measured from start.
 start_walletd get-walletd WALLETD_DATABASE_URL="sqlite://$work/get.db"
-echo "== conns-walletd" >&2
-"$bin/conn_load" --addr "127.0.0.1:$port" --path "/v1/orders/$order" --token "$admin" --connections 10000 \
-  --rate "$get_half" --seconds "$secs" --server-pid "$pid" --label walletd | tee "$work/conns-walletd.txt" >&2
+conns conns-walletd-max "$get_max" "$admin"
+conns_half=$(awk '/req\/s/ { printf "%d", $2 / 2 }' "$work/conns-walletd-max.txt")
+stop_server
+start_walletd get-walletd WALLETD_DATABASE_URL="sqlite://$work/get.db"
+conns conns-walletd "$conns_half" "$admin"
 stop_server
 bare_port=$(free_port)
 "$bin/bare_axum" "127.0.0.1:$bare_port" & pid=$!
@@ -132,9 +140,7 @@ wrk_run get-bare "http://127.0.0.1:$bare_port/v1/orders/$order"
 stop_server
 "$bin/bare_axum" "127.0.0.1:$bare_port" & pid=$!
 until curl -sf "http://127.0.0.1:$bare_port/v1/orders/x" >/dev/null; do sleep 0.05; done
-echo "== conns-bare" >&2
-"$bin/conn_load" --addr "127.0.0.1:$bare_port" --path "/v1/orders/$order" --connections 10000 \
-  --rate "$get_half" --seconds "$secs" --server-pid "$pid" --label "bare axum" | tee "$work/conns-bare.txt" >&2
+port="$bare_port" conns conns-bare "$conns_half"
 stop_server
 
 # 6. Start to ready on the embedded defaults.

@@ -73,7 +73,7 @@ pgb = pgbench_tps("pgbench-statements.txt")
 lag_log, lag_kafka = figures("lag-log"), figures("lag-kafka")
 sq32, sq64 = figures("claims-sqlite"), figures("claims-sqlite-64")
 get_w, get_b = wrk("get-walletd"), wrk("get-bare")
-cw, cb = conns("conns-walletd"), conns("conns-bare")
+cw, cb, cmax = conns("conns-walletd"), conns("conns-bare"), conns("conns-walletd-max")
 warm = [int(x) for x in re.findall(r"warm start \d+: (\d+) ms", read("startup.txt"))]
 warm_median = sorted(warm)[len(warm) // 2] if warm else float("nan")
 
@@ -91,7 +91,8 @@ rows = [
     ("Cached authenticated GET, wrk, 64 connections", f"{get_w[0]:,.0f} req/s (p99 {get_w[1]:.2f} ms)",
      f"bare axum: {get_b[0]:,.0f} req/s (p99 {get_b[1]:.2f} ms)", ratio(get_w[0], get_b[0]), ">= 0.5",
      ratio(get_w[0], get_b[0]) >= 0.5),
-    (f"10,000 open connections at {cw[0]:,.0f} req/s (half of walletd's maximum)",
+    ("10,000 open connections, the most walletd serves over them", f"{cmax[0]:,.0f} req/s", "-", None, "-", None),
+    (f"10,000 open connections at half that ({cw[0]:,.0f} req/s)",
      f"p99 {cw[1]:.2f} ms, {cw[2]} errors, peak RSS {cw[3]:.0f} MB",
      f"bare axum: p99 {cb[1]:.2f} ms, {cb[2]} errors, peak RSS {cb[3]:.0f} MB", None,
      "p99 < 10 ms, RSS within 20 MB", cw[1] < 10 and cw[2] == 0 and cw[3] - cb[3] <= 20),
