@@ -94,6 +94,11 @@ db=$(new_db bench_lag_kafka)
 start_walletd lag-kafka WALLETD_DATABASE_URL="$db" WALLETD_KAFKA_BROKERS="$WALLETD_TEST_KAFKA_BROKERS"
 claims lag-kafka --concurrency 256 --attempts-per-order 1 --rate "$half"
 stop_server
+# The same with a 10 ms fetch wait: tansu holds every fetch for the whole wait (docs/performance.md).
+db=$(new_db bench_lag_kafka_10)
+start_walletd lag-kafka-10 WALLETD_DATABASE_URL="$db" WALLETD_KAFKA_BROKERS="$WALLETD_TEST_KAFKA_BROKERS" WALLETD_KAFKA_FETCH_WAIT_MS=10
+claims lag-kafka-10 --concurrency 256 --attempts-per-order 1 --rate "$half"
+stop_server
 
 # 4. Claims on SQLite (the embedded defaults), 32 in flight as in the first measurement, and 64.
 start_walletd claims-sqlite WALLETD_DATABASE_URL="sqlite://$work/claims.db"
