@@ -198,9 +198,11 @@ impl EventHandler for ClaimProcessor {
     }
 
     /// Claims are independent of each other, and processing converges on a claim's status
-    /// whatever order its events arrive in.
+    /// whatever order its events arrive in. A claim's steps wait on the database most of the time
+    /// (row locks on a buyer's account among them): 64 at once processed 280 claims/s where 16 did
+    /// 228 (`scripts/bench-claims.sh postgres --concurrency 64`, docs/performance.md).
     fn concurrency(&self) -> usize {
-        16
+        64
     }
 
     async fn handle(&self, event: &EventEnvelope) -> anyhow::Result<()> {
