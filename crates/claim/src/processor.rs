@@ -198,11 +198,9 @@ impl EventHandler for ClaimProcessor {
     }
 
     /// Claims are independent of each other, and processing converges on a claim's status
-    /// whatever order its events arrive in. A claim's steps wait on the database most of the time
-    /// (row locks on a buyer's account among them): 64 at once processed 280 claims/s where 16 did
-    /// 228 (`scripts/bench-claims.sh postgres --concurrency 64`, docs/performance.md).
+    /// whatever order its events arrive in.
     fn concurrency(&self) -> usize {
-        64
+        16
     }
 
     async fn handle(&self, event: &EventEnvelope) -> anyhow::Result<()> {
