@@ -25,6 +25,8 @@ stop_server() { [ -n "$pid" ] && { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/n
 cleanup() { stop_server; stop_test_infra; rm -rf "$work"; }
 trap cleanup EXIT
 start_test_infra
+command -v wrk >/dev/null 2>&1 || apt_install wrk
+[ "${BENCH_PROFILE:-0}" = 1 ] && { command -v perf >/dev/null 2>&1 || apt_install linux-perf; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 pg_admin="$WALLETD_TEST_POSTGRES_URL"
 # In the template, so that every database created below has it.
