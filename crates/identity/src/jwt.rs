@@ -170,8 +170,8 @@ impl TokenKeys {
         self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Tokens verified and kept (for tests and metrics).
-    pub fn verified_len(&self) -> usize {
+    #[cfg(test)]
+    fn verified_len(&self) -> usize {
         self.verified_lock().len()
     }
 

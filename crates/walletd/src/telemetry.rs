@@ -43,7 +43,7 @@ pub fn init_logging(format: LogFormat) {
 /// Log lines are appended to a buffer that one thread writes to stderr every few milliseconds (at
 /// once when it fills): a request's line costs a copy under a short lock, where a write to stderr
 /// per line made the runtime's threads queue on stderr's lock (a futex wait and a context switch
-/// per request, a third of a cached read's cost; docs/performance.md). A line reaches stderr at most
+/// per request; docs/performance.md). A line reaches stderr at most
 /// `LOG_FLUSH_EVERY` late; [`flush_logs`] writes what is buffered (walletd calls it before it exits).
 #[derive(Default)]
 struct LogBuffer {
@@ -141,4 +141,25 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()?;
     metrics::gauge!("walletd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_buffered_whole_and_past_the_cap_dropped_and_counted() {
+        let buffer: &'static LogBuffer = Box::leak(Box::default());
+        let mut log = BufferedLog(buffer);
+        log.write_all(b"{\"message\":\"one\"}\n").expect("buffered");
+        log.write_all(b"{\"message\":\"two\"}\n").expect("buffered");
+        assert_eq!(&*buffer.lines.lock().expect("lock"), b"{\"message\":\"one\"}\n{\"message\":\"two\"}\n");
+        // A line that would pass the cap is dropped whole, counted, and reported with the next write.
+        let big = vec![b'x'; LOG_BUFFER_MAX];
+        assert_eq!(log.write(&big).expect("accepted"), big.len());
+        assert_eq!(buffer.lines.lock().expect("lock").len(), 36, "nothing of the dropped line is kept");
+        assert_eq!(buffer.dropped.load(Ordering::Relaxed), 1);
+        write_lines(buffer, &std::mem::take(&mut *buffer.lines.lock().expect("lock")));
+        assert_eq!(buffer.dropped.load(Ordering::Relaxed), 0, "the count goes out with the next write");
+    }
 }

@@ -136,6 +136,14 @@ fn write_order(tx: &rusqlite::Transaction<'_>, o: &Order, insert: bool) -> Resul
     Ok(())
 }
 
+/// The order's row, items left empty.
+fn read_row(c: &rusqlite::Connection, id: Uuid) -> Result<Option<Order>, OrderError> {
+    let row = c
+        .prepare_cached(&format!("SELECT {COLS} FROM orders WHERE id = ?1"))
+        .and_then(|mut st| st.query_row([id.to_string()], raw).optional())
+        .map_err(db_err)?;
+    row.map(from_raw).transpose()
+}
 #[async_trait]
 impl OrderStore for SqliteOrderStore {
     async fn insert(&self, o: &Order, event: &NewEvent, ctx: &EventContext) -> Result<(), OrderError> {
@@ -154,26 +162,13 @@ impl OrderStore for SqliteOrderStore {
     }
 
     async fn get_row(&self, id: Uuid) -> Result<Option<Order>, OrderError> {
-        self.pool
-            .call(move |c| {
-                let row = c
-                    .prepare_cached(&format!("SELECT {COLS} FROM orders WHERE id = ?1"))
-                    .and_then(|mut st| st.query_row([id.to_string()], raw).optional())
-                    .map_err(db_err)?;
-                row.map(from_raw).transpose()
-            })
-            .await
+        self.pool.call(move |c| read_row(c, id)).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Order>, OrderError> {
         self.pool
             .call(move |c| {
-                let row = c
-                    .prepare_cached(&format!("SELECT {COLS} FROM orders WHERE id = ?1"))
-                    .and_then(|mut st| st.query_row([id.to_string()], raw).optional())
-                    .map_err(db_err)?;
-                let Some(row) = row else { return Ok(None) };
-                let mut order = from_raw(row)?;
+                let Some(mut order) = read_row(c, id)? else { return Ok(None) };
                 load_items(c, &mut order)?;
                 Ok(Some(order))
             })
