@@ -1,6 +1,7 @@
 //! The supply service: a shopper's declared supply of an asset they can fulfil orders with.
 
 pub mod domain;
+pub mod grpc;
 pub mod http;
 pub mod reservation;
 pub mod service;

@@ -5,6 +5,7 @@
 pub mod domain;
 pub mod http;
 pub mod service;
+pub mod settlement;
 pub mod store;
 
 pub use service::{Users, WalletService};

@@ -93,6 +93,11 @@ impl ApiError {
         Self { source: Some(cause), ..Self::new(ErrorCode::Unavailable, "a dependency is unavailable; retry later") }
     }
 
+    /// For 5xx: the cause, to be logged once where the error leaves the process.
+    pub fn cause(&self) -> Option<&anyhow::Error> {
+        self.source.as_ref()
+    }
+
     pub fn problem(&self) -> Problem {
         Problem {
             kind: format!("https://walletd.dev/problems/{}", self.code.as_str().to_ascii_lowercase().replace('_', "-")),
