@@ -30,7 +30,8 @@ case "$backend" in
 esac
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export WALLETD_DATABASE_URL="$url" WALLETD_HTTP_ADDR="127.0.0.1:$port" WALLETD_METRICS_ADDR="127.0.0.1:$mport"
+gport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export WALLETD_DATABASE_URL="$url" WALLETD_HTTP_ADDR="127.0.0.1:$port" WALLETD_GRPC_ADDR="127.0.0.1:$gport" WALLETD_METRICS_ADDR="127.0.0.1:$mport"
 # One load generator on one address stands for many clients: no rate limits here.
 export WALLETD_RATE_LIMIT_PER_MINUTE=0 WALLETD_SIGNIN_RATE_LIMIT_PER_MINUTE=0
 (cd "$dir" && exec "$root/target/release/walletd" serve >"$dir/server.log" 2>&1) &

@@ -20,7 +20,7 @@ start_test_infra
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 export WALLETD_DATABASE_URL="$WALLETD_TEST_POSTGRES_URL" WALLETD_REDIS_URL="$WALLETD_TEST_REDIS_URL/0"
-export WALLETD_HTTP_ADDR="127.0.0.1:$port" WALLETD_METRICS_ADDR="127.0.0.1:$(free_port)"
+export WALLETD_HTTP_ADDR="127.0.0.1:$port" WALLETD_GRPC_ADDR="127.0.0.1:$(free_port)" WALLETD_METRICS_ADDR="127.0.0.1:$(free_port)"
 # One client token hammering one URL: no rate limit in this measurement.
 export WALLETD_RATE_LIMIT_PER_MINUTE=0
 start_walletd() {

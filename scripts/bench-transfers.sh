@@ -25,7 +25,7 @@ start_test_infra
 url="$WALLETD_TEST_POSTGRES_URL"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
-export WALLETD_DATABASE_URL="$url" WALLETD_HTTP_ADDR="127.0.0.1:$port" WALLETD_METRICS_ADDR="127.0.0.1:$(free_port)"
+export WALLETD_DATABASE_URL="$url" WALLETD_HTTP_ADDR="127.0.0.1:$port" WALLETD_GRPC_ADDR="127.0.0.1:$(free_port)" WALLETD_METRICS_ADDR="127.0.0.1:$(free_port)"
 # The load generator is one address standing for many clients: no rate limits in this measurement.
 export WALLETD_RATE_LIMIT_PER_MINUTE=0 WALLETD_SIGNIN_RATE_LIMIT_PER_MINUTE=0
 # As many connections as clients, on both sides.

@@ -41,7 +41,7 @@ start_walletd() {
   local name="$1"; shift
   mkdir -p "$work/$name"
   port="$(free_port)"
-  local env=(WALLETD_HTTP_ADDR="127.0.0.1:$port" WALLETD_METRICS_ADDR="127.0.0.1:$(free_port)"
+  local env=(WALLETD_HTTP_ADDR="127.0.0.1:$port" WALLETD_GRPC_ADDR="127.0.0.1:$(free_port)" WALLETD_METRICS_ADDR="127.0.0.1:$(free_port)"
     WALLETD_RATE_LIMIT_PER_MINUTE=0 WALLETD_SIGNIN_RATE_LIMIT_PER_MINUTE=0 WALLETD_HTTP_MAX_CONNECTIONS=20000
     WALLETD_LOG_FORMAT=json "$@")
   (cd "$work/$name" && exec env "${env[@]}" "$bin/walletd" serve >"$work/$name/server.log" 2>&1) &

@@ -46,7 +46,7 @@ for backend in "${backends[@]}"; do
     *) echo "fuzz: unknown backend $backend (sqlite or postgres)" >&2; exit 2 ;;
   esac
   port=$(free_port)
-  export WALLETD_HTTP_ADDR="127.0.0.1:$port" WALLETD_METRICS_ADDR="127.0.0.1:$(free_port)"
+  export WALLETD_HTTP_ADDR="127.0.0.1:$port" WALLETD_GRPC_ADDR="127.0.0.1:$(free_port)" WALLETD_METRICS_ADDR="127.0.0.1:$(free_port)"
   (cd "$work" && exec "$root/target/debug/walletd" serve >"$work/server.log" 2>&1) &
   pid=$!
   until curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null; do

@@ -11,10 +11,11 @@ dir="$(mktemp -d)"
 trap 'rm -rf "$dir"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+gport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 measure() {
   local start end pid
   start=$(date +%s%N)
-  (cd "$dir" && WALLETD_HTTP_ADDR=127.0.0.1:$port WALLETD_METRICS_ADDR=127.0.0.1:$mport exec "$bin" serve >/dev/null 2>&1) &
+  (cd "$dir" && WALLETD_HTTP_ADDR=127.0.0.1:$port WALLETD_GRPC_ADDR=127.0.0.1:$gport WALLETD_METRICS_ADDR=127.0.0.1:$mport exec "$bin" serve >/dev/null 2>&1) &
   pid=$!
   until curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; do
     kill -0 "$pid" 2>/dev/null || { echo "walletd exited" >&2; exit 1; }

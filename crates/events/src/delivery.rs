@@ -280,7 +280,12 @@ async fn deliver(
                     .increment(1);
                 return Ok(Delivery::Handled);
             }
-            Err(e) if attempt >= opts.max_attempts => {
+            // A service that does not answer is no fault of the event: it waits for the service
+            // (the backoff grows to its maximum) instead of being parked.
+            Err(e)
+                if attempt >= opts.max_attempts
+                    && !e.chain().any(|c| c.downcast_ref::<base::Unreachable>().is_some()) =>
+            {
                 tracing::error!(
                     consumer.group = group, event.id = %event.id, event.type = %event.event_type, attempts = attempt,
                     error = format!("{e:#}"), "event parked after its retries"

@@ -1,6 +1,7 @@
 //! The order service: buyers' orders with items, a server-computed total and a status lifecycle.
 
 pub mod domain;
+pub mod grpc;
 pub mod http;
 pub mod service;
 pub mod store;

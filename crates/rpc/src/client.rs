@@ -71,12 +71,18 @@ struct Breaker {
 }
 
 /// A call that did not get an answer from the peer's service layer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum CallError {
-    #[error("{peer} service: circuit open after repeated failures; failing fast")]
     Open { peer: &'static str },
-    #[error("{peer} service {method}: {code:?}: {message}")]
     Status { peer: &'static str, method: &'static str, code: Code, message: String },
+}
+
+impl From<CallError> for anyhow::Error {
+    /// An outage (or an open breaker) becomes [`base::Unreachable`]: a request answers 503 and an
+    /// event waits for the service instead of being parked.
+    fn from(e: CallError) -> Self {
+        if is_outage(e.code()) { anyhow::Error::new(base::Unreachable(e.to_string())) } else { anyhow::anyhow!("{e}") }
+    }
 }
 
 impl CallError {
@@ -89,6 +95,17 @@ impl CallError {
     }
 }
 
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Open { peer } => write!(f, "{peer} service: circuit open after repeated failures; failing fast"),
+            CallError::Status { peer, method, code, message } => {
+                write!(f, "{peer} service {method}: {code:?}: {message}")
+            }
+        }
+    }
+}
+
 /// A failure that says the peer is unwell (rather than that the request was refused).
 fn is_outage(code: Code) -> bool {
     matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Internal | Code::Cancelled)
@@ -96,7 +113,12 @@ fn is_outage(code: Code) -> bool {
 
 impl Peer {
     /// A peer at `addr` (`http://host:port`); connects on first use and reconnects by itself.
-    pub fn new(name: &'static str, addr: &str, tokens: Arc<dyn TokenSource>, opts: PeerOptions) -> anyhow::Result<Self> {
+    pub fn new(
+        name: &'static str,
+        addr: &str,
+        tokens: Arc<dyn TokenSource>,
+        opts: PeerOptions,
+    ) -> anyhow::Result<Self> {
         let endpoint = Endpoint::from_shared(addr.to_string())
             .map_err(|e| anyhow::anyhow!("{name} service address {addr:?}: {e}"))?
             .connect_timeout(opts.deadline.min(Duration::from_secs(2)))
@@ -114,7 +136,8 @@ impl Peer {
     pub fn request<M>(&self, message: M) -> Result<tonic::Request<M>, Status> {
         let mut req = tonic::Request::new(message);
         let token = self.tokens.token().map_err(|e| Status::internal(format!("no service token: {e:#}")))?;
-        let value = format!("Bearer {token}").parse().map_err(|_| Status::internal("a service token that is not ASCII"))?;
+        let value =
+            format!("Bearer {token}").parse().map_err(|_| Status::internal("a service token that is not ASCII"))?;
         req.metadata_mut().insert("authorization", value);
         req.set_timeout(self.opts.deadline);
         Ok(req)
@@ -192,5 +215,58 @@ impl Peer {
             }
             b.open_until = Some(Instant::now() + self.opts.breaker_cooldown);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    struct Fixed;
+
+    impl TokenSource for Fixed {
+        fn token(&self) -> anyhow::Result<String> {
+            Ok("token".into())
+        }
+    }
+
+    /// A port nothing listens on (bound, then released).
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or(1, |a| a.port())
+    }
+
+    async fn health(peer: &Peer, idempotent: Idempotent) -> Result<(), CallError> {
+        peer.call("Check", idempotent, |ch| {
+            let req = peer.request(tonic_health::pb::HealthCheckRequest { service: String::new() });
+            async move { tonic_health::pb::health_client::HealthClient::new(ch).check(req?).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_peer_is_retried_when_idempotent_then_failed_fast_by_the_breaker() {
+        let opts = PeerOptions {
+            deadline: Duration::from_secs(2),
+            attempts: 3,
+            backoff: Duration::from_millis(1),
+            breaker_failures: 4,
+            breaker_cooldown: Duration::from_secs(3600),
+        };
+        let addr = format!("http://127.0.0.1:{}", closed_port());
+        let peer = Peer::new("test", &addr, Arc::new(Fixed), opts).expect("a valid address");
+        // Idempotent: three attempts, each an outage.
+        let err = health(&peer, Idempotent::Yes).await.expect_err("nothing listens");
+        assert_eq!(err.code(), Code::Unavailable, "{err}");
+        assert_eq!(peer.breaker.lock().map(|b| b.failures).unwrap_or_default(), 3);
+        // Not idempotent: one attempt, which opens the breaker (the fourth failure in a row).
+        health(&peer, Idempotent::No).await.expect_err("nothing listens");
+        assert!(!peer.admit(), "the breaker is open");
+        let fast = health(&peer, Idempotent::Yes).await.expect_err("the breaker answers");
+        assert!(matches!(fast, CallError::Open { .. }), "{fast}");
+        // An outage reaches callers as Unreachable: a request answers 503, an event waits.
+        let e: anyhow::Error = fast.into();
+        assert!(e.chain().any(|c| c.downcast_ref::<base::Unreachable>().is_some()));
     }
 }

@@ -44,7 +44,9 @@ pub fn status_of_problem(p: &Problem) -> Status {
         [("http_status".to_string(), p.status.to_string())].into_iter().collect::<std::collections::HashMap<_, _>>(),
     );
     if !p.errors.is_empty() {
-        details.set_bad_request(p.errors.iter().map(|e| FieldViolation::new(e.field.clone(), e.message.clone())).collect::<Vec<_>>());
+        details.set_bad_request(
+            p.errors.iter().map(|e| FieldViolation::new(e.field.clone(), e.message.clone())).collect::<Vec<_>>(),
+        );
     }
     Status::with_error_details(code_of(p.status), p.detail.clone(), details)
 }
@@ -182,13 +184,16 @@ pub async fn metered(req: Request, next: Next) -> Response {
     let code = format!("{code:?}");
     metrics::counter!("grpc_server_requests_total", "service" => service.clone(), "method" => method.clone(), "code" => code)
         .increment(1);
-    metrics::histogram!("grpc_server_request_duration_seconds", "service" => service, "method" => method).record(elapsed);
+    metrics::histogram!("grpc_server_request_duration_seconds", "service" => service, "method" => method)
+        .record(elapsed);
     res
 }
 
 /// gRPC health checking: one entry per service this process serves (and `""` for the whole
 /// server), all SERVING while the process runs.
-pub async fn health(services: &[&str]) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+pub async fn health(
+    services: &[&str],
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, server) = tonic_health::server::health_reporter();
     reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
     for s in services {
@@ -205,10 +210,12 @@ pub fn reflection() -> anyhow::Result<(
     let v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     Ok((v1, v1alpha))
 }

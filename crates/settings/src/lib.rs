@@ -34,6 +34,19 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `sqlite://...` or `postgres://...`; defaults to `sqlite://{data_dir}/walletd.db`.
     pub database_url: Option<String>,
+    /// Each service's own database; unset, `database_url`.
+    pub supply_database_url: Option<String>,
+    pub order_database_url: Option<String>,
+    pub claim_database_url: Option<String>,
+    pub wallet_database_url: Option<String>,
+    /// Users, nonces and refresh tokens, shared by every process of a deployment; unset, `database_url`.
+    pub identity_database_url: Option<String>,
+    /// Where another service answers gRPC when this process does not run it.
+    pub supply_grpc_url: Option<String>,
+    pub order_grpc_url: Option<String>,
+    pub wallet_grpc_url: Option<String>,
+    /// Deadline of every call to another service.
+    pub rpc_deadline: Duration,
     pub database_pool_size: usize,
     pub database_statement_timeout: Duration,
     pub migrate_on_start: bool,
@@ -151,6 +164,15 @@ impl Default for Settings {
             grpc_addr: nowhere,
             data_dir: PathBuf::new(),
             database_url: None,
+            supply_database_url: None,
+            order_database_url: None,
+            claim_database_url: None,
+            wallet_database_url: None,
+            identity_database_url: None,
+            supply_grpc_url: None,
+            order_grpc_url: None,
+            wallet_grpc_url: None,
+            rpc_deadline: Duration::from_secs(5),
             database_pool_size: 0,
             database_statement_timeout: Duration::ZERO,
             migrate_on_start: false,
@@ -406,7 +428,7 @@ mod tests {
         ] {
             assert!(keys.iter().any(|k| k == kafka), "{kafka}");
         }
-        assert_eq!(keys.len(), 51);
+        assert_eq!(keys.len(), 60);
     }
 
     #[test]
@@ -623,7 +645,10 @@ extra = 1
             err.contains("line 3") && err.contains("the REST API") && err.contains("walletd config --markdown"),
             "{err}"
         );
-        let shorter = readme.replace("| `WALLETD_GRPC_ADDR` | `127.0.0.1:50051` | reserved for gRPC |\n", "");
+        let shorter = readme.replace(
+            "| `WALLETD_GRPC_ADDR` | `127.0.0.1:50051` | gRPC API (`walletd.v1`, health checking, reflection) |\n",
+            "",
+        );
         assert!(check_readme(&shorter).is_err());
         assert!(check_readme("no markers").is_err());
         assert!(markdown_table().contains("| `WALLETD_HTTP_ADDR` | `127.0.0.1:8080` | REST API |\n"));

@@ -9,7 +9,10 @@ use rpc::v1::{
     GetSupplyRequest, ListSuppliesRequest, ListSuppliesResponse, ReserveRequest, StepResponse, Supply,
     UpdateSupplyRequest,
 };
-use rpc::{answer, decimal, event_context, internal, message, opt_uuid, principal, request_id, service_principal, step_answer, uuid};
+use rpc::{
+    answer, decimal, event_context, internal, message, opt_uuid, principal, request_id, service_principal, step_answer,
+    uuid,
+};
 use tonic::{Request, Response, Status};
 
 use crate::service::{ListParams, SupplyService};

@@ -88,6 +88,8 @@ pub async fn fresh_database_url(backend: Backend, dir: &TempDir) -> String {
 /// A running walletd for one test.
 pub struct TestApp {
     pub base: String,
+    /// `http://127.0.0.1:port` of the gRPC API.
+    pub grpc_base: String,
     pub metrics_base: String,
     pub client: reqwest::Client,
     pub settings: Settings,
@@ -130,6 +132,7 @@ impl TestApp {
         let mut settings = Settings {
             http_addr: "127.0.0.1:0".parse().unwrap(),
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.0.clone(),
             jwt_private_key_file: Some(shared_jwt_key()),
             database_url: Some(fresh_database_url(backend, &dir).await),
@@ -153,6 +156,7 @@ impl TestApp {
             walletd::build_with_clock(settings.clone(), &walletd::all_services(), clock).await.expect("walletd builds");
         let base = format!("http://{}", server.http_addr);
         let metrics_base = format!("http://{}", server.metrics_addr);
+        let grpc_base = format!("http://{}", server.grpc_addr);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
@@ -160,6 +164,7 @@ impl TestApp {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         Self {
             base,
+            grpc_base,
             metrics_base,
             client,
             settings,

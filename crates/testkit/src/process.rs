@@ -38,6 +38,8 @@ pub struct WalletdProcess {
     pub base: String,
     /// The metrics listener, `http://127.0.0.1:PORT`.
     pub metrics: String,
+    /// The gRPC listener, `http://127.0.0.1:PORT`.
+    pub grpc: String,
 }
 
 /// Spawns `cmd` with its JSON log lines (stderr) coming through the returned channel; a line that is
@@ -82,15 +84,26 @@ pub fn command(bin: &str, dir: &Path, envs: &[(&str, &str)]) -> Command {
 impl WalletdProcess {
     /// Starts `walletd serve` on ephemeral ports and waits for its ready line.
     pub fn start(bin: &str, dir: &Path, envs: &[(&str, &str)]) -> Self {
-        let mut cmd = command(bin, dir, envs);
-        cmd.arg("serve")
-            .env("WALLETD_HTTP_ADDR", "127.0.0.1:0")
-            .env("WALLETD_METRICS_ADDR", "127.0.0.1:0")
-            .env("WALLETD_LOG_FORMAT", "json");
+        Self::start_with(bin, dir, envs, &[])
+    }
+
+    /// [`Self::start`] with more arguments to `serve` (`--services ...`); `envs` may fix the ports.
+    pub fn start_with(bin: &str, dir: &Path, envs: &[(&str, &str)], args: &[&str]) -> Self {
+        let ephemeral = [
+            ("WALLETD_HTTP_ADDR", "127.0.0.1:0"),
+            ("WALLETD_METRICS_ADDR", "127.0.0.1:0"),
+            ("WALLETD_GRPC_ADDR", "127.0.0.1:0"),
+            ("WALLETD_LOG_FORMAT", "json"),
+        ];
+        let mut all: Vec<(&str, &str)> =
+            ephemeral.iter().filter(|(k, _)| !envs.iter().any(|(e, _)| e == k)).copied().collect();
+        all.extend_from_slice(envs);
+        let mut cmd = command(bin, dir, &all);
+        cmd.arg("serve").args(args);
         let (child, lines) = spawn_logged(cmd);
         let ready = lines.iter().find(|v| v["message"] == "walletd ready").expect("walletd did not log its ready line");
         let addr = |field: &str| format!("http://{}", ready[field].as_str().unwrap_or_default());
-        Self { child, base: addr("http.addr"), metrics: addr("metrics.addr") }
+        Self { child, base: addr("http.addr"), metrics: addr("metrics.addr"), grpc: addr("grpc.addr") }
     }
 
     /// See [`crate::metric_at`].

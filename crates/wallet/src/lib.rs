@@ -3,6 +3,7 @@
 //! balanced journal transactions; user accounts never go below zero.
 
 pub mod domain;
+pub mod grpc;
 pub mod http;
 pub mod service;
 pub mod settlement;

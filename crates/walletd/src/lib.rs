@@ -10,6 +10,7 @@ pub mod adapters;
 pub mod admin;
 pub mod cleanup;
 pub mod reconcile;
+pub mod remote;
 pub mod server;
 pub mod telemetry;
 pub mod wiring;
@@ -26,6 +27,28 @@ pub enum ServiceName {
     Order,
     Claim,
     Wallet,
+}
+
+impl ServiceName {
+    /// The name `--services` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Supply => "supply",
+            Self::Order => "order",
+            Self::Claim => "claim",
+            Self::Wallet => "wallet",
+        }
+    }
+
+    /// The service's full gRPC name, as health checking and reflection list it.
+    pub fn grpc_name(self) -> &'static str {
+        match self {
+            Self::Supply => "walletd.v1.SupplyService",
+            Self::Order => "walletd.v1.OrderService",
+            Self::Claim => "walletd.v1.ClaimService",
+            Self::Wallet => "walletd.v1.WalletService",
+        }
+    }
 }
 
 impl FromStr for ServiceName {

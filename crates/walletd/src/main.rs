@@ -234,7 +234,12 @@ async fn token(settings: Settings, address: &str, role: &str, ttl_secs: Option<u
         "--address: {address} is not in WALLETD_ADMIN_ADDRESSES; the server gives the admin role only to \
          addresses listed there, so add it to that list (and to the server's configuration) first"
     );
-    let db = walletd::open_database(&settings).await?;
+    // The user lives where identity does (a database of its own when the services run apart).
+    let identity = Settings {
+        database_url: settings.identity_database_url.clone().or(settings.database_url.clone()),
+        ..settings.clone()
+    };
+    let db = walletd::open_database(&identity).await?;
     let user = IdentityStore::new(db, clock::system()).upsert_user(&address).await?;
     let keys = TokenKeys::load_or_generate(
         &settings.jwt_key_path(),

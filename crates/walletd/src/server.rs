@@ -22,12 +22,18 @@ use tower::ServiceExt;
 pub struct Server {
     pub(crate) http: TcpListener,
     pub(crate) metrics: TcpListener,
+    pub(crate) grpc: TcpListener,
     pub(crate) app: Router,
     pub(crate) metrics_app: Router,
+    pub(crate) grpc_app: Router,
     pub http_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    /// The main database (`WALLETD_DATABASE_URL`).
     pub database: Database,
-    pub(crate) consumers: Vec<Arc<dyn EventHandler>>,
+    /// Every distinct database of this process: each outbox has its relay.
+    pub(crate) outboxes: Vec<Database>,
+    pub(crate) consumers: Vec<(Database, Arc<dyn EventHandler>)>,
     pub(crate) reconciler: Option<crate::reconcile::Reconciler>,
     pub(crate) settings: Settings,
     /// What the clean-up job measures "expired" against.
@@ -40,12 +46,14 @@ impl Server {
         tracing::info!(
             http.addr = %self.http_addr,
             metrics.addr = %self.metrics_addr,
+            grpc.addr = %self.grpc_addr,
             database = %mask_url(&self.settings.database_url()),
             region = %self.settings.region,
             "walletd ready"
         );
         let (tx, rx) = tokio::sync::watch::channel(false);
         let mut rx_metrics = rx.clone();
+        let mut rx_grpc = rx.clone();
         let mut rx_http = rx;
         let (stop_consumers, consumers_rx) = tokio::sync::watch::channel(false);
         // The embedded log by default; Kafka consumer groups when Kafka is configured.
@@ -60,8 +68,8 @@ impl Server {
         let consumer_tasks: Vec<_> = self
             .consumers
             .into_iter()
-            .map(|h| {
-                let (db, rx, opts) = (self.database.clone(), consumers_rx.clone(), opts.clone());
+            .map(|(db, h)| {
+                let (rx, opts) = (consumers_rx.clone(), opts.clone());
                 match kafka.clone() {
                     Some(k) => tokio::spawn(async move {
                         if let Err(e) = kafka::consume(k, crate::TOPICS, db, h, opts, rx).await {
@@ -72,12 +80,15 @@ impl Server {
                 }
             })
             .collect();
-        let relay = match &self.settings.kafka {
-            Some(kafka) if self.settings.run_relay => Some(tokio::spawn(
-                kafka::Relay::new(self.database.clone(), kafka, self.settings.lease)?.run(consumers_rx.clone()),
-            )),
-            _ => None,
-        };
+        let mut relays = Vec::new();
+        if let Some(kafka) = &self.settings.kafka
+            && self.settings.run_relay
+        {
+            for db in &self.outboxes {
+                let relay = kafka::Relay::new(db.clone(), kafka, self.settings.lease)?;
+                relays.push(tokio::spawn(relay.run(consumers_rx.clone())));
+            }
+        }
         let reconciler = self.reconciler.map(|r| tokio::spawn(r.run(consumers_rx.clone())));
         let cleanup = tokio::spawn(crate::cleanup::run(
             self.database.clone(),
@@ -101,6 +112,21 @@ impl Server {
         let http = tokio::spawn(serve_http(self.http, self.app, limits, async move {
             let _ = rx_http.wait_for(|v| *v).await;
         }));
+        let grpc = tokio::spawn(async move {
+            // Nagle's algorithm would hold back an answer's last small frame for the client's
+            // delayed ACK (about 40 ms on every call); gRPC writes many small frames.
+            use axum::serve::ListenerExt;
+            let listener = self.grpc.tap_io(|stream| {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY on a gRPC connection");
+                }
+            });
+            axum::serve(listener, self.grpc_app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx_grpc.wait_for(|v| *v).await;
+                })
+                .await
+        });
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = tx.send(true);
@@ -108,14 +134,16 @@ impl Server {
             Ok(joined) => joined.context("HTTP server task")?,
             Err(_) => tracing::warn!(timeout_s = timeout.as_secs(), "in-flight requests did not finish in time"),
         }
+        match tokio::time::timeout(timeout, grpc).await {
+            Ok(joined) => joined.context("gRPC server task")??,
+            Err(_) => tracing::warn!(timeout_s = timeout.as_secs(), "in-flight gRPC calls did not finish in time"),
+        }
         // Consumers finish the event in hand; an unfinished one is redelivered after restart.
         let _ = stop_consumers.send(true);
         if tokio::time::timeout(timeout, futures::future::join_all(consumer_tasks)).await.is_err() {
             tracing::warn!("consumers did not stop in time");
         }
-        if let Some(relay) = relay
-            && tokio::time::timeout(timeout, relay).await.is_err()
-        {
+        if tokio::time::timeout(timeout, futures::future::join_all(relays)).await.is_err() {
             tracing::warn!("the outbox relay did not stop in time");
         }
         cleanup.abort();

@@ -43,11 +43,18 @@ pub async fn build_with_clock(
     services: &[ServiceName],
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Server> {
-    let database = open_database(&settings).await?;
-    let auth = identity(&settings, &database, clock.clone())?;
+    let databases = open_databases(&settings, services).await?;
+    let (auth, keys) = identity(&settings, &databases.identity, clock.clone())?;
     let cache = open_cache(&settings)?;
-    let wired = services_of(&settings, services, &database, &cache);
-    let app = http_app(&settings, &database, &cache, auth, wired.routes)?;
+    let tokens: Arc<dyn rpc::client::TokenSource> = crate::remote::ServiceTokens::new(keys, settings.access_token_ttl);
+    let wired = services_of(&settings, services, &databases, &cache, &tokens)?;
+    let limiter = limiter(&settings)?;
+    let database = databases.main.clone();
+    // One breaker for both APIs: five requests in a row that could not reach the database make the
+    // next second's requests answer 503 at once.
+    let breaker = web::breaker::DbBreaker::new(5, std::time::Duration::from_secs(1));
+    let app = http_app(&settings, &database, &cache, auth.clone(), limiter.clone(), breaker.clone(), wired.routes);
+    let grpc_app = grpc_app(&database, auth, limiter, breaker, wired.grpc, services).await?;
     ensure_kafka_topics(&settings).await;
     let metrics_app = metrics_app(&database)?;
 
@@ -57,19 +64,115 @@ pub async fn build_with_clock(
     let metrics = TcpListener::bind(settings.metrics_addr)
         .await
         .with_context(|| format!("binding WALLETD_METRICS_ADDR {}", settings.metrics_addr))?;
+    let grpc = TcpListener::bind(settings.grpc_addr)
+        .await
+        .with_context(|| format!("binding WALLETD_GRPC_ADDR {}", settings.grpc_addr))?;
     Ok(Server {
         http_addr: http.local_addr()?,
         metrics_addr: metrics.local_addr()?,
+        grpc_addr: grpc.local_addr()?,
         http,
         metrics,
+        grpc,
         app,
         metrics_app,
+        grpc_app,
         database,
+        outboxes: databases.distinct(),
         consumers: wired.consumers,
         reconciler: wired.reconciler,
         settings,
         clock,
     })
+}
+
+/// The databases of a process: the main one (`WALLETD_DATABASE_URL`: idempotency keys, the admin
+/// views, clean-up), identity's, and each service's own; one connection pool per distinct URL.
+pub struct Databases {
+    pub main: Database,
+    pub identity: Database,
+    /// Each service this process runs, with its database.
+    services: Vec<(ServiceName, Database)>,
+    /// Every distinct database, by URL.
+    opened: Vec<(String, Database)>,
+}
+
+impl Databases {
+    /// The database of `service` (the main one for a service this process does not run).
+    pub fn of(&self, service: ServiceName) -> &Database {
+        self.services.iter().find(|(s, _)| *s == service).map_or(&self.main, |(_, db)| db)
+    }
+
+    /// Every distinct database: each has its own outbox, and so its own relay.
+    pub fn distinct(&self) -> Vec<Database> {
+        self.opened.iter().map(|(_, db)| db.clone()).collect()
+    }
+}
+
+/// A service's database URL: its own setting, or `WALLETD_DATABASE_URL`.
+pub fn service_database_url(settings: &Settings, service: ServiceName) -> String {
+    let own = match service {
+        ServiceName::Supply => &settings.supply_database_url,
+        ServiceName::Order => &settings.order_database_url,
+        ServiceName::Claim => &settings.claim_database_url,
+        ServiceName::Wallet => &settings.wallet_database_url,
+    };
+    own.clone().unwrap_or_else(|| settings.database_url())
+}
+
+/// Connects every database this process uses, once per URL, and applies to each the platform's
+/// migrations and those of the services it holds (unless migrations are off).
+pub async fn open_databases(settings: &Settings, services: &[ServiceName]) -> anyhow::Result<Databases> {
+    let main_url = settings.database_url();
+    let identity_url = settings.identity_database_url.clone().unwrap_or_else(|| main_url.clone());
+    let mut wanted = vec![
+        ("WALLETD_DATABASE_URL".to_string(), main_url.clone()),
+        ("WALLETD_IDENTITY_DATABASE_URL".to_string(), identity_url.clone()),
+    ];
+    for s in services {
+        wanted.push((
+            format!("WALLETD_{}_DATABASE_URL", s.as_str().to_ascii_uppercase()),
+            service_database_url(settings, *s),
+        ));
+    }
+    let mut opened: Vec<(String, Database)> = Vec::new();
+    for (setting, url) in &wanted {
+        if opened.iter().any(|(u, _)| u == url) {
+            continue;
+        }
+        let db = Database::connect(url, &settings.db_options())
+            .await
+            .with_context(|| format!("{setting} {}", mask_url(url)))?;
+        if settings.migrate_on_start {
+            db.migrate(&events::MIGRATIONS).await?;
+            for s in services.iter().filter(|s| service_database_url(settings, **s) == *url) {
+                db.migrate(migrations_of(*s)).await?;
+            }
+        }
+        opened.push((url.clone(), db));
+    }
+    let find = |url: &str| {
+        opened.iter().find(|(u, _)| u == url).map(|(_, db)| db.clone()).context("a database was not opened")
+    };
+    let (main, identity) = (find(&main_url)?, find(&identity_url)?);
+    let services =
+        services.iter().map(|s| Ok((*s, find(&service_database_url(settings, *s))?))).collect::<anyhow::Result<_>>()?;
+    if opened.len() > 1 && settings.kafka.is_none() {
+        anyhow::bail!(
+            "this process uses {} databases; events cross between them only through Kafka: set WALLETD_KAFKA_BROKERS, or give the services one WALLETD_DATABASE_URL",
+            opened.len()
+        );
+    }
+    Ok(Databases { main, identity, services, opened })
+}
+
+fn migrations_of(service: ServiceName) -> &'static storage::Migrations {
+    match service {
+        ServiceName::Supply => &supply::MIGRATIONS,
+        ServiceName::Order => &order::MIGRATIONS,
+        ServiceName::Claim => &claim::MIGRATIONS,
+        ServiceName::Wallet => &wallet::MIGRATIONS,
+    }
 }
 
 /// Connects the configured database and applies migrations unless disabled.
@@ -95,7 +198,11 @@ pub async fn migrate(database: &Database) -> anyhow::Result<()> {
 }
 
 /// The signing key (generated on first start) and sign-in.
-fn identity(settings: &Settings, database: &Database, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<AuthService>> {
+fn identity(
+    settings: &Settings,
+    database: &Database,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(Arc<AuthService>, Arc<TokenKeys>)> {
     let keys = Arc::new(
         TokenKeys::load_or_generate(
             &settings.jwt_key_path(),
@@ -106,7 +213,7 @@ fn identity(settings: &Settings, database: &Database, clock: Arc<dyn Clock>) -> 
         .context("WALLETD_JWT_PRIVATE_KEY_FILE")?,
     );
     let store = IdentityStore::new(database.clone(), clock.clone());
-    Ok(Arc::new(AuthService::new(store, keys, sign_in_options(settings), clock)))
+    Ok((Arc::new(AuthService::new(store, keys.clone(), sign_in_options(settings), clock)), keys))
 }
 
 /// What sign-in takes from the settings.
@@ -131,41 +238,100 @@ fn open_cache(settings: &Settings) -> anyhow::Result<Arc<Cache>> {
     })
 }
 
-/// The services' protected routes, the event consumers and the reconciler this process runs.
+/// The services' protected routes and gRPC servers, the event consumers (each with the database
+/// its inbox lives in) and the reconciler this process runs.
 struct Wired {
     routes: OpenApiRouter,
-    consumers: Vec<Arc<dyn EventHandler>>,
+    grpc: tonic::service::Routes,
+    consumers: Vec<(Database, Arc<dyn EventHandler>)>,
     reconciler: Option<crate::reconcile::Reconciler>,
 }
 
-fn services_of(settings: &Settings, services: &[ServiceName], database: &Database, cache: &Arc<Cache>) -> Wired {
+/// Another service: in process when this process runs it, over gRPC when its address is set,
+/// otherwise the start stops naming the setting.
+fn peer(
+    settings: &Settings,
+    needed_by: &str,
+    service: ServiceName,
+    tokens: &Arc<dyn rpc::client::TokenSource>,
+) -> anyhow::Result<Arc<rpc::client::Peer>> {
+    let (url, setting) = match service {
+        ServiceName::Supply => (&settings.supply_grpc_url, "WALLETD_SUPPLY_GRPC_URL"),
+        ServiceName::Order => (&settings.order_grpc_url, "WALLETD_ORDER_GRPC_URL"),
+        ServiceName::Wallet => (&settings.wallet_grpc_url, "WALLETD_WALLET_GRPC_URL"),
+        ServiceName::Claim => (&None, "WALLETD_CLAIM_GRPC_URL"),
+    };
+    let name = service.as_str();
+    let Some(url) = url else {
+        anyhow::bail!(
+            "the {needed_by} service needs the {name} service: run it in this process (--services {needed_by},{name}) or set {setting} to where it answers gRPC"
+        );
+    };
+    let opts = rpc::client::PeerOptions { deadline: settings.rpc_deadline, ..Default::default() };
+    tracing::info!(peer = name, url = %url, "reaching the {name} service over gRPC");
+    Ok(Arc::new(rpc::client::Peer::new(name, url, tokens.clone(), opts)?))
+}
+
+fn services_of(
+    settings: &Settings,
+    services: &[ServiceName],
+    dbs: &Databases,
+    cache: &Arc<Cache>,
+    tokens: &Arc<dyn rpc::client::TokenSource>,
+) -> anyhow::Result<Wired> {
+    use ServiceName::{Claim, Order, Supply, Wallet};
     let (assets, region) = (settings.assets.clone(), settings.region.clone());
-    let supplies = Arc::new(supply::SupplyService::new(database, cache.clone(), assets.clone(), region.clone()));
-    let users = Arc::new(crate::adapters::Users(identity::IdentityStore::new(database.clone(), base::clock::system())));
-    let wallet = Arc::new(wallet::WalletService::new(database, cache.clone(), users, assets.clone(), region.clone()));
-    let funds = Arc::new(crate::adapters::Funds(wallet.clone()));
-    let orders = Arc::new(order::OrderService::new(database, cache.clone(), funds, assets.clone(), region.clone()));
+    let runs = |s: ServiceName| services.contains(&s);
     let mut routes = OpenApiRouter::new();
-    if services.contains(&ServiceName::Supply) {
-        routes = routes.merge(supply::http::router(supplies.clone()));
+    let mut grpc = tonic::service::Routes::default();
+    let supplies = runs(Supply)
+        .then(|| Arc::new(supply::SupplyService::new(dbs.of(Supply), cache.clone(), assets.clone(), region.clone())));
+    let wallet = runs(Wallet).then(|| {
+        let users = Arc::new(crate::adapters::Users(IdentityStore::new(dbs.identity.clone(), base::clock::system())));
+        Arc::new(wallet::WalletService::new(dbs.of(Wallet), cache.clone(), users, assets.clone(), region.clone()))
+    });
+    // Order needs the wallet's funds; claim needs orders, supplies and (to process) settlement.
+    let remote_wallet = |needed_by: &str| -> anyhow::Result<Arc<crate::remote::RemoteWallet>> {
+        Ok(Arc::new(crate::remote::RemoteWallet(peer(settings, needed_by, Wallet, tokens)?)))
+    };
+    let orders = if runs(Order) {
+        let funds: Arc<dyn order::service::Funds> = match &wallet {
+            Some(w) => Arc::new(crate::adapters::Funds(w.clone())),
+            None => remote_wallet("order")?,
+        };
+        Some(Arc::new(order::OrderService::new(dbs.of(Order), cache.clone(), funds, assets.clone(), region.clone())))
+    } else {
+        None
+    };
+    if let Some(s) = &supplies {
+        routes = routes.merge(supply::http::router(s.clone()));
+        grpc = grpc.add_service(supply::grpc::server(s.clone()));
     }
-    if services.contains(&ServiceName::Order) {
-        routes = routes.merge(order::http::router(orders.clone()));
+    if let Some(o) = &orders {
+        routes = routes.merge(order::http::router(o.clone()));
+        grpc = grpc.add_service(order::grpc::server(o.clone()));
     }
-    if services.contains(&ServiceName::Wallet) {
-        routes = routes.merge(wallet::http::router(wallet.clone()));
+    if let Some(w) = &wallet {
+        routes = routes.merge(wallet::http::router(w.clone()));
+        grpc = grpc.add_service(wallet::grpc::server(w.clone()));
     }
     // Writes by other instances (and regions) reach this instance's cache through the log; each
     // service declares which events make which of its keys stale.
     let mut rules = vec![supply::keys::INVALIDATION, order::keys::INVALIDATION, wallet::keys::INVALIDATION];
     rules.extend(claim::keys::INVALIDATION);
-    let mut consumers: Vec<Arc<dyn EventHandler>> = vec![Arc::new(cache::Invalidator::new(cache.clone(), rules))];
-    if services.contains(&ServiceName::Claim) {
-        // Co-located: the claim service reaches orders and supplies in process. (Remote clients
-        // come with gRPC; until then the claim service runs in the same process as both.)
-        let (order_port, supply_port) = (Arc::new(Orders(orders.clone())), Arc::new(Supplies(supplies)));
+    let mut consumers: Vec<(Database, Arc<dyn EventHandler>)> =
+        vec![(dbs.main.clone(), Arc::new(cache::Invalidator::new(cache.clone(), rules)))];
+    if runs(Claim) {
+        let order_port: Arc<dyn claim::ports::OrderClient> = match &orders {
+            Some(o) => Arc::new(Orders(o.clone())),
+            None => Arc::new(crate::remote::RemoteOrders(peer(settings, "claim", Order, tokens)?)),
+        };
+        let supply_port: Arc<dyn claim::ports::SupplyClient> = match &supplies {
+            Some(s) => Arc::new(Supplies(s.clone())),
+            None => Arc::new(crate::remote::RemoteSupplies(peer(settings, "claim", Supply, tokens)?)),
+        };
         let claims = Arc::new(claim::ClaimService::new(
-            database,
+            dbs.of(Claim),
             cache.clone(),
             order_port.clone(),
             supply_port.clone(),
@@ -173,18 +339,83 @@ fn services_of(settings: &Settings, services: &[ServiceName], database: &Databas
             region,
         ));
         if settings.run_consumers {
-            consumers.push(Arc::new(claims.processor(order_port, supply_port, Arc::new(Settlement(wallet.clone())))));
+            let settlement: Arc<dyn claim::ports::SettlementClient> = match &wallet {
+                Some(w) => Arc::new(Settlement(w.clone())),
+                None => remote_wallet("claim")?,
+            };
+            consumers.push((dbs.of(Claim).clone(), Arc::new(claims.processor(order_port, supply_port, settlement))));
         }
-        routes = routes.merge(claim::http::router(claims));
+        routes = routes.merge(claim::http::router(claims.clone()));
+        grpc = grpc.add_service(claim::grpc::server(claims));
     }
-    let reconciler = settings.run_consumers.then(|| crate::reconcile::Reconciler {
-        orders: orders.clone(),
-        wallet: wallet.clone(),
-        region: settings.region.clone(),
-        interval: settings.reconcile_interval,
-        grace: settings.reconcile_grace,
-    });
-    Wired { routes, consumers, reconciler }
+    // The reconciler compares orders with the wallet's holds: it runs where both are.
+    let reconciler = match (&orders, &wallet) {
+        (Some(orders), Some(wallet)) if settings.run_consumers => Some(crate::reconcile::Reconciler {
+            orders: orders.clone(),
+            wallet: wallet.clone(),
+            region: settings.region.clone(),
+            interval: settings.reconcile_interval,
+            grace: settings.reconcile_grace,
+        }),
+        _ => None,
+    };
+    Ok(Wired { routes, grpc, consumers, reconciler })
+}
+
+/// The per-principal and sign-in limits, shared through Redis when it is configured.
+fn limiter(settings: &Settings) -> anyhow::Result<Arc<Limiter>> {
+    let shared = match &settings.redis_url {
+        Some(url) => {
+            Some(Box::new(redis_backend::RedisLimiter::open(url, settings.redis_timeout).context("WALLETD_REDIS_URL")?)
+                as Box<dyn ratelimit::SharedLimiter>)
+        }
+        None => None,
+    };
+    Ok(Limiter::new(settings.rate_limit, settings.signin_rate_limit, shared, settings.trusted_proxies.clone()))
+}
+
+/// The gRPC API: every service this process runs, behind the same token check, per-principal
+/// limit and `idempotency-key` as REST (their refusals turned into gRPC statuses), plus health
+/// checking and reflection, which need no token. Each call is logged and counted like a REST
+/// request, and per RPC with its gRPC code.
+async fn grpc_app(
+    database: &Database,
+    auth: Arc<AuthService>,
+    limiter: Arc<Limiter>,
+    breaker: Arc<web::breaker::DbBreaker>,
+    services: tonic::service::Routes,
+    names: &[ServiceName],
+) -> anyhow::Result<Router> {
+    let served: Vec<&str> = names.iter().map(|s| s.grpc_name()).collect();
+    let (reflection_v1, reflection_v1alpha) = rpc::reflection()?;
+    let routes =
+        services.add_service(rpc::health(&served).await).add_service(reflection_v1).add_service(reflection_v1alpha);
+    Ok(routes
+        .prepare()
+        .into_axum_router()
+        .layer(from_fn_with_state(database.clone(), idempotency::layer))
+        .layer(from_fn_with_state(limiter, ratelimit::per_principal))
+        .layer(from_fn_with_state(auth, grpc_token))
+        .layer(from_fn_with_state(breaker, web::breaker::layer))
+        .layer(axum::middleware::from_fn(rpc::problem_as_status))
+        .layer(axum::middleware::from_fn(rpc::metered))
+        .layer(axum::middleware::from_fn(observe::observe))
+        .layer(PropagateRequestIdLayer::new(extract::X_REQUEST_ID.clone()))
+        .layer(SetRequestIdLayer::new(extract::X_REQUEST_ID.clone(), observe::RequestIds::new()))
+        .layer(axum::middleware::from_fn(observe::drop_bad_request_id)))
+}
+
+/// The token check of REST, for every gRPC service but health checking and reflection.
+async fn grpc_token(
+    state: axum::extract::State<Arc<AuthService>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    if path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.") {
+        return next.run(req).await;
+    }
+    identity::require_token(state, req, next).await
 }
 
 /// The public and protected routes with their middleware, the OpenAPI document, health and the
@@ -194,17 +425,10 @@ fn http_app(
     database: &Database,
     cache: &Arc<Cache>,
     auth: Arc<AuthService>,
+    limiter: Arc<Limiter>,
+    breaker: Arc<web::breaker::DbBreaker>,
     services: OpenApiRouter,
-) -> anyhow::Result<Router> {
-    let shared = match &settings.redis_url {
-        Some(url) => {
-            Some(Box::new(redis_backend::RedisLimiter::open(url, settings.redis_timeout).context("WALLETD_REDIS_URL")?)
-                as Box<dyn ratelimit::SharedLimiter>)
-        }
-        None => None,
-    };
-    let limiter =
-        Limiter::new(settings.rate_limit, settings.signin_rate_limit, shared, settings.trusted_proxies.clone());
+) -> Router {
     // Layers wrap what is above them: the token is checked first, then the principal's limit, then
     // the Idempotency-Key.
     let protected = identity::http::protected_router(auth.clone())
@@ -216,6 +440,7 @@ fn http_app(
     let public = identity::http::public_router(auth).layer(from_fn_with_state(limiter, ratelimit::per_ip));
     let (api, mut doc) =
         OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(public).merge(protected).split_for_parts();
+    let api = api.layer(from_fn_with_state(breaker, web::breaker::layer));
     doc.components.get_or_insert_with(Default::default).add_security_scheme(
         "bearer",
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
@@ -233,8 +458,7 @@ fn http_app(
 
     let deadlines = deadline::Deadlines { body: settings.http_body_timeout, request: settings.http_request_timeout };
     let readiness = health::Readiness::new(database.clone(), Arc::new(CacheStatus(cache.clone())));
-    Ok(api
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .merge(health::router(readiness))
         .fallback(|| async { ApiError::not_found("route").into_response() })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
@@ -243,7 +467,7 @@ fn http_app(
         .layer(axum::middleware::from_fn(observe::observe))
         .layer(PropagateRequestIdLayer::new(extract::X_REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(extract::X_REQUEST_ID.clone(), observe::RequestIds::new()))
-        .layer(axum::middleware::from_fn(observe::drop_bad_request_id)))
+        .layer(axum::middleware::from_fn(observe::drop_bad_request_id))
 }
 
 /// The cache as readiness reports it.

@@ -148,3 +148,38 @@ async fn readiness_follows_postgres_down_and_back_without_a_restart() {
     let s = app.new_user().await;
     app.create_supply(&s.access, "ETH", "1").await;
 }
+
+/// With PostgreSQL unreachable, requests that wait out the pool's acquire timeout open the database
+/// breaker: the next requests are answered 503 `UNAVAILABLE` at once (counted), not queued behind the
+/// same wait; with PostgreSQL back, requests go through again by themselves.
+#[tokio::test]
+async fn an_unreachable_database_opens_the_breaker_and_its_return_closes_it() {
+    let pg = PrivatePostgres::start();
+    let url = fresh_database(&pg.url()).await;
+    let app = TestApp::spawn_with(Backend::Postgres, |s| s.database_url = Some(url)).await;
+    let user = app.new_user().await;
+    let list = || async { app.get("/v1/supplies", &user.access).send().await.unwrap() };
+    assert_eq!(list().await.status(), 200);
+
+    pg.stop();
+    let opened = wait_until(Duration::from_secs(60), || async {
+        let res = list().await;
+        assert_eq!(res.status(), 503, "a database that cannot be reached is 503");
+        app.metric("db_breaker_open", &[]).await == 1.0
+    })
+    .await;
+    assert!(opened, "the breaker did not open");
+    let answered = wait_until(Duration::from_secs(30), || async {
+        let res = list().await;
+        assert_eq!(res.headers()["retry-after"], "1");
+        testkit::assert_problem(res, 503, "UNAVAILABLE").await;
+        app.metric("db_breaker_rejections_total", &[]).await >= 1.0
+    })
+    .await;
+    assert!(answered, "no request was answered by the breaker");
+
+    pg.start_again();
+    let back = wait_until(Duration::from_secs(30), || async { list().await.status() == 200 }).await;
+    assert!(back, "requests did not go through again");
+    assert_eq!(app.metric("db_breaker_open", &[]).await, 0.0);
+}

@@ -110,8 +110,13 @@ impl ApiError {
     }
 }
 
-/// Whether an error means "the database is not reachable" rather than "something is wrong".
+/// Whether an error means "a dependency is not reachable" rather than "something is wrong".
 fn is_unavailable(cause: &anyhow::Error) -> bool {
+    is_database_unreachable(cause) || cause.chain().any(|e| e.downcast_ref::<base::Unreachable>().is_some())
+}
+
+/// Whether an error means "the database is not reachable".
+pub fn is_database_unreachable(cause: &anyhow::Error) -> bool {
     cause.chain().any(|e| {
         e.downcast_ref::<deadpool_postgres::PoolError>().is_some()
             || e.downcast_ref::<tokio_postgres::Error>().is_some_and(tokio_postgres::Error::is_closed)

@@ -40,7 +40,13 @@ const ABANDONED: Duration = Duration::from_secs(60);
 /// Bigger answers are not recorded (none of ours comes near).
 const MAX_RECORDED: usize = 256 * 1024;
 /// The response headers a replay carries again.
-const KEPT_HEADERS: [&str; 3] = ["content-type", "location", "etag"];
+const KEPT_HEADERS: [&str; 6] =
+    ["content-type", "location", "etag", "grpc-status", "grpc-message", "grpc-status-details-bin"];
+/// A gRPC answer's status, kept from its trailers (prefixed `trailer:` in the stored headers).
+const KEPT_TRAILERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+/// gRPC codes that mean "nothing was done; try again" (INTERNAL, UNAVAILABLE, UNKNOWN,
+/// DEADLINE_EXCEEDED): not recorded, as a 5xx is not.
+const GRPC_RETRYABLE: [&str; 4] = ["13", "14", "2", "4"];
 
 /// Middleware for the protected routes, inside the token check.
 pub async fn layer(State(db): State<Database>, req: Request, next: Next) -> Response {
@@ -88,17 +94,22 @@ pub async fn layer(State(db): State<Database>, req: Request, next: Next) -> Resp
         async move {
             let response = next.run(request).await;
             let (parts, body) = response.into_parts();
-            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-            let outcome = if parts.status.is_server_error() || bytes.len() > MAX_RECORDED {
+            // A gRPC answer's status comes in trailers: they are kept with the body.
+            let collected = http_body_util::BodyExt::collect(body).await.ok();
+            let trailers = collected.as_ref().and_then(|c| c.trailers().cloned()).unwrap_or_default();
+            let bytes = collected.map(http_body_util::Collected::to_bytes).unwrap_or_default();
+            let grpc_status = trailers.get("grpc-status").or_else(|| parts.headers.get("grpc-status"));
+            let grpc_failed = grpc_status.is_some_and(|v| GRPC_RETRYABLE.iter().any(|c| v.as_bytes() == c.as_bytes()));
+            let outcome = if parts.status.is_server_error() || grpc_failed || bytes.len() > MAX_RECORDED {
                 forget(&db, principal, &key).await
             } else {
-                complete(&db, principal, &key, &Stored::of(parts.status, &parts.headers, &bytes)).await
+                complete(&db, principal, &key, &Stored::of(parts.status, &parts.headers, &trailers, &bytes)).await
             };
             if let Err(e) = outcome {
                 // The key stays running: its retries get 409 until it is taken over as abandoned.
                 tracing::error!(error = format!("{e:#}"), "could not record the answer to an Idempotency-Key");
             }
-            Response::from_parts(parts, Body::from(bytes))
+            Response::from_parts(parts, with_trailers(bytes, trailers))
         },
         span,
     ));
@@ -153,34 +164,55 @@ struct Stored {
 }
 
 impl Stored {
-    fn of(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
-        let kept: serde_json::Map<String, serde_json::Value> = KEPT_HEADERS
+    fn of(status: StatusCode, headers: &HeaderMap, trailers: &HeaderMap, body: &[u8]) -> Self {
+        let mut kept: serde_json::Map<String, serde_json::Value> = KEPT_HEADERS
             .iter()
             .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(|v| (h.to_string(), v.into())))
             .collect();
+        for t in KEPT_TRAILERS {
+            if let Some(v) = trailers.get(t).and_then(|v| v.to_str().ok()) {
+                kept.insert(format!("trailer:{t}"), v.into());
+            }
+        }
         Self { status: status.as_u16(), headers: serde_json::Value::Object(kept).to_string(), body: body.to_vec() }
     }
 }
 
 impl IntoResponse for Stored {
     fn into_response(self) -> Response {
-        let mut response = Response::new(Body::from(self.body));
-        *response.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
-        let headers: serde_json::Map<String, serde_json::Value> =
+        let stored: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&self.headers).unwrap_or_default();
-        for (name, value) in headers {
-            if let (Ok(n), Some(Ok(v))) =
-                (HeaderName::try_from(name.as_str()), value.as_str().map(HeaderValue::from_str))
-            {
-                response.headers_mut().insert(n, v);
+        let (mut headers, mut trailers) = (HeaderMap::new(), HeaderMap::new());
+        for (name, value) in stored {
+            let (map, name) = match name.strip_prefix("trailer:") {
+                Some(t) => (&mut trailers, t),
+                None => (&mut headers, name.as_str()),
+            };
+            if let (Ok(n), Some(Ok(v))) = (HeaderName::try_from(name), value.as_str().map(HeaderValue::from_str)) {
+                map.insert(n, v);
             }
         }
+        let mut response = Response::new(with_trailers(self.body.into(), trailers));
+        *response.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        *response.headers_mut() = headers;
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
         response
     }
 }
 
 /// A recorded row: fingerprint, status (none while running), headers, body.
+/// A body of `bytes`, then `trailers` when there are any (a gRPC answer's status).
+fn with_trailers(bytes: bytes::Bytes, trailers: HeaderMap) -> Body {
+    if trailers.is_empty() {
+        return Body::from(bytes);
+    }
+    let frames = vec![
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes)),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    Body::new(http_body_util::StreamBody::new(futures::stream::iter(frames)))
+}
+
 type Row = (String, Option<u16>, Option<String>, Option<Vec<u8>>);
 
 enum Begun {

@@ -2,6 +2,7 @@
 //! name the bad field, request ids, the per-request log line and metrics, rate limits,
 //! `Idempotency-Key`, health, the [`Principal`] a handler acts for, and list cursors.
 
+pub mod breaker;
 pub mod cursor;
 pub mod deadline;
 pub mod error;
