@@ -46,6 +46,10 @@ struct Args {
     /// Claims per claim run (2 x this many orders are created first).
     #[arg(long, default_value_t = 2000)]
     claims: usize,
+    /// HTTP/2 connections the gRPC calls are spread over, in turn (tonic multiplexes the calls of
+    /// one channel over one connection).
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
     /// PID of the server, to report its peak memory.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -195,12 +199,22 @@ async fn main() -> anyhow::Result<()> {
     let api = Arc::new(Api { http: http.clone(), base: args.url.trim_end_matches('/').to_string() });
     let admin = args.admin_token.clone();
     api.get("/v1/me", &admin).await.context("the admin token does not work")?;
-    let channel: Channel = Endpoint::from_shared(args.grpc.clone())
-        .with_context(|| format!("gRPC address {:?}", args.grpc))?
-        .timeout(Duration::from_secs(60))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to gRPC at {}", args.grpc))?;
+    ensure!(args.channels > 0, "--channels must be at least 1");
+    let mut channels: Vec<Channel> = Vec::new();
+    for _ in 0..args.channels {
+        let channel = Endpoint::from_shared(args.grpc.clone())
+            .with_context(|| format!("gRPC address {:?}", args.grpc))?
+            .timeout(Duration::from_secs(60))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to gRPC at {}", args.grpc))?;
+        channels.push(channel);
+    }
+    let turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let next = move || {
+        let i = turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        channels[i % channels.len()].clone()
+    };
     println!(
         "rpc_load: REST {} vs gRPC {}, {} in flight, {} s per get run, {} claims per claim run",
         api.base, args.grpc, args.concurrency, args.seconds, args.claims
@@ -281,9 +295,9 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     runs.push(Run::new("get order", "REST", outcomes, elapsed));
     let (outcomes, elapsed) = timed(args.concurrency, args.seconds, {
-        let (client, auth, id) = (OrderServiceClient::new(channel.clone()), buyer_auth.clone(), get_id.clone());
+        let (next, auth, id) = (next.clone(), buyer_auth.clone(), get_id.clone());
         move || {
-            let mut client = client.clone();
+            let mut client = OrderServiceClient::new(next());
             let req = authed(GetOrderRequest { id: id.clone() }, &auth);
             async move { client.get_order(req).await.map(drop).map_err(|s| grpc_error(&s)) }
         }
@@ -311,9 +325,8 @@ async fn main() -> anyhow::Result<()> {
     runs.push(Run::new("create claim", "REST", outcomes, elapsed));
     let drained = settle(&api, &admin).await?;
     let items: Vec<(usize, String)> = grpc_half.iter().cloned().enumerate().collect();
-    let client = ClaimServiceClient::new(channel.clone());
     let (outcomes, elapsed) = each(args.concurrency, items, |(i, oid)| {
-        let mut client = client.clone();
+        let mut client = ClaimServiceClient::new(next());
         let req = authed(ClaimOrderRequest { order_id: oid }, &shopper_auth[i % shopper_auth.len()]);
         async move { client.claim_order(req).await.map(drop).map_err(|s| grpc_error(&s)) }
     })
