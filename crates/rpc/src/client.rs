@@ -106,9 +106,11 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// A failure that says the peer is unwell (rather than that the request was refused).
+/// A failure that says the peer cannot answer now (rather than that it refused or failed the
+/// request): not there, too slow, or shedding load. INTERNAL is a fault of the request or the peer's
+/// code: an ordinary error (an event meeting it is parked after its retries, as any other).
 fn is_outage(code: Code) -> bool {
-    matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Internal | Code::Cancelled)
+    matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted)
 }
 
 impl Peer {

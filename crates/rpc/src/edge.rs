@@ -139,6 +139,8 @@ pub async fn problem_as_status(req: Request, next: Next) -> Response {
         Err(_) => Status::new(code_of(parts.status.as_u16()), "refused"),
     };
     let mut out = status.into_http::<axum::body::Body>().into_response();
+    // The cause of a 5xx travels on to the access log.
+    *out.extensions_mut() = parts.extensions;
     for name in ["retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", X_REQUEST_ID.as_str()] {
         if let Some(v) = parts.headers.get(name) {
             out.headers_mut().insert(http::HeaderName::from_static(name), v.clone());
@@ -177,7 +179,7 @@ pub async fn metered(req: Request, next: Next) -> Response {
         .and_then(|v| v.parse::<i32>().ok())
         .map_or(Code::Ok, Code::from_i32);
     let (service, method) = match path.trim_start_matches('/').split_once('/') {
-        Some((s, m)) if code != Code::Unimplemented => (s.to_string(), m.to_string()),
+        Some((s, m)) if known_methods().contains(path.as_str()) => (s.to_string(), m.to_string()),
         _ => ("unknown".to_string(), "unknown".to_string()),
     };
     let elapsed = start.elapsed().as_secs_f64();
@@ -187,6 +189,34 @@ pub async fn metered(req: Request, next: Next) -> Response {
     metrics::histogram!("grpc_server_request_duration_seconds", "service" => service, "method" => method)
         .record(elapsed);
     res
+}
+
+/// Every method path walletd serves (`/walletd.v1.SupplyService/GetSupply`, health, reflection).
+fn known_methods() -> &'static std::collections::HashSet<String> {
+    static KNOWN: std::sync::OnceLock<std::collections::HashSet<String>> = std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let mut known: std::collections::HashSet<String> = [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+        if let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(crate::DESCRIPTOR_SET) {
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    let name = service.name.unwrap_or_default();
+                    for method in service.method {
+                        known.insert(format!("/{package}.{name}/{}", method.name.unwrap_or_default()));
+                    }
+                }
+            }
+        }
+        known
+    })
 }
 
 /// gRPC health checking: one entry per service this process serves (and `""` for the whole
@@ -259,5 +289,37 @@ pub fn step_of(r: crate::v1::StepResponse) -> base::Step {
     match r.refused {
         None => base::Step::Done,
         Some(reason) => base::Step::Refused(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_served_methods_name_a_metric_series() {
+        let known = known_methods();
+        assert!(known.contains("/walletd.v1.SupplyService/GetSupply"));
+        assert!(known.contains("/walletd.v1.WalletService/Settle"));
+        assert!(known.contains("/grpc.health.v1.Health/Check"));
+        assert!(!known.contains("/walletd.v1.SupplyService/Nope"));
+        assert!(!known.contains("/x/y"));
+    }
+
+    #[test]
+    fn a_problem_becomes_a_status_with_its_code_and_fields() {
+        let p = ApiError::validation(vec![FieldError::new("amount", "must not be negative")]).problem();
+        let s = status_of_problem(&p);
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let details = s.get_error_details();
+        let info = details.error_info().map(|i| (i.reason.clone(), i.domain.clone()));
+        assert_eq!(info, Some(("VALIDATION_FAILED".to_string(), ERROR_DOMAIN.to_string())));
+        let fields: Vec<String> = details
+            .bad_request()
+            .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(fields, vec!["amount".to_string()]);
+        assert_eq!(code_of(503), Code::Unavailable);
+        assert_eq!(code_of(409), Code::Aborted);
     }
 }

@@ -71,6 +71,15 @@ pub struct Migrations {
 }
 
 impl Database {
+    /// Whether both handles are the same pool (clones of one connection).
+    pub fn same_as(&self, other: &Database) -> bool {
+        match (self, other) {
+            (Self::Postgres(a), Self::Postgres(b)) => std::ptr::eq(a.manager(), b.manager()),
+            (Self::Sqlite(a), Self::Sqlite(b)) => a.same_as(b),
+            _ => false,
+        }
+    }
+
     /// Connects by scheme: `postgres://` / `postgresql://` or `sqlite://PATH` (`sqlite::memory:` is refused:
     /// each connection would see its own empty database).
     pub async fn connect(url: &str, opts: &DbOptions) -> anyhow::Result<Self> {

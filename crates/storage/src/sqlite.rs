@@ -16,6 +16,11 @@ pub struct SqlitePool {
 }
 
 impl SqlitePool {
+    /// Whether both handles are the same connection.
+    pub fn same_as(&self, other: &SqlitePool) -> bool {
+        Arc::ptr_eq(&self.conn, &other.conn)
+    }
+
     /// Opens (creating if needed) the database file and its parent directory, both private to the
     /// owner when walletd creates them (mode 0700 and 0600; SQLite gives its -wal and -shm files the
     /// database file's mode).

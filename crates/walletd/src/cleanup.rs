@@ -9,12 +9,32 @@ use base::Clock;
 use settings::Settings;
 use storage::{Database, Sweep};
 
-/// Every sweep, with the retentions the settings give.
-pub fn sweeps(settings: &Settings) -> Vec<Sweep> {
-    let mut all = identity::db::SWEEPS.to_vec();
-    all.push(web::idempotency::SWEEP);
-    all.push(events::delivery::INBOX_SWEEP.keeping(settings.inbox_retention));
-    all
+/// Every sweep, with the retentions the settings give, on the database that holds its table:
+/// identity's on the identity database, idempotency keys on the main one, the inbox on every
+/// database a consumer keeps its inbox in.
+pub fn sweeps(
+    settings: &Settings,
+    main: &Database,
+    identity: &Database,
+    inboxes: &[Database],
+) -> Vec<(Database, Vec<Sweep>)> {
+    let mut plan: Vec<(Database, Vec<Sweep>)> = Vec::new();
+    let mut add = |db: &Database, sweep: Sweep| match plan.iter_mut().find(|(d, _)| d.same_as(db)) {
+        Some((_, list)) => list.push(sweep),
+        None => plan.push((db.clone(), vec![sweep])),
+    };
+    for sweep in identity::db::SWEEPS {
+        add(identity, sweep);
+    }
+    add(main, web::idempotency::SWEEP);
+    let mut seen: Vec<&Database> = Vec::new();
+    for db in inboxes {
+        if !seen.iter().any(|d| d.same_as(db)) {
+            seen.push(db);
+            add(db, events::delivery::INBOX_SWEEP.keeping(settings.inbox_retention));
+        }
+    }
+    plan
 }
 
 /// Runs the sweeps now and then every `interval` until `stop` turns true. What each removed is

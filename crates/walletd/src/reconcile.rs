@@ -13,11 +13,45 @@ use std::time::Duration;
 use events::EventContext;
 use order::OrderService;
 use order::domain::OrderStatus;
+use rust_decimal::Decimal;
+use uuid::Uuid;
 use wallet::WalletService;
 use wallet::domain::{Hold, WalletError};
 
+/// Where the reconciler reads orders: the order service in this process, or over gRPC.
+pub enum Orders {
+    Local(Arc<OrderService>),
+    Remote(Arc<crate::remote::RemoteOrders>),
+}
+
+/// What the reconciler needs of an order.
+struct OrderFacts {
+    status: OrderStatus,
+    hold_id: Option<Uuid>,
+    amount: Decimal,
+}
+
+impl Orders {
+    async fn facts(&self, id: Uuid) -> anyhow::Result<Option<OrderFacts>> {
+        match self {
+            Orders::Local(orders) => Ok(orders.current_row(id).await?.map(|o| OrderFacts {
+                status: o.status,
+                hold_id: o.hold_id,
+                amount: o.amount,
+            })),
+            Orders::Remote(orders) => {
+                let Some(o) = orders.row(id).await? else { return Ok(None) };
+                let status = serde_json::from_value(serde_json::Value::String(o.status.clone()))
+                    .map_err(|_| anyhow::anyhow!("the order service answered status {:?}", o.status))?;
+                let hold_id = o.hold_id.as_deref().map(str::parse).transpose()?;
+                Ok(Some(OrderFacts { status, hold_id, amount: o.amount.parse()? }))
+            }
+        }
+    }
+}
+
 pub struct Reconciler {
-    pub orders: Arc<OrderService>,
+    pub orders: Orders,
     pub wallet: Arc<WalletService>,
     pub region: String,
     pub interval: Duration,
@@ -60,7 +94,7 @@ impl Reconciler {
     async fn repair(&self, hold: &Hold) -> anyhow::Result<bool> {
         let Some(order_id) = hold.order_id else { return Ok(false) };
         let ctx = EventContext { region: self.region.clone(), correlation_id: None, actor_id: None };
-        let order = self.orders.current(order_id).await?;
+        let order = self.orders.facts(order_id).await?;
         let (void, amount) = match &order {
             None => (Some("its order does not exist"), None),
             Some(o) if o.hold_id != Some(hold.id) => (Some("its order is funded by another hold"), None),

@@ -60,9 +60,9 @@ fn uuid_of(field: &str, v: &str) -> anyhow::Result<Uuid> {
 /// Orders over gRPC.
 pub struct RemoteOrders(pub Arc<Peer>);
 
-#[async_trait]
-impl OrderClient for RemoteOrders {
-    async fn get(&self, id: Uuid) -> anyhow::Result<Option<OrderSnapshot>> {
+impl RemoteOrders {
+    /// The order's row (no items), whoever owns it.
+    pub async fn row(&self, id: Uuid) -> anyhow::Result<Option<rpc::v1::Order>> {
         let p = &self.0;
         let res = p
             .call("GetOrderRow", Idempotent::Yes, |ch| {
@@ -70,7 +70,14 @@ impl OrderClient for RemoteOrders {
                 async move { OrderServiceClient::new(ch).get_order_row(req?).await }
             })
             .await?;
-        let Some(o) = res.order else { return Ok(None) };
+        Ok(res.order)
+    }
+}
+
+#[async_trait]
+impl OrderClient for RemoteOrders {
+    async fn get(&self, id: Uuid) -> anyhow::Result<Option<OrderSnapshot>> {
+        let Some(o) = self.row(id).await? else { return Ok(None) };
         let status = match o.status.as_str() {
             "pending" => OrderStatus::Pending,
             "claimed" => OrderStatus::Claimed,

@@ -31,6 +31,8 @@ pub struct Server {
     pub grpc_addr: SocketAddr,
     /// The main database (`WALLETD_DATABASE_URL`).
     pub database: Database,
+    /// Users, nonces and refresh tokens (the main database unless set apart).
+    pub(crate) identity: Database,
     /// Every distinct database of this process: each outbox has its relay.
     pub(crate) outboxes: Vec<Database>,
     pub(crate) consumers: Vec<(Database, Arc<dyn EventHandler>)>,
@@ -65,6 +67,7 @@ impl Server {
             lease: self.settings.lease,
             ..ConsumerOptions::default()
         };
+        let consumer_dbs: Vec<Database> = self.consumers.iter().map(|(db, _)| db.clone()).collect();
         let consumer_tasks: Vec<_> = self
             .consumers
             .into_iter()
@@ -90,13 +93,19 @@ impl Server {
             }
         }
         let reconciler = self.reconciler.map(|r| tokio::spawn(r.run(consumers_rx.clone())));
-        let cleanup = tokio::spawn(crate::cleanup::run(
-            self.database.clone(),
-            crate::cleanup::sweeps(&self.settings),
-            self.settings.cleanup_interval,
-            self.clock.clone(),
-            consumers_rx.clone(),
-        ));
+        let inboxes: Vec<Database> = consumer_dbs;
+        let cleanups: Vec<_> = crate::cleanup::sweeps(&self.settings, &self.database, &self.identity, &inboxes)
+            .into_iter()
+            .map(|(db, sweeps)| {
+                tokio::spawn(crate::cleanup::run(
+                    db,
+                    sweeps,
+                    self.settings.cleanup_interval,
+                    self.clock.clone(),
+                    consumers_rx.clone(),
+                ))
+            })
+            .collect();
         let metrics = tokio::spawn(async move {
             axum::serve(self.metrics, self.metrics_app)
                 .with_graceful_shutdown(async move {
@@ -146,7 +155,9 @@ impl Server {
         if tokio::time::timeout(timeout, futures::future::join_all(relays)).await.is_err() {
             tracing::warn!("the outbox relay did not stop in time");
         }
-        cleanup.abort();
+        for cleanup in cleanups {
+            cleanup.abort();
+        }
         if let Some(r) = reconciler {
             r.abort();
         }

@@ -78,6 +78,7 @@ pub async fn build_with_clock(
         metrics_app,
         grpc_app,
         database,
+        identity: databases.identity.clone(),
         outboxes: databases.distinct(),
         consumers: wired.consumers,
         reconciler: wired.reconciler,
@@ -348,15 +349,30 @@ fn services_of(
         routes = routes.merge(claim::http::router(claims.clone()));
         grpc = grpc.add_service(claim::grpc::server(claims));
     }
-    // The reconciler compares orders with the wallet's holds: it runs where both are.
-    let reconciler = match (&orders, &wallet) {
-        (Some(orders), Some(wallet)) if settings.run_consumers => Some(crate::reconcile::Reconciler {
-            orders: orders.clone(),
-            wallet: wallet.clone(),
-            region: settings.region.clone(),
-            interval: settings.reconcile_interval,
-            grace: settings.reconcile_grace,
-        }),
+    // The reconciler makes the wallet's holds follow their orders: it runs with the wallet, reading
+    // orders in process or over gRPC.
+    let reconciler = match &wallet {
+        Some(wallet) if settings.run_consumers => {
+            let orders = match &orders {
+                Some(o) => Some(crate::reconcile::Orders::Local(o.clone())),
+                None if settings.order_grpc_url.is_some() => Some(crate::reconcile::Orders::Remote(Arc::new(
+                    crate::remote::RemoteOrders(peer(settings, "wallet", Order, tokens)?),
+                ))),
+                None => {
+                    tracing::warn!(
+                        "holds are not reconciled with their orders in this process: set WALLETD_ORDER_GRPC_URL so the wallet's reconciler can read orders"
+                    );
+                    None
+                }
+            };
+            orders.map(|orders| crate::reconcile::Reconciler {
+                orders,
+                wallet: wallet.clone(),
+                region: settings.region.clone(),
+                interval: settings.reconcile_interval,
+                grace: settings.reconcile_grace,
+            })
+        }
         _ => None,
     };
     Ok(Wired { routes, grpc, consumers, reconciler })
@@ -386,6 +402,7 @@ async fn grpc_app(
     services: tonic::service::Routes,
     names: &[ServiceName],
 ) -> anyhow::Result<Router> {
+    // No body deadline here: reflection and health watching are streams whose request body stays open.
     let served: Vec<&str> = names.iter().map(|s| s.grpc_name()).collect();
     let (reflection_v1, reflection_v1alpha) = rpc::reflection()?;
     let routes =
@@ -397,6 +414,7 @@ async fn grpc_app(
         .layer(from_fn_with_state(limiter, ratelimit::per_principal))
         .layer(from_fn_with_state(auth, grpc_token))
         .layer(from_fn_with_state(breaker, web::breaker::layer))
+        .layer(observe::catch_panic())
         .layer(axum::middleware::from_fn(rpc::problem_as_status))
         .layer(axum::middleware::from_fn(rpc::metered))
         .layer(axum::middleware::from_fn(observe::observe))

@@ -52,7 +52,6 @@ impl Split {
             ("WALLETD_KAFKA_BROKERS".into(), testkit::kafka::brokers()),
             ("WALLETD_KAFKA_GROUP_PREFIX".into(), format!("split-{}", uuid::Uuid::now_v7().simple())),
             ("WALLETD_KAFKA_FETCH_WAIT_MS".into(), "10".into()),
-            ("WALLETD_RATE_LIMIT_PER_MINUTE".into(), "0".into()),
             ("WALLETD_SIGNIN_RATE_LIMIT_PER_MINUTE".into(), "0".into()),
         ];
         let with = |extra: &[(&str, String)]| {

@@ -95,9 +95,15 @@ pub async fn layer(State(db): State<Database>, req: Request, next: Next) -> Resp
             let response = next.run(request).await;
             let (parts, body) = response.into_parts();
             // A gRPC answer's status comes in trailers: they are kept with the body.
-            let collected = http_body_util::BodyExt::collect(body).await.ok();
-            let trailers = collected.as_ref().and_then(|c| c.trailers().cloned()).unwrap_or_default();
-            let bytes = collected.map(http_body_util::Collected::to_bytes).unwrap_or_default();
+            let Ok(collected) = http_body_util::BodyExt::collect(body).await else {
+                // The answer broke off: nothing to record (a retry runs again).
+                if let Err(e) = forget(&db, principal, &key).await {
+                    tracing::error!(error = format!("{e:#}"), "could not release an Idempotency-Key");
+                }
+                return ApiError::internal(anyhow::anyhow!("the answer's body broke off")).into_response();
+            };
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            let bytes = collected.to_bytes();
             let grpc_status = trailers.get("grpc-status").or_else(|| parts.headers.get("grpc-status"));
             let grpc_failed = grpc_status.is_some_and(|v| GRPC_RETRYABLE.iter().any(|c| v.as_bytes() == c.as_bytes()));
             let outcome = if parts.status.is_server_error() || grpc_failed || bytes.len() > MAX_RECORDED {
