@@ -74,23 +74,8 @@ async fn main() -> anyhow::Result<()> {
 
     // Set-up: users, supplies large enough for every order, orders with varied amounts.
     let setup = Instant::now();
-    let sign_ins = |n: usize| {
-        let api = api.clone();
-        async move {
-            futures::stream::iter(0..n)
-                .map(|_| {
-                    let api = api.clone();
-                    async move { api.sign_in().await }
-                })
-                .buffer_unordered(16)
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<anyhow::Result<Vec<_>>>()
-        }
-    };
-    let buyers = sign_ins(args.buyers).await?;
-    let shoppers = sign_ins(args.shoppers).await?;
+    let buyers = api.sign_in_many(args.buyers).await?;
+    let shoppers = api.sign_in_many(args.shoppers).await?;
     let price = |i: usize| format!("{}.{:02}", 1 + i % 97, i % 100);
     let total_ordered: Decimal = (0..args.orders).map(|i| price(i).parse::<Decimal>().unwrap_or_default()).sum();
     // Orders are funded: every buyer gets enough for all of them (deposits, before the clock starts).

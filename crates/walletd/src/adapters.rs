@@ -46,7 +46,8 @@ impl OrderClient for Orders {
     }
 }
 
-fn status_of(s: order::domain::OrderStatus) -> OrderStatus {
+/// An order's status as the claim service sees it.
+pub(crate) fn status_of(s: order::domain::OrderStatus) -> OrderStatus {
     use order::domain::OrderStatus as O;
     match s {
         O::Pending => OrderStatus::Pending,

@@ -41,8 +41,7 @@ impl Orders {
             })),
             Orders::Remote(orders) => {
                 let Some(o) = orders.row(id).await? else { return Ok(None) };
-                let status = serde_json::from_value(serde_json::Value::String(o.status.clone()))
-                    .map_err(|_| anyhow::anyhow!("the order service answered status {:?}", o.status))?;
+                let status = crate::remote::order_status(&o.status)?;
                 let hold_id = o.hold_id.as_deref().map(str::parse).transpose()?;
                 Ok(Some(OrderFacts { status, hold_id, amount: o.amount.parse()? }))
             }

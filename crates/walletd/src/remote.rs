@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base::Step;
-use claim::ports::{OrderClient, OrderSnapshot, OrderStatus, SettlementClient, SupplyClient};
+use claim::ports::{OrderClient, OrderSnapshot, SettlementClient, SupplyClient};
 use events::EventContext;
 use identity::TokenKeys;
 use rpc::client::{Idempotent, Peer, TokenSource};
@@ -53,6 +53,12 @@ impl TokenSource for ServiceTokens {
     }
 }
 
+/// An order's status as the order service names it.
+pub(crate) fn order_status(name: &str) -> anyhow::Result<order::domain::OrderStatus> {
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
+        .map_err(|_| anyhow::anyhow!("the order service answered an unknown status {name:?}"))
+}
+
 fn uuid_of(field: &str, v: &str) -> anyhow::Result<Uuid> {
     v.parse().map_err(|_| anyhow::anyhow!("the peer answered a {field} that is no UUID: {v:?}"))
 }
@@ -78,14 +84,7 @@ impl RemoteOrders {
 impl OrderClient for RemoteOrders {
     async fn get(&self, id: Uuid) -> anyhow::Result<Option<OrderSnapshot>> {
         let Some(o) = self.row(id).await? else { return Ok(None) };
-        let status = match o.status.as_str() {
-            "pending" => OrderStatus::Pending,
-            "claimed" => OrderStatus::Claimed,
-            "completed" => OrderStatus::Completed,
-            "cancelled" => OrderStatus::Cancelled,
-            "deleted" => OrderStatus::Deleted,
-            other => anyhow::bail!("the order service answered an unknown status {other:?}"),
-        };
+        let status = crate::adapters::status_of(order_status(&o.status)?);
         Ok(Some(OrderSnapshot {
             id: uuid_of("id", &o.id)?,
             user_id: uuid_of("user_id", &o.user_id)?,

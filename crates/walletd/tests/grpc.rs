@@ -311,3 +311,36 @@ fn a_needed_service_neither_local_nor_configured_stops_the_start() {
     assert!(!out.status.success());
     assert!(err.contains("WALLETD_ORDER_GRPC_URL"), "{err}");
 }
+
+/// The request id travels in `x-request-id` metadata both ways (the caller's, or a fresh one), and
+/// the per-principal rate limit refuses over gRPC as over REST: RESOURCE_EXHAUSTED with
+/// `RATE_LIMITED` in the details.
+#[tokio::test]
+async fn request_ids_and_rate_limits_hold_over_grpc() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.rate_limit = web::ratelimit::Rate { per_minute: 1, burst: 3 };
+    })
+    .await;
+    let user = app.new_unfunded_user().await;
+    let mut rpc = supplies(&app).await;
+
+    let mut req = with_token(&user.access, ListSuppliesRequest::default());
+    req.metadata_mut().insert("x-request-id", "grpc-test-request-1".parse().unwrap());
+    let res = rpc.list_supplies(req).await.unwrap();
+    assert_eq!(res.metadata().get("x-request-id").and_then(|v| v.to_str().ok()), Some("grpc-test-request-1"));
+    let res = rpc.list_supplies(with_token(&user.access, ListSuppliesRequest::default())).await.unwrap();
+    let fresh = res.metadata().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert!(uuid::Uuid::parse_str(&fresh).is_ok(), "a fresh request id: {fresh:?}");
+
+    // The burst is spent within a few calls; the next is refused with REST's code.
+    let mut refused = None;
+    for _ in 0..5 {
+        if let Err(status) = rpc.list_supplies(with_token(&user.access, ListSuppliesRequest::default())).await {
+            refused = Some(status);
+            break;
+        }
+    }
+    let refused = refused.expect("the limit never refused");
+    assert_eq!(refusal(&refused), (Code::ResourceExhausted, "RATE_LIMITED".into(), vec![]));
+    assert!(refused.metadata().get("retry-after").is_some(), "{refused:?}");
+}

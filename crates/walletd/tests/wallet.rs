@@ -32,14 +32,8 @@ async fn usdc(app: &TestApp, who: &Session) -> Value {
 /// The account once `field` reads `want`, or as it stands after 10 s. For movements made past the
 /// app's own service: its cached account goes stale when the movement's event is consumed.
 async fn usdc_once(app: &TestApp, who: &Session, field: &str, want: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let account = usdc(app, who).await;
-        if account[field] == want || std::time::Instant::now() > deadline {
-            return account;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    testkit::wait_until(std::time::Duration::from_secs(10), || async { usdc(app, who).await[field] == want }).await;
+    usdc(app, who).await
 }
 
 #[rstest]

@@ -237,16 +237,7 @@ async fn main() -> anyhow::Result<()> {
     let get_id = o["id"].as_str().context("order id")?.to_string();
 
     // As many shoppers as requests in flight (claims rotate over them), each able to pay for every order.
-    let shoppers: Vec<String> = futures::stream::iter(0..args.concurrency)
-        .map(|_| {
-            let api = api.clone();
-            async move { api.sign_in().await }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<_>>()?;
+    let shoppers: Vec<String> = api.sign_in_many(args.concurrency).await?;
     let supply = (orders_n + 1000).to_string();
     for s in &shoppers {
         let (status, body) = api.post("/v1/supplies", s, &json!({"currency": "USDC", "amount": supply})).await?;
