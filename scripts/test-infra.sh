@@ -89,6 +89,29 @@ start_test_infra() {
   export WALLETD_TEST_KAFKA_BROKERS="127.0.0.1:$kafka_port"
   export WALLETD_TEST_TANSU_BIN="$tansu_bin"
 
+  # A real EVM node and the Solidity compiler (DESIGN.md, "Real components"), from npm, installed once
+  # into a cache outside the repository. Tests start their own anvil (they mine, reorg and stop it).
+  local tools="${WALLETD_NODE_TOOLS:-$HOME/.cache/walletd-node-tools}" anvil_bin
+  anvil_bin="$(find "$tools/node_modules/@foundry-rs" -path '*/bin/anvil' -type f 2>/dev/null | head -1 || true)"
+  if [ -z "$anvil_bin" ] || [ ! -f "$tools/node_modules/solc/solc.js" ]; then
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    log "installing anvil and solc with npm into $tools"
+    mkdir -p "$tools"
+    (cd "$tools" && npm install --no-audit --no-fund --loglevel=error @foundry-rs/anvil@1.7.1 solc@0.8.37 >&2)
+    anvil_bin="$(find "$tools/node_modules/@foundry-rs" -path '*/bin/anvil' -type f | head -1)"
+  fi
+  [ -x "$anvil_bin" ] || { log "no anvil binary under $tools"; return 1; }
+  log "anvil: $("$anvil_bin" --version | head -1)"
+  # The test ERC-20, compiled from its source in the repository.
+  local repo contracts
+  repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  contracts="$TEST_INFRA_DIR/contracts"
+  mkdir -p "$contracts"
+  (cd "$repo" && node "$tools/node_modules/solc/solc.js" --bin --optimize -o "$contracts" tests/contracts/TestToken.sol >&2)
+  export WALLETD_TEST_ANVIL_BIN="$anvil_bin"
+  WALLETD_TEST_TOKEN_BIN="$(ls "$contracts"/*TestToken.bin)"
+  export WALLETD_TEST_TOKEN_BIN
+
   export WALLETD_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
   export WALLETD_TEST_PG_BIN="$PG_BIN"
   export WALLETD_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"

@@ -66,6 +66,12 @@ pub struct Settings {
     pub siwe_chain_id: u64,
     pub nonce_ttl: Duration,
     pub assets: AssetRegistry,
+    /// EVM chains and their assets (`chain` crate); unset: no chain integration.
+    pub chains_file: Option<PathBuf>,
+    /// The withdrawal signer's hot-wallet key (hex), from a file or the environment: the process
+    /// that has it runs the signer.
+    pub chain_signer_key_file: Option<PathBuf>,
+    pub chain_signer_key: Option<Redacted>,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
     /// Time to send a request's headers, and the longest a keep-alive connection stays idle.
@@ -113,6 +119,16 @@ pub struct Settings {
     pub trusted_proxies: TrustedProxies,
     /// Kafka: the outbox is published there when set; the embedded log stays the default.
     pub kafka: Option<KafkaSettings>,
+}
+
+/// A secret held in the settings: `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Redacted(****)")
+    }
 }
 
 /// Log output format.
@@ -188,6 +204,9 @@ impl Default for Settings {
             siwe_chain_id: 0,
             nonce_ttl: Duration::ZERO,
             assets: AssetRegistry::default(),
+            chains_file: None,
+            chain_signer_key_file: None,
+            chain_signer_key: None,
             log_format: LogFormat::Auto,
             shutdown_timeout: Duration::ZERO,
             http_header_timeout: Duration::ZERO,
@@ -295,7 +314,12 @@ impl Settings {
             .iter()
             .map(|s| {
                 let value = (s.show)(self);
-                let value = if s.secret && !value.is_empty() { mask_url(&value) } else { value };
+                let value = match () {
+                    _ if !s.secret || value.is_empty() => value,
+                    // A URL keeps its host (its password masked); any other secret shows nothing.
+                    _ if value.contains("://") => mask_url(&value),
+                    _ => "****".to_string(),
+                };
                 (s.key.to_string(), value)
             })
             .collect()
@@ -428,7 +452,7 @@ mod tests {
         ] {
             assert!(keys.iter().any(|k| k == kafka), "{kafka}");
         }
-        assert_eq!(keys.len(), 60);
+        assert_eq!(keys.len(), 63);
     }
 
     #[test]

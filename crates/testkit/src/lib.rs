@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test harness: failing loudly is the point")]
 
+pub mod anvil;
 pub mod kafka;
 pub mod pg;
 pub mod process;

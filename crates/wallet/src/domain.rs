@@ -16,6 +16,8 @@ use web::ApiError;
 
 /// Money entering or leaving the system, per asset.
 pub const WORLD: &str = "@world";
+/// Where a withdrawal's money goes once its transaction is final on its chain.
+pub const WITHDRAWALS: &str = "@withdrawals";
 
 /// System accounts may go below zero; user accounts never.
 pub fn is_system(owner: &str) -> bool {
@@ -205,6 +207,9 @@ pub enum Record {
     Deposit(Deposit),
     Transfer(Transfer),
     PlaceHold(Hold),
+    /// A hold for a withdrawal to a chain, with the withdrawal's row (the `chain` crate's table in
+    /// this database), so there is never one without the other.
+    Withdraw(Hold, WithdrawalRequest),
     /// `pending -> status`, only from pending (the store checks under the hold's lock). With
     /// `expected`, only while the hold is of that amount (a settlement pays exactly its claim).
     ResolveHold {
@@ -228,6 +233,17 @@ impl Record {
             _ => None,
         }
     }
+}
+
+/// A withdrawal as requested: where the held amount is to go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WithdrawalRequest {
+    pub id: Uuid,
+    /// The id its hold is given.
+    pub hold_id: Uuid,
+    pub chain: String,
+    /// Lower-case hex.
+    pub to_address: String,
 }
 
 /// One atomic change of the ledger: an optional journal transaction, changes of `held`, the record

@@ -16,7 +16,7 @@ pub use store::MIGRATIONS;
 pub mod keys {
     use events::EventEnvelope;
 
-    use crate::domain::WORLD;
+    use crate::domain::{WITHDRAWALS, WORLD};
 
     /// One owner's accounts (a user id, or a system account such as `@world`).
     pub fn accounts(owner: &str) -> String {
@@ -24,7 +24,8 @@ pub mod keys {
     }
 
     /// Every `wallet.*` event makes the accounts it moved stale: the users its data names
-    /// (`user_id`, `from_user_id`, `to_user_id`), and `@world` for a deposit.
+    /// (`user_id`, `from_user_id`, `to_user_id`), `@world` for a deposit, `@withdrawals` for a
+    /// confirmed withdrawal.
     pub const INVALIDATION: cache::Invalidation = cache::Invalidation {
         prefix: "wallet.",
         keys: |e: &EventEnvelope| {
@@ -33,8 +34,11 @@ pub mod keys {
                 .filter_map(|f| e.data[*f].as_str())
                 .map(accounts)
                 .collect();
-            if e.event_type == "wallet.deposited" {
+            if e.event_type == "wallet.deposited" || e.event_type == "wallet.deposit_credited" {
                 keys.push(accounts(WORLD));
+            }
+            if e.event_type == "wallet.withdrawal_confirmed" {
+                keys.push(accounts(WITHDRAWALS));
             }
             keys
         },

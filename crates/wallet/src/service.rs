@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     Account, Deposit, Entry, EntryKind, Hold, HoldStatus, Journal, Line, Movement, Record, Transfer, Verification,
-    WORLD, WalletError, verify,
+    WITHDRAWALS, WORLD, WalletError, WithdrawalRequest, verify,
 };
 use crate::keys;
 use crate::store::{self, WalletStore};
@@ -229,6 +229,53 @@ impl WalletService {
         }
     }
 
+    /// Credits a deposit that arrived on a chain, once per `reference`
+    /// (`chain:{chain}:{tx_hash}:{log_index}`): the same reference again answers the first deposit
+    /// (`false`: not new), so a watcher that crashed between crediting and recording it credits
+    /// nothing twice. `details` (chain, tx hash, block, ...) go into `wallet.deposit_credited`.
+    pub async fn credit_chain_deposit(
+        &self,
+        user_id: Uuid,
+        currency: &str,
+        amount: Decimal,
+        reference: String,
+        details: serde_json::Value,
+        ctx: &EventContext,
+    ) -> Result<(Deposit, bool), WalletError> {
+        let now = clock::now();
+        let journal = Journal::new(
+            EntryKind::Deposit,
+            Some(reference.clone()),
+            vec![Line::new(WORLD, currency, -amount), Line::new(user_id.to_string(), currency, amount)],
+        );
+        let deposit = Deposit {
+            id: Uuid::now_v7(),
+            user_id,
+            currency: currency.to_string(),
+            amount,
+            reference: reference.clone(),
+            source: "chain".into(),
+            transaction_id: journal.id,
+            created_at: now,
+        };
+        let mut data = serde_json::to_value(self.deposit_view(&deposit))
+            .map_err(|e| WalletError::Unexpected(anyhow::anyhow!("deposit view: {e}")))?;
+        if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), details) {
+            data.extend(extra);
+        }
+        let event = NewEvent::of("wallet.deposit_credited", 1, TOPIC, deposit.id, &data)?;
+        let m = Movement { journal: Some(journal), held: vec![], record: Record::Deposit(deposit.clone()), event, now };
+        match self.apply(&m, ctx).await {
+            Ok(_) => Ok((deposit, true)),
+            Err(WalletError::DuplicateReference) => {
+                let first =
+                    self.store.deposit_by_reference(&reference).await?.ok_or(WalletError::DuplicateReference)?;
+                Ok((first, false))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Moves money from the caller to another user.
     #[tracing::instrument(skip_all, fields(user.id = %who.user_id))]
     pub async fn transfer(
@@ -340,6 +387,22 @@ impl WalletService {
         reference: Option<String>,
         ctx: &EventContext,
     ) -> Result<Hold, WalletError> {
+        let to = to_user_id.map(|u| (u.to_string(), EntryKind::Settlement));
+        self.resolve_to(id, to, expected, reference, None, ctx).await.map(|(hold, _)| hold)
+    }
+
+    /// Posts a pending hold to an owner (`to`, with the entries' kind) or voids it (`to` none), with
+    /// `event` instead of `wallet.hold_posted`/`wallet.hold_voided` when given. The hold as resolved,
+    /// and the event written.
+    async fn resolve_to(
+        &self,
+        id: Uuid,
+        to: Option<(String, EntryKind)>,
+        expected: Option<Decimal>,
+        reference: Option<String>,
+        event: Option<NewEvent>,
+        ctx: &EventContext,
+    ) -> Result<(Hold, NewEvent), WalletError> {
         let mut hold = self.store.hold(id).await?.ok_or(WalletError::NotFound("hold"))?;
         if hold.status != HoldStatus::Pending {
             return Err(WalletError::HoldNotPending(hold.status.as_str()));
@@ -350,26 +413,78 @@ impl WalletService {
         let now = clock::now();
         let owner = hold.user_id.to_string();
         let held = vec![Line::new(owner.clone(), &hold.currency, -hold.amount)];
-        let journal = to_user_id.map(|to| {
+        let journal = to.as_ref().map(|(to, kind)| {
             let lines = vec![
                 Line::new(owner.clone(), &hold.currency, -hold.amount),
-                Line::new(to.to_string(), &hold.currency, hold.amount),
+                Line::new(to.clone(), &hold.currency, hold.amount),
             ];
-            Journal::new(EntryKind::Settlement, reference, lines)
+            Journal::new(*kind, reference, lines)
         });
         hold.status = if journal.is_some() { HoldStatus::Posted } else { HoldStatus::Voided };
         hold.transaction_id = journal.as_ref().map(|j| j.id);
         hold.resolved_at = Some(now);
-        let event = match to_user_id {
-            Some(to_user_id) => {
+        let event = match (event, &to) {
+            (Some(event), _) => event,
+            (None, Some((to, _))) => {
+                let to_user_id =
+                    to.parse().map_err(|_| WalletError::Unexpected(anyhow::anyhow!("{to} is not a user")))?;
                 let posted = HoldPostedView { hold: self.hold_view(&hold), to_user_id };
                 NewEvent::of("wallet.hold_posted", 1, TOPIC, hold.id, &posted)?
             }
-            None => NewEvent::of("wallet.hold_voided", 1, TOPIC, hold.id, &self.hold_view(&hold))?,
+            (None, None) => NewEvent::of("wallet.hold_voided", 1, TOPIC, hold.id, &self.hold_view(&hold))?,
         };
         let record = Record::ResolveHold { id, status: hold.status, transaction_id: hold.transaction_id, expected };
-        self.apply(&Movement { journal, held, record, event, now }, ctx).await?;
+        self.apply(&Movement { journal, held, record, event: event.clone(), now }, ctx).await?;
+        Ok((hold, event))
+    }
+
+    /// Holds `amount` of the user's available balance for a withdrawal and records the withdrawal
+    /// (`requested`), in one transaction, with `wallet.withdrawal_requested` (`data`).
+    pub async fn request_withdrawal(
+        &self,
+        user_id: Uuid,
+        currency: &str,
+        amount: Decimal,
+        request: WithdrawalRequest,
+        data: &impl Serialize,
+        ctx: &EventContext,
+    ) -> Result<Hold, WalletError> {
+        let now = clock::now();
+        let hold = Hold {
+            id: request.hold_id,
+            user_id,
+            currency: currency.to_string(),
+            amount,
+            status: HoldStatus::Pending,
+            order_id: None,
+            transaction_id: None,
+            created_at: now,
+            resolved_at: None,
+        };
+        let event = NewEvent::of("wallet.withdrawal_requested", 1, TOPIC, request.id, data)?;
+        let held = vec![Line::new(user_id.to_string(), currency, amount)];
+        let m = Movement { journal: None, held, record: Record::Withdraw(hold.clone(), request), event, now };
+        self.apply(&m, ctx).await?;
         Ok(hold)
+    }
+
+    /// Ends a withdrawal's hold: posted to `@withdrawals` when its transaction is final
+    /// (`confirmed`), voided when it failed, with `event`. `false` when the hold was already
+    /// resolved that way (a repeat after a crash); an error when it was resolved the other way.
+    pub async fn finish_withdrawal(
+        &self,
+        hold_id: Uuid,
+        confirmed: bool,
+        reference: String,
+        event: NewEvent,
+        ctx: &EventContext,
+    ) -> Result<bool, WalletError> {
+        let to = confirmed.then(|| (WITHDRAWALS.to_string(), EntryKind::Withdrawal));
+        match self.resolve_to(hold_id, to, None, Some(reference), Some(event), ctx).await {
+            Ok(_) => Ok(true),
+            Err(WalletError::HoldNotPending(status)) if (status == "posted") == confirmed => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sets a pending hold to `amount` (more needs the buyer's available balance).

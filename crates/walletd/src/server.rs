@@ -37,6 +37,8 @@ pub struct Server {
     pub(crate) outboxes: Vec<Database>,
     pub(crate) consumers: Vec<(Database, Arc<dyn EventHandler>)>,
     pub(crate) reconciler: Option<crate::reconcile::Reconciler>,
+    pub(crate) watchers: Vec<chain::watcher::Watcher>,
+    pub(crate) signers: Vec<chain::signer::Signer>,
     pub(crate) settings: Settings,
     /// What the clean-up job measures "expired" against.
     pub(crate) clock: Arc<dyn base::Clock>,
@@ -93,6 +95,9 @@ impl Server {
             }
         }
         let reconciler = self.reconciler.map(|r| tokio::spawn(r.run(consumers_rx.clone())));
+        let mut watchers: Vec<_> =
+            self.watchers.into_iter().map(|w| tokio::spawn(w.run(consumers_rx.clone()))).collect();
+        watchers.extend(self.signers.into_iter().map(|s| tokio::spawn(s.run(consumers_rx.clone()))));
         let inboxes: Vec<Database> = consumer_dbs;
         let cleanups: Vec<_> = crate::cleanup::sweeps(&self.settings, &self.database, &self.identity, &inboxes)
             .into_iter()
@@ -154,6 +159,9 @@ impl Server {
         }
         if tokio::time::timeout(timeout, futures::future::join_all(relays)).await.is_err() {
             tracing::warn!("the outbox relay did not stop in time");
+        }
+        if tokio::time::timeout(timeout, futures::future::join_all(watchers)).await.is_err() {
+            tracing::warn!("the deposit watchers and withdrawal signers did not stop in time");
         }
         for cleanup in cleanups {
             cleanup.abort();

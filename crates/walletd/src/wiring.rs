@@ -53,7 +53,8 @@ pub async fn build_with_clock(
     // One breaker for both APIs: five requests in a row that could not reach the database make the
     // next second's requests answer 503 at once.
     let breaker = web::breaker::DbBreaker::new(5, std::time::Duration::from_secs(1));
-    let app = http_app(&settings, &database, &cache, auth.clone(), limiter.clone(), breaker.clone(), wired.routes);
+    let services_http = (wired.routes, wired.chains);
+    let app = http_app(&settings, &database, &cache, auth.clone(), limiter.clone(), breaker.clone(), services_http);
     let grpc_app = grpc_app(&database, auth, limiter, breaker, wired.grpc, services).await?;
     ensure_kafka_topics(&settings).await;
     let metrics_app = metrics_app(&database)?;
@@ -82,6 +83,8 @@ pub async fn build_with_clock(
         outboxes: databases.distinct(),
         consumers: wired.consumers,
         reconciler: wired.reconciler,
+        watchers: wired.watchers,
+        signers: wired.signers,
         settings,
         clock,
     })
@@ -246,6 +249,36 @@ struct Wired {
     grpc: tonic::service::Routes,
     consumers: Vec<(Database, Arc<dyn EventHandler>)>,
     reconciler: Option<crate::reconcile::Reconciler>,
+    /// The chain integration, when chains are configured (with the wallet).
+    chains: Option<Arc<chain::ChainService>>,
+    /// One deposit watcher per chain, when this process runs background work.
+    watchers: Vec<chain::watcher::Watcher>,
+    /// One withdrawal signer per chain, when this process has the hot wallet's key.
+    signers: Vec<chain::signer::Signer>,
+}
+
+/// The hot wallet's key: from `WALLETD_CHAIN_SIGNER_KEY_FILE` (which others must not be able to
+/// read), else `WALLETD_CHAIN_SIGNER_KEY`; none: this process signs nothing.
+fn signer_key(settings: &Settings) -> anyhow::Result<Option<chain::signer::HotKey>> {
+    let text = match (&settings.chain_signer_key_file, &settings.chain_signer_key) {
+        (Some(path), _) => {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("WALLETD_CHAIN_SIGNER_KEY_FILE: cannot read {}", path.display()))?;
+            anyhow::ensure!(
+                meta.permissions().mode() & 0o077 == 0,
+                "WALLETD_CHAIN_SIGNER_KEY_FILE: {} can be read by others (mode {:o}): chmod 600 it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            );
+            std::fs::read_to_string(path)
+                .with_context(|| format!("WALLETD_CHAIN_SIGNER_KEY_FILE: cannot read {}", path.display()))?
+        }
+        (None, Some(key)) => key.0.clone(),
+        (None, None) => return Ok(None),
+    };
+    let key = chain::signer::HotKey::parse(&text).context("WALLETD_CHAIN_SIGNER_KEY(_FILE)")?;
+    Ok(Some(key))
 }
 
 /// Another service: in process when this process runs it, over gRPC when its address is set,
@@ -316,6 +349,26 @@ fn services_of(
         routes = routes.merge(wallet::http::router(w.clone()));
         grpc = grpc.add_service(wallet::grpc::server(w.clone()));
     }
+    // The chains, with the wallet whose ledger they credit (a bad chains file stops the start).
+    let chains = match (&wallet, &settings.chains_file) {
+        (Some(w), Some(path)) => Some(chain::Chains::load(path, &assets)?)
+            .filter(|c| !c.is_empty())
+            .map(|c| Arc::new(chain::ChainService::new(c, dbs.of(Wallet), assets.clone(), w.clone(), &region))),
+        _ => None,
+    };
+    let mut watchers = Vec::new();
+    let mut watchers_signers = Vec::new();
+    if let Some(c) = &chains {
+        tracing::info!(chains = ?c.chains(), "chain integration on");
+        routes = routes.merge(chain::http::router(c.clone()));
+        if settings.run_consumers {
+            watchers = c.watchers(settings.lease)?;
+        }
+        if let Some(key) = signer_key(settings)? {
+            tracing::info!(address = %key.0.address(), "this process signs withdrawals");
+            watchers_signers = c.signers(&key, settings.lease)?;
+        }
+    }
     // Writes by other instances (and regions) reach this instance's cache through the log; each
     // service declares which events make which of its keys stale.
     let mut rules = vec![supply::keys::INVALIDATION, order::keys::INVALIDATION, wallet::keys::INVALIDATION];
@@ -375,7 +428,7 @@ fn services_of(
         }
         _ => None,
     };
-    Ok(Wired { routes, grpc, consumers, reconciler })
+    Ok(Wired { routes, grpc, consumers, reconciler, chains, watchers, signers: watchers_signers })
 }
 
 /// The per-principal and sign-in limits, shared through Redis when it is configured.
@@ -445,7 +498,7 @@ fn http_app(
     auth: Arc<AuthService>,
     limiter: Arc<Limiter>,
     breaker: Arc<web::breaker::DbBreaker>,
-    services: OpenApiRouter,
+    (services, chains): (OpenApiRouter, Option<Arc<chain::ChainService>>),
 ) -> Router {
     // Layers wrap what is above them: the token is checked first, then the principal's limit, then
     // the Idempotency-Key.
@@ -475,7 +528,10 @@ fn http_app(
     }
 
     let deadlines = deadline::Deadlines { body: settings.http_body_timeout, request: settings.http_request_timeout };
-    let readiness = health::Readiness::new(database.clone(), Arc::new(CacheStatus(cache.clone())));
+    let mut readiness = health::Readiness::new(database.clone(), Arc::new(CacheStatus(cache.clone())));
+    if let Some(c) = chains {
+        readiness = readiness.with_detail("chains", c);
+    }
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .merge(health::router(readiness))
         .fallback(|| async { ApiError::not_found("route").into_response() })

@@ -42,9 +42,20 @@ async fn send(req: reqwest::RequestBuilder, status: u16) -> Value {
 }
 
 /// Makes every kind of event happen: the lifecycle of supplies and orders, a claim processed, one
-/// failed (its supply deleted before processing) and one released.
+/// failed (its supply deleted before processing) and one released, a deposit from a chain.
 async fn every_event(backend: Backend) -> Vec<outbox::EventEnvelope> {
-    let first = TestApp::spawn_with(backend, |s| s.run_consumers = false).await;
+    let anvil = testkit::anvil::Anvil::start().await;
+    let funder = anvil.funded_key(10).await;
+    let token = funder.deploy_token(6).await;
+    funder.mint(token, funder.address(), alloy::primitives::U256::from(1_000_000u64)).await;
+    let dir = testkit::TempDir::new();
+    let chains = testkit::anvil::chains_file(&dir.0, &anvil, token, 1, "");
+    let file = chains.clone();
+    let first = TestApp::spawn_with(backend, |s| {
+        s.run_consumers = false;
+        s.chains_file = Some(file);
+    })
+    .await;
     let admin = first.admin_token().await;
     let (buyer, shopper, other) = (first.new_user().await, first.new_user().await, first.new_user().await);
     let supply = first.create_supply(&shopper.access, "USDC", "100").await["id"].as_str().unwrap().to_string();
@@ -77,14 +88,50 @@ async fn every_event(backend: Backend) -> Vec<outbox::EventEnvelope> {
     send(first.post("/v1/admin/deposits", &admin).json(&deposit), 201).await;
     let transfer = json!({"to_user_id": shopper.user_id, "currency": "USDC", "amount": "4"});
     send(first.post("/v1/wallet/transfers", &buyer.access).json(&transfer), 201).await;
+    // Withdrawals: ether goes out (confirmed); tokens the hot wallet does not have revert (failed).
+    let to = alloy::signers::local::PrivateKeySigner::random().address();
+    for currency in ["ETH", "USDC"] {
+        let body = json!({"chain": "local", "currency": currency, "to_address": to, "amount": "1"});
+        send(first.post("/v1/wallet/withdrawals", &buyer.access).json(&body), 201).await;
+    }
+    let address = send(first.get("/v1/wallet/deposit-addresses/local", &buyer.access), 200).await;
+    let address = address["address"].as_str().unwrap().parse().unwrap();
+    funder.send_tokens(token, address, alloy::primitives::U256::from(1_000_000u64)).await;
     let url = first.settings.database_url();
     let _data = first.stop().await;
 
     // Processing.
-    let app = TestApp::spawn_with(backend, |s| s.database_url = Some(url.clone())).await;
+    let hot = alloy::signers::local::PrivateKeySigner::random();
+    anvil.rpc("anvil_setBalance", json!([hot.address(), "0x8ac7230489e80000"])).await.unwrap();
+    let key = alloy::primitives::hex::encode(hot.to_bytes());
+    let app = TestApp::spawn_with(backend, |s| {
+        s.database_url = Some(url.clone());
+        s.chains_file = Some(chains);
+        s.chain_signer_key = Some(settings::Redacted(key));
+    })
+    .await;
     let db = Database::connect(&url, &app.settings.db_options()).await.unwrap();
     let done = wait_until(Duration::from_secs(30), || app.processing_done(&admin)).await;
     assert!(done, "the claims were not processed");
+    let credited = wait_until(Duration::from_secs(30), || async {
+        let listed = send(app.get("/v1/wallet/deposits", &buyer.access), 200).await;
+        listed["items"][0]["status"] == "credited"
+    })
+    .await;
+    assert!(credited, "the chain deposit was not credited");
+    let finished = wait_until(Duration::from_secs(30), || async {
+        anvil.mine(1).await;
+        let listed = send(app.get("/v1/wallet/withdrawals", &buyer.access), 200).await;
+        let statuses: BTreeSet<String> =
+            listed["items"].as_array().unwrap().iter().map(|w| w["status"].as_str().unwrap().to_string()).collect();
+        statuses == BTreeSet::from(["confirmed".to_string(), "failed".to_string()])
+    })
+    .await;
+    assert!(
+        finished,
+        "the withdrawals did not finish: {}",
+        send(app.get("/v1/wallet/withdrawals", &buyer.access), 200).await
+    );
     outbox::list(&db, 0, 10_000).await.unwrap()
 }
 

@@ -18,6 +18,8 @@ pub struct Readiness {
     database: Database,
     /// Reported, never failing: without the cache, reads go to the database.
     cache: Arc<dyn Reported>,
+    /// Reported in the body, never failing: e.g. each chain's lag.
+    details: Vec<(&'static str, Arc<dyn Detail>)>,
     last: tokio::sync::Mutex<Option<(Instant, StatusCode, serde_json::Value)>>,
 }
 
@@ -26,8 +28,19 @@ pub const READY_FOR: Duration = Duration::from_secs(1);
 
 impl Readiness {
     pub fn new(database: Database, cache: Arc<dyn Reported>) -> Self {
-        Self { database, cache, last: tokio::sync::Mutex::new(None) }
+        Self { database, cache, details: Vec::new(), last: tokio::sync::Mutex::new(None) }
     }
+
+    /// Adds `name` to every answer's body, as `detail` reports it (never failing readiness).
+    pub fn with_detail(mut self, name: &'static str, detail: Arc<dyn Detail>) -> Self {
+        self.details.push((name, detail));
+        self
+    }
+}
+
+/// Something readiness shows without judging it.
+pub trait Detail: Send + Sync {
+    fn detail(&self) -> serde_json::Value;
 }
 
 /// A dependency whose state readiness reports without failing on it (`ok`, `degraded`, ...).
@@ -64,7 +77,7 @@ async fn check(r: &Readiness) -> (StatusCode, serde_json::Value) {
         Err(_) => Err("timed out".to_string()),
     };
     let cache = r.cache.status().await;
-    match db {
+    let (status, mut body) = match db {
         Ok(()) => (StatusCode::OK, serde_json::json!({"status": "ok", "checks": {"database": "ok", "cache": cache}})),
         Err(reason) => {
             tracing::warn!(check = "database", reason = %reason, "not ready");
@@ -74,5 +87,11 @@ async fn check(r: &Readiness) -> (StatusCode, serde_json::Value) {
                 serde_json::json!({"status": "unavailable", "checks": checks, "failing": ["database"]}),
             )
         }
+    };
+    if let Some(map) = body.as_object_mut() {
+        for (name, d) in &r.details {
+            map.insert((*name).to_string(), d.detail());
+        }
     }
+    (status, body)
 }

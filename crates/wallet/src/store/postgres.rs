@@ -333,6 +333,16 @@ async fn write_record(tx: &impl GenericClient, record: &Record, now: time::Offse
             )
             .await
         }
+        Record::Withdraw(h, w) => {
+            Box::pin(write_record(tx, &Record::PlaceHold(h.clone()), now)).await?;
+            storage::pg::execute(
+                tx,
+                "INSERT INTO chain_withdrawals (id, user_id, chain, currency, to_address, amount, hold_id, status, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'requested', $8, $8)",
+                &[&w.id, &h.user_id, &w.chain, &h.currency, &w.to_address, &h.amount, &h.id, &now],
+            )
+            .await
+        }
         Record::ResolveHold { id, status, transaction_id, .. } => {
             storage::pg::execute(
                 tx,

@@ -210,6 +210,37 @@ fn apply(c: &mut Connection, m: &Movement, ctx: &EventContext) -> Result<Vec<Acc
                 h.resolved_at.map(to_text)
             ],
         ),
+        Record::Withdraw(h, w) => {
+            tx.execute(
+                &format!("INSERT INTO wallet_holds ({HOLD_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![
+                    h.id.to_string(),
+                    h.user_id.to_string(),
+                    h.currency,
+                    h.amount.to_string(),
+                    h.status.as_str(),
+                    h.order_id.map(|o| o.to_string()),
+                    h.transaction_id.map(|t| t.to_string()),
+                    to_text(h.created_at),
+                    h.resolved_at.map(to_text)
+                ],
+            )
+            .map_err(db_err)?;
+            tx.execute(
+                "INSERT INTO chain_withdrawals (id, user_id, chain, currency, to_address, amount, hold_id, status, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'requested', ?8, ?8)",
+                params![
+                    w.id.to_string(),
+                    h.user_id.to_string(),
+                    w.chain,
+                    h.currency,
+                    w.to_address,
+                    h.amount.to_string(),
+                    h.id.to_string(),
+                    to_text(m.now)
+                ],
+            )
+        }
         Record::ResolveHold { id, status, transaction_id, .. } => tx.execute(
             "UPDATE wallet_holds SET status = ?2, transaction_id = ?3, resolved_at = ?4 WHERE id = ?1",
             params![id.to_string(), status.as_str(), transaction_id.map(|t| t.to_string()), now],
