@@ -9,7 +9,8 @@
 //! start_block = 7000000         # where the watcher starts on its first run
 //! xpub = "xpub..."              # deposit addresses are its non-hardened children, one index per user
 //! # optional: poll_interval_ms = 2000, rpc_timeout_ms = 10000, block_range = 500, keep_blocks = 128,
-//! # erc20_gas_limit = 100000, replace_after_secs = 120 (a withdrawal's unmined transaction is replaced)
+//! # erc20_gas_limit = 100000, replace_after_secs = 120 (a withdrawal's unmined transaction is replaced),
+//! # max_fee_gwei = 500 (the most a withdrawal offers per gas, replacements included)
 //!
 //! [[chain.asset]]
 //! currency = "ETH"              # a registered asset (WALLETD_ASSETS)
@@ -79,9 +80,26 @@ pub struct ChainConfig {
     /// How long a withdrawal's transaction may stay unmined before it is replaced (same nonce,
     /// higher fees).
     pub replace_after: time::Duration,
+    /// The most a withdrawal's transaction may offer per gas (wei), replacements included.
+    pub max_fee_per_gas: u128,
 }
 
 impl ChainConfig {
+    /// `text` with the JSON-RPC URL (which often carries a provider's API key) cut to its scheme
+    /// and host, for logs and readiness.
+    pub fn redact(&self, text: &str) -> String {
+        let Ok(url) = alloy::transports::http::reqwest::Url::parse(&self.rpc_url) else { return text.to_string() };
+        let shown = format!("{}://{}/…", url.scheme(), url.host_str().unwrap_or("?"));
+        let mut out = text.replace(url.as_str(), &shown).replace(&self.rpc_url, &shown);
+        if let Some(key) = url.query().filter(|q| !q.is_empty()) {
+            out = out.replace(key, "…");
+        }
+        if url.path().len() > 1 {
+            out = out.replace(url.path(), "/…");
+        }
+        out
+    }
+
     pub fn native(&self) -> Option<&ChainAsset> {
         self.assets.iter().find(|a| a.token == Token::Native)
     }
@@ -180,6 +198,10 @@ impl Chains {
             if !(1..=86_400).contains(&replace_after_secs) {
                 return Err(format!("{}: must be 1 to 86400", at("replace_after_secs")));
             }
+            let max_fee_gwei = c.max_fee_gwei.unwrap_or(500);
+            if !(1..=1_000_000).contains(&max_fee_gwei) {
+                return Err(format!("{}: must be 1 to 1000000", at("max_fee_gwei")));
+            }
             let mut list: Vec<ChainAsset> = Vec::new();
             for a in c.asset {
                 let field = |f: &str| at(&format!("asset {}: {f}", a.currency));
@@ -227,6 +249,7 @@ impl Chains {
                 keep_blocks,
                 erc20_gas_limit,
                 replace_after: time::Duration::seconds(replace_after_secs as i64),
+                max_fee_per_gas: u128::from(max_fee_gwei) * 1_000_000_000,
             });
         }
         Ok(Self(chains))
@@ -258,6 +281,7 @@ struct RawChain {
     keep_blocks: Option<u64>,
     erc20_gas_limit: Option<u64>,
     replace_after_secs: Option<u64>,
+    max_fee_gwei: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -297,6 +321,18 @@ mod tests {
         assert_eq!(c.contracts().len(), 1);
         assert_eq!(c.erc20(c.contracts()[0]).unwrap().currency, "USDC");
         assert!(Chains::parse("", &AssetRegistry::default()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_rpc_url_is_cut_to_its_host_in_messages() {
+        let text =
+            file("", ETH).replace("http://127.0.0.1:8545", "https://eth.example.com/v3/SECRETKEY?apikey=OTHERSECRET");
+        let chains = Chains::parse(&text, &AssetRegistry::default()).unwrap();
+        let c = chains.get("local").unwrap();
+        let message = "error sending request for url (https://eth.example.com/v3/SECRETKEY?apikey=OTHERSECRET)";
+        let shown = c.redact(message);
+        assert!(!shown.contains("SECRETKEY") && !shown.contains("OTHERSECRET"), "{shown}");
+        assert!(shown.contains("eth.example.com"), "{shown}");
     }
 
     #[test]

@@ -20,7 +20,10 @@ pub struct DepositView {
     pub status: DepositStatus,
     pub address: String,
     pub tx_hash: String,
-    /// -1 for the value of a plain transaction.
+    /// Its place among its transaction's `Transfer` logs of the chain's tokens; -1 for the value of
+    /// a plain transaction. With `tx_hash`, what makes it unique (a reorg does not change it).
+    pub transfer_index: i64,
+    /// Its log's place in its block (-1 for a plain transaction).
     pub log_index: i64,
     pub block_number: i64,
     pub block_hash: String,
@@ -46,6 +49,7 @@ impl DepositView {
             status: d.status,
             address: d.seen.address.clone(),
             tx_hash: d.seen.tx_hash.clone(),
+            transfer_index: d.seen.transfer_index,
             log_index: d.seen.log_index,
             block_number: d.seen.block_number,
             block_hash: d.seen.block_hash.clone(),

@@ -8,6 +8,7 @@ pub mod address;
 pub mod config;
 pub mod deposit;
 pub mod http;
+pub mod node;
 pub mod service;
 pub mod signer;
 pub mod store;

@@ -9,7 +9,6 @@
 //! it (`failed`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy::eips::{BlockNumberOrTag, Encodable2718};
@@ -17,10 +16,11 @@ use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
 use alloy::providers::{Provider, RootProvider};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::SolCall;
+use alloy::sol_types::{SolCall, SolEvent};
 use rust_decimal::Decimal;
 
 use crate::config::{ChainConfig, Token};
+use crate::node::{self, Next};
 use crate::store::ChainStore;
 use crate::withdraw::{SignedTx, Withdrawal, WithdrawalStatus, WithdrawalView};
 use base::money::AssetRegistry;
@@ -52,6 +52,24 @@ impl HotKey {
     }
 }
 
+impl node::Job for Signer {
+    fn what(&self) -> &'static str {
+        "withdrawal signer"
+    }
+
+    fn chain(&self) -> &ChainConfig {
+        &self.chain
+    }
+
+    fn lease(&self) -> &storage::lease::Lease {
+        &self.lease
+    }
+
+    async fn pass(&self) -> anyhow::Result<Next> {
+        self.step().await.map(|()| Next::Poll)
+    }
+}
+
 pub struct Signer {
     pub chain: ChainConfig,
     pub store: ChainStore,
@@ -64,45 +82,10 @@ pub struct Signer {
 }
 
 impl Signer {
-    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let name = self.chain.name.clone();
-        tracing::info!(chain = %name, address = %self.key.0.address(), "withdrawal signer started");
-        let max_backoff = (self.chain.poll_interval * 50).min(Duration::from_secs(30));
-        let mut backoff = self.chain.poll_interval;
-        loop {
-            let wait = match self.lease.take().await {
-                Ok(false) => self.chain.poll_interval * 5,
-                Ok(true) => match self.step().await {
-                    Ok(()) => {
-                        backoff = self.chain.poll_interval;
-                        self.chain.poll_interval
-                    }
-                    Err(e) => {
-                        metrics::counter!("chain_signer_errors_total", "chain" => name.clone()).increment(1);
-                        tracing::warn!(chain = %name, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64,
-                            "withdrawal signer step failed; retrying");
-                        let wait = backoff;
-                        backoff = (backoff * 2).min(max_backoff);
-                        wait
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(chain = %name, error = %format!("{e:#}"), "cannot take the signer's lease");
-                    backoff
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => break,
-            }
-            if *stop.borrow() {
-                break;
-            }
-        }
-        if let Err(e) = self.lease.release().await {
-            tracing::warn!(chain = %name, error = %format!("{e:#}"), "releasing the signer's lease");
-        }
-        tracing::info!(chain = %name, "withdrawal signer stopped");
+    /// Signs and follows withdrawals until `stop` (see [`node::run`]).
+    pub async fn run(self, stop: tokio::sync::watch::Receiver<bool>) {
+        tracing::info!(chain = %self.chain.name, address = %self.key.0.address(), "signing withdrawals");
+        node::run(self, stop).await;
     }
 
     fn ctx(&self) -> EventContext {
@@ -118,35 +101,63 @@ impl Signer {
         method: &'static str,
         call: impl std::future::Future<Output = Result<T, alloy::transports::TransportError>>,
     ) -> anyhow::Result<T> {
-        let started = Instant::now();
-        let result = call.await;
-        let chain = self.chain.name.clone();
-        metrics::histogram!("chain_rpc_request_duration_seconds", "chain" => chain.clone(), "method" => method)
-            .record(started.elapsed().as_secs_f64());
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!("chain_rpc_requests_total", "chain" => chain, "method" => method, "outcome" => outcome)
-            .increment(1);
-        result.map_err(|e| anyhow::anyhow!("{method}: {e}"))
+        node::call(&self.chain, method, call).await
     }
 
     /// One pass: broadcast what is signed (after a crash), follow what is broadcast, sign what is
-    /// requested.
+    /// requested. One withdrawal that fails does not hold up the others: each failure is logged,
+    /// and the pass reports them at its end (so the next one backs off).
     async fn step(&self) -> anyhow::Result<()> {
         let chain = &self.chain.name;
+        let mut failed = 0usize;
+        let mut note = |w: &Withdrawal, what: &str, e: anyhow::Error| {
+            failed += 1;
+            tracing::warn!(chain = %chain, withdrawal.id = %w.id, error = %format!("{e:#}"), "{what} failed; retrying");
+        };
         for w in self.store.open_withdrawals(chain, WithdrawalStatus::Signed, 100).await? {
-            self.broadcast(&w).await?;
+            if let Err(e) = self.broadcast(&w).await {
+                note(&w, "broadcasting a signed withdrawal", e);
+                // Refused for long (its fees below what the chain takes now, say): sign it again at
+                // the same nonce with current fees; the next pass broadcasts that.
+                if base::clock::now() - w.updated_at > self.chain.replace_after
+                    && let Err(e) = self.replace(&w).await
+                {
+                    note(&w, "replacing a withdrawal the node refused", e);
+                }
+            }
         }
         let head = self.rpc("eth_blockNumber", async { self.provider.get_block_number().await }).await?;
+        // The key's transactions mined so far: the next nonce the chain will take.
+        let mined = self.mined_nonce(None).await?;
         for w in self.store.open_withdrawals(chain, WithdrawalStatus::Broadcast, 500).await? {
-            self.follow(&w, head).await?;
+            if let Err(e) = self.follow(&w, head, mined).await {
+                note(&w, "following a withdrawal", e);
+            }
         }
         for w in self.store.open_withdrawals(chain, WithdrawalStatus::Requested, 50).await? {
-            self.sign_and_send(&w).await?;
+            if let Err(e) = self.sign_and_send(&w).await {
+                // Not the next ones: they would queue behind it at later nonces.
+                note(&w, "signing a withdrawal", e);
+                break;
+            }
         }
         for (status, n) in self.store.withdrawal_counts(chain).await? {
             metrics::gauge!("chain_withdrawals", "chain" => chain.clone(), "status" => status).set(n as f64);
         }
+        anyhow::ensure!(failed == 0, "{failed} withdrawal(s) could not be handled in this pass");
         Ok(())
+    }
+
+    /// How many of the key's transactions the chain has mined (at `block`, or the latest).
+    async fn mined_nonce(&self, block: Option<u64>) -> anyhow::Result<u64> {
+        let address = self.key.0.address();
+        self.rpc("eth_getTransactionCount", async {
+            match block {
+                Some(n) => self.provider.get_transaction_count(address).number(n).await,
+                None => self.provider.get_transaction_count(address).latest().await,
+            }
+        })
+        .await
     }
 
     /// The transaction a withdrawal asks for, at `nonce`, with fees.
@@ -203,7 +214,9 @@ impl Signer {
             .rpc("eth_getBlockByNumber", async { self.provider.get_block_by_number(BlockNumberOrTag::Latest).await })
             .await?;
         let base = latest.and_then(|b| b.header.base_fee_per_gas).map_or(1_000_000_000, u128::from);
-        Ok((base * 2 + priority, priority))
+        let cap = self.chain.max_fee_per_gas;
+        let max_fee = base.saturating_mul(2).saturating_add(priority).min(cap);
+        Ok((max_fee, priority.min(max_fee)))
     }
 
     async fn sign_and_send(&self, w: &Withdrawal) -> anyhow::Result<()> {
@@ -211,12 +224,13 @@ impl Signer {
         let nonce = self
             .store
             .next_nonce(&self.chain.name, &address, async || {
-                let mined = self
+                // Only to start the counter: the key's transactions the node knows of, mined or pending.
+                let known = self
                     .rpc("eth_getTransactionCount", async {
-                        self.provider.get_transaction_count(self.key.0.address()).latest().await
+                        self.provider.get_transaction_count(self.key.0.address()).pending().await
                     })
                     .await?;
-                Ok(mined)
+                Ok(known)
             })
             .await?;
         let (max_fee, priority) = self.fees().await?;
@@ -276,35 +290,89 @@ impl Signer {
         Ok(())
     }
 
-    /// A broadcast withdrawal: confirmed or failed once mined with the confirmations, replaced when
-    /// stuck.
-    async fn follow(&self, w: &Withdrawal, head: u64) -> anyhow::Result<()> {
+    /// A broadcast withdrawal: confirmed or failed once mined with the confirmations; replaced when
+    /// stuck and next in line; failed when another transaction took its nonce.
+    async fn follow(&self, w: &Withdrawal, head: u64, mined: u64) -> anyhow::Result<()> {
+        if let Some(done) = self.mined_receipt(w).await? {
+            let (hash, receipt, block) = done;
+            if head + 1 < block + self.chain.confirmations {
+                return Ok(());
+            }
+            if !receipt.status() {
+                return self.fail(w, "the transaction reverted", Some(&hash), Some(block as i64)).await;
+            }
+            if !self.moved_the_tokens(w, &receipt)? {
+                return self
+                    .fail(w, "the token reported success but moved nothing", Some(&hash), Some(block as i64))
+                    .await;
+            }
+            return self.confirm(w, &hash, block as i64).await;
+        }
+        let nonce = u64::try_from(w.nonce.ok_or_else(|| anyhow::anyhow!("withdrawal {} has no nonce", w.id))?)?;
+        if mined > nonce {
+            // The nonce is used, and not by one of ours (no receipt): once that is final, and still
+            // no receipt of ours (asked again after), nothing of this withdrawal can be mined.
+            let final_block = (head + 1).saturating_sub(self.chain.confirmations);
+            if self.mined_nonce(Some(final_block)).await? > nonce && self.mined_receipt(w).await?.is_none() {
+                return self.fail(w, "another transaction took its nonce", None, None).await;
+            }
+            return Ok(());
+        }
+        let stuck = w.broadcast_at.is_some_and(|at| base::clock::now() - at > self.chain.replace_after);
+        // Only the next nonce the chain will take is worth a higher fee: later ones wait for it.
+        if stuck && mined == nonce { self.replace(w).await } else { Ok(()) }
+    }
+
+    /// The first of the withdrawal's transactions that was mined: its hash, receipt and block.
+    async fn mined_receipt(
+        &self,
+        w: &Withdrawal,
+    ) -> anyhow::Result<Option<(String, alloy::rpc::types::TransactionReceipt, u64)>> {
         for hash in self.store.withdrawal_txs(w.id).await? {
             let h: B256 = hash.parse()?;
             let receipt =
                 self.rpc("eth_getTransactionReceipt", async { self.provider.get_transaction_receipt(h).await }).await?;
-            let Some(receipt) = receipt else { continue };
-            let Some(block) = receipt.block_number else { continue };
-            if head + 1 < block + self.chain.confirmations {
-                return Ok(());
+            if let Some(receipt) = receipt
+                && let Some(block) = receipt.block_number
+            {
+                return Ok(Some((hash, receipt, block)));
             }
-            if receipt.status() {
-                return self.confirm(w, &hash, block as i64).await;
-            }
-            return self.fail(w, "the transaction reverted", Some(&hash), Some(block as i64)).await;
         }
-        let stuck = w.broadcast_at.is_some_and(|at| base::clock::now() - at > self.chain.replace_after);
-        if stuck { self.replace(w).await } else { Ok(()) }
+        Ok(None)
+    }
+
+    /// Whether an ERC-20 withdrawal's receipt holds the token's `Transfer` of the amount to the
+    /// destination (some tokens answer `false` instead of reverting); a native one moved its value.
+    fn moved_the_tokens(
+        &self,
+        w: &Withdrawal,
+        receipt: &alloy::rpc::types::TransactionReceipt,
+    ) -> anyhow::Result<bool> {
+        let Some(asset) = self.chain.asset(&w.currency) else { return Ok(false) };
+        let Token::Erc20 { contract, decimals } = asset.token else { return Ok(true) };
+        let (to, value): (Address, U256) = (w.to_address.parse()?, units(w.amount, decimals)?);
+        let from = self.key.0.address();
+        Ok(receipt.inner.logs().iter().any(|log| {
+            log.address() == contract
+                && crate::watcher::Transfer::decode_log(&log.inner)
+                    .is_ok_and(|e| e.from == from && e.to == to && e.value == value)
+        }))
     }
 
     async fn replace(&self, w: &Withdrawal) -> anyhow::Result<()> {
         let nonce = w.nonce.ok_or_else(|| anyhow::anyhow!("withdrawal {} has no nonce", w.id))?;
         let old_max: u128 = w.max_fee_per_gas.as_deref().unwrap_or("0").parse()?;
         let old_tip: u128 = w.priority_fee.as_deref().unwrap_or("0").parse()?;
+        let cap = self.chain.max_fee_per_gas;
+        if old_max >= cap {
+            tracing::warn!(chain = %self.chain.name, withdrawal.id = %w.id, nonce, max_fee = old_max,
+                "withdrawal transaction stuck at the fee cap (max_fee_gwei): not replaced again");
+            return Ok(());
+        }
         let (now_max, now_tip) = self.fees().await?;
-        // Nodes take a replacement only with both fees at least 10 % higher: 25 %.
-        let tip = now_tip.max(old_tip + old_tip / 4 + 1);
-        let max_fee = now_max.max(old_max + old_max / 4 + 1).max(tip);
+        // Nodes take a replacement only with both fees at least 10 % higher: 25 %, within the cap.
+        let max_fee = now_max.max(old_max.saturating_add(old_max / 4 + 1)).min(cap);
+        let tip = now_tip.max(old_tip.saturating_add(old_tip / 4 + 1)).min(max_fee);
         let signed = self.sign(self.build(w, u64::try_from(nonce)?, max_fee, tip)?)?;
         self.store.record_replacement(w, &signed).await?;
         metrics::counter!("chain_withdrawal_replacements_total", "chain" => self.chain.name.clone()).increment(1);

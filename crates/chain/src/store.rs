@@ -19,7 +19,11 @@ use storage::Database;
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeenDeposit {
     pub tx_hash: String,
-    /// -1 for the value of a plain transaction.
+    /// Its place among the transaction's `Transfer` logs of the chain's tokens (-1 for the value of
+    /// a plain transaction): with the hash, its key, which a reorg that mines the transaction in
+    /// another block does not change.
+    pub transfer_index: i64,
+    /// Its log's place in the block (-1 for a plain transaction), as last seen.
     pub log_index: i64,
     pub block_number: i64,
     pub block_hash: String,
@@ -83,7 +87,8 @@ pub struct ChainStore {
     db: Database,
 }
 
-const DEPOSIT_COLS: &str = "id, chain, tx_hash, log_index, block_number, block_hash, address, user_id, currency, amount, status, deposit_id, created_at, updated_at";
+const DEPOSIT_COLS: &str = "id, chain, tx_hash, log_index, block_number, block_hash, address, user_id, currency, amount, status, deposit_id, created_at, updated_at, transfer_index";
+const DEPOSIT_NCOLS: usize = 15;
 
 /// A row read from either backend, as text or integers.
 enum Value {
@@ -102,7 +107,7 @@ impl ChainStore {
 
     /// The user's BIP-32 child index, assigned (the next free one) on first use.
     pub async fn user_index(&self, user_id: Uuid) -> anyhow::Result<u32> {
-        for _ in 0..20 {
+        for attempt in 0..200u64 {
             if let Some(idx) =
                 self.query_int("SELECT idx FROM chain_address_indexes WHERE user_id = $1", user_id).await?
             {
@@ -133,7 +138,8 @@ impl ChainStore {
                 }
             };
             if inserted == 0 {
-                tokio::task::yield_now().await;
+                // Another user took that index: wait a little (longer each time) and take the next.
+                tokio::time::sleep(std::time::Duration::from_millis(1 + attempt % 10)).await;
             }
         }
         anyhow::bail!("could not assign a deposit address index to user {user_id}")
@@ -234,7 +240,7 @@ impl ChainStore {
         let mut fresh = Vec::new();
         let mut known = Vec::new();
         for d in deposits {
-            match self.deposit_by_key(&chain, &d.tx_hash, d.log_index).await? {
+            match self.deposit_by_key(&chain, &d.tx_hash, d.transfer_index).await? {
                 None => {
                     let row = ChainDeposit {
                         id: Uuid::now_v7(),
@@ -251,10 +257,10 @@ impl ChainStore {
                 Some(existing) => known.push((existing.id, d)),
             }
         }
-        let upsert_known = "UPDATE chain_deposits SET block_number = $2, block_hash = $3, updated_at = $4,
+        let upsert_known = "UPDATE chain_deposits SET block_number = $2, block_hash = $3, updated_at = $4, log_index = $5,
              status = CASE status WHEN 'dropped' THEN 'seen' WHEN 'reorged' THEN 'credited' ELSE status END WHERE id = $1";
         let insert = format!(
-            "INSERT INTO chain_deposits ({DEPOSIT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'seen', NULL, $11, $11)"
+            "INSERT INTO chain_deposits ({DEPOSIT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'seen', NULL, $11, $11, $12)"
         );
         let cursor = "INSERT INTO chain_cursors (chain, block_number, block_hash, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (chain) DO UPDATE SET block_number = excluded.block_number, block_hash = excluded.block_hash, updated_at = excluded.updated_at";
@@ -282,13 +288,14 @@ impl ChainStore {
                             &d.currency,
                             &d.amount,
                             &now,
+                            &d.transfer_index,
                         ],
                     )
                     .await?;
                     outbox::insert_pg(&tx, ctx, event).await?;
                 }
                 for (id, d) in &known {
-                    tx.execute(upsert_known, &[id, &d.block_number, &d.block_hash, &now]).await?;
+                    tx.execute(upsert_known, &[id, &d.block_number, &d.block_hash, &now, &d.log_index]).await?;
                 }
                 for (n, h) in &blocks {
                     tx.execute(block, &[&chain, n, h]).await?;
@@ -317,7 +324,8 @@ impl ChainStore {
                                 d.user_id.to_string(),
                                 d.currency,
                                 d.amount.to_string(),
-                                to_text(now)
+                                to_text(now),
+                                d.transfer_index
                             ],
                         )?;
                         outbox::insert_sqlite(&tx, &ctx, event)?;
@@ -325,7 +333,7 @@ impl ChainStore {
                     for (id, d) in &known {
                         tx.execute(
                             &q(upsert_known),
-                            rusqlite::params![id.to_string(), d.block_number, d.block_hash, to_text(now)],
+                            rusqlite::params![id.to_string(), d.block_number, d.block_hash, to_text(now), d.log_index],
                         )?;
                     }
                     for (n, h) in &blocks {
@@ -350,11 +358,14 @@ impl ChainStore {
         let above = self
             .deposits_where("chain = $1 AND block_number > $2 AND status IN ('seen', 'credited')", chain, fork)
             .await?;
+        // No hash: back to before the start block, where the watcher starts with no cursor.
+        let to_start = fork_hash.is_empty();
         let statements = [
             "UPDATE chain_deposits SET status = CASE status WHEN 'credited' THEN 'reorged' ELSE 'dropped' END, updated_at = $3
              WHERE chain = $1 AND block_number > $2 AND status IN ('seen', 'credited')",
             "DELETE FROM chain_blocks WHERE chain = $1 AND number > $2",
             "UPDATE chain_cursors SET block_number = $2, block_hash = $4, updated_at = $3 WHERE chain = $1",
+            "DELETE FROM chain_cursors WHERE chain = $1",
         ];
         let chain_s = chain.to_string();
         let fork_hash = fork_hash.to_string();
@@ -364,7 +375,11 @@ impl ChainStore {
                 let tx = c.transaction().await?;
                 tx.execute(statements[0], &[&chain_s, &fork, &now]).await?;
                 tx.execute(statements[1], &[&chain_s, &fork]).await?;
-                tx.execute(statements[2], &[&chain_s, &fork, &now, &fork_hash]).await?;
+                if to_start {
+                    tx.execute(statements[3], &[&chain_s]).await?;
+                } else {
+                    tx.execute(statements[2], &[&chain_s, &fork, &now, &fork_hash]).await?;
+                }
                 tx.commit().await?;
             }
             Database::Sqlite(pool) => {
@@ -373,7 +388,11 @@ impl ChainStore {
                     let q = |s: &str| s.replace('$', "?");
                     tx.execute(&q(statements[0]), rusqlite::params![chain_s, fork, to_text(now)])?;
                     tx.execute(&q(statements[1]), rusqlite::params![chain_s, fork])?;
-                    tx.execute(&q(statements[2]), rusqlite::params![chain_s, fork, to_text(now), fork_hash])?;
+                    if to_start {
+                        tx.execute(&q(statements[3]), rusqlite::params![chain_s])?;
+                    } else {
+                        tx.execute(&q(statements[2]), rusqlite::params![chain_s, fork, to_text(now), fork_hash])?;
+                    }
                     tx.commit().map_err(anyhow::Error::from)
                 })
                 .await?;
@@ -419,20 +438,26 @@ impl ChainStore {
         Ok(n == 1)
     }
 
-    async fn deposit_by_key(&self, chain: &str, tx_hash: &str, log_index: i64) -> anyhow::Result<Option<ChainDeposit>> {
-        let sql =
-            format!("SELECT {DEPOSIT_COLS} FROM chain_deposits WHERE chain = $1 AND tx_hash = $2 AND log_index = $3");
+    async fn deposit_by_key(
+        &self,
+        chain: &str,
+        tx_hash: &str,
+        transfer_index: i64,
+    ) -> anyhow::Result<Option<ChainDeposit>> {
+        let sql = format!(
+            "SELECT {DEPOSIT_COLS} FROM chain_deposits WHERE chain = $1 AND tx_hash = $2 AND transfer_index = $3"
+        );
         let rows = match &self.db {
             Database::Postgres(pool) => {
-                let rows = pool.get().await?.query(sql.as_str(), &[&chain, &tx_hash, &log_index]).await?;
-                pg_rows(&rows, 14)?
+                let rows = pool.get().await?.query(sql.as_str(), &[&chain, &tx_hash, &transfer_index]).await?;
+                pg_rows(&rows, DEPOSIT_NCOLS)?
             }
             Database::Sqlite(pool) => {
                 let (chain, tx_hash) = (chain.to_string(), tx_hash.to_string());
                 pool.call(move |c| {
                     let mut st = c.prepare(&sql.replace('$', "?"))?;
-                    let rows = st.query_map(rusqlite::params![chain, tx_hash, log_index], |r| {
-                        (0..14).map(|i| sqlite_value(r, i)).collect()
+                    let rows = st.query_map(rusqlite::params![chain, tx_hash, transfer_index], |r| {
+                        (0..DEPOSIT_NCOLS).map(|i| sqlite_value(r, i)).collect()
                     })?;
                     rows.collect::<Result<Vec<Vec<Value>>, _>>().map_err(anyhow::Error::from)
                 })
@@ -445,13 +470,16 @@ impl ChainStore {
     async fn deposits_where(&self, condition: &str, chain: &str, n: i64) -> anyhow::Result<Vec<ChainDeposit>> {
         let sql = format!("SELECT {DEPOSIT_COLS} FROM chain_deposits WHERE {condition} ORDER BY block_number, id");
         let rows = match &self.db {
-            Database::Postgres(pool) => pg_rows(&pool.get().await?.query(sql.as_str(), &[&chain, &n]).await?, 14)?,
+            Database::Postgres(pool) => {
+                pg_rows(&pool.get().await?.query(sql.as_str(), &[&chain, &n]).await?, DEPOSIT_NCOLS)?
+            }
             Database::Sqlite(pool) => {
                 let chain = chain.to_string();
                 pool.call(move |c| {
                     let mut st = c.prepare(&sql.replace('$', "?"))?;
-                    let rows =
-                        st.query_map(rusqlite::params![chain, n], |r| (0..14).map(|i| sqlite_value(r, i)).collect())?;
+                    let rows = st.query_map(rusqlite::params![chain, n], |r| {
+                        (0..DEPOSIT_NCOLS).map(|i| sqlite_value(r, i)).collect()
+                    })?;
                     rows.collect::<Result<Vec<Vec<Value>>, _>>().map_err(anyhow::Error::from)
                 })
                 .await?
@@ -494,13 +522,13 @@ impl ChainStore {
                 let c = pool.get().await?;
                 let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                     params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-                pg_rows(&c.query(sql.as_str(), &refs).await?, 14)?
+                pg_rows(&c.query(sql.as_str(), &refs).await?, DEPOSIT_NCOLS)?
             }
             Database::Sqlite(pool) => {
                 pool.call(move |c| {
                     let mut st = c.prepare(&sql.replace('$', "?"))?;
                     let rows = st.query_map(rusqlite::params_from_iter(params.iter()), |r| {
-                        (0..14).map(|i| sqlite_value(r, i)).collect()
+                        (0..DEPOSIT_NCOLS).map(|i| sqlite_value(r, i)).collect()
                     })?;
                     rows.collect::<Result<Vec<Vec<Value>>, _>>().map_err(anyhow::Error::from)
                 })
@@ -583,6 +611,7 @@ fn deposit(r: &[Value]) -> anyhow::Result<ChainDeposit> {
         chain: text(&r[1])?,
         seen: SeenDeposit {
             tx_hash: text(&r[2])?,
+            transfer_index: int(&r[14])?,
             log_index: int(&r[3])?,
             block_number: int(&r[4])?,
             block_hash: text(&r[5])?,

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
 
 use alloy::consensus::Transaction as _;
 use alloy::eips::BlockNumberOrTag;
@@ -23,6 +22,7 @@ use futures::StreamExt;
 use rust_decimal::Decimal;
 
 use crate::config::ChainConfig;
+use crate::node::{self, Next};
 use crate::store::{ChainDeposit, ChainStore, SeenDeposit};
 use base::money::AssetRegistry;
 use events::outbox::EventContext;
@@ -65,6 +65,34 @@ pub struct Watcher {
     pub lease: storage::lease::Lease,
 }
 
+impl node::Job for Watcher {
+    fn what(&self) -> &'static str {
+        "deposit watcher"
+    }
+
+    fn chain(&self) -> &ChainConfig {
+        &self.chain
+    }
+
+    fn lease(&self) -> &storage::lease::Lease {
+        &self.lease
+    }
+
+    async fn pass(&self) -> anyhow::Result<Next> {
+        Ok(match self.step().await? {
+            Step::Advanced | Step::Rewound => Next::Now,
+            Step::Idle => Next::Poll,
+        })
+    }
+
+    /// Readiness shows the last failure until a pass goes well.
+    fn outcome(&self, error: Option<&str>) {
+        if let Ok(mut slot) = self.status.error.lock() {
+            *slot = error.map(str::to_string);
+        }
+    }
+}
+
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
 enum Step {
@@ -77,84 +105,23 @@ enum Step {
 }
 
 impl Watcher {
-    /// Follows the chain until `stop`: while it holds the chain's lease, steps as fast as there
-    /// are blocks, then at the poll interval; on an RPC or database failure, backs off and retries.
-    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let name = self.chain.name.clone();
-        tracing::info!(chain = %name, chain_id = self.chain.chain_id, confirmations = self.chain.confirmations,
-            start_block = self.chain.start_block, "deposit watcher started");
-        let max_backoff = (self.chain.poll_interval * 50).min(Duration::from_secs(30));
-        let mut backoff = self.chain.poll_interval;
-        loop {
-            let wait = match self.lease.take().await {
-                Ok(false) => self.chain.poll_interval * 5,
-                Ok(true) => match self.step().await {
-                    Ok(Step::Advanced | Step::Rewound) => {
-                        self.clear_error();
-                        backoff = self.chain.poll_interval;
-                        Duration::ZERO
-                    }
-                    Ok(Step::Idle) => {
-                        self.clear_error();
-                        backoff = self.chain.poll_interval;
-                        self.chain.poll_interval
-                    }
-                    Err(e) => {
-                        metrics::counter!("chain_watcher_errors_total", "chain" => name.clone()).increment(1);
-                        tracing::warn!(chain = %name, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64,
-                            "deposit watcher step failed; retrying");
-                        if let Ok(mut slot) = self.status.error.lock() {
-                            *slot = Some(format!("{e:#}"));
-                        }
-                        let wait = backoff;
-                        backoff = (backoff * 2).min(max_backoff);
-                        wait
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(chain = %name, error = %format!("{e:#}"), "cannot take the watcher's lease");
-                    backoff
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => break,
-            }
-            if *stop.borrow() {
-                break;
-            }
-        }
-        if let Err(e) = self.lease.release().await {
-            tracing::warn!(chain = %name, error = %format!("{e:#}"), "releasing the watcher's lease");
-        }
-        tracing::info!(chain = %name, "deposit watcher stopped");
-    }
-
-    fn clear_error(&self) {
-        if let Ok(mut slot) = self.status.error.lock() {
-            *slot = None;
-        }
+    /// Follows the chain until `stop` (see [`node::run`]).
+    pub async fn run(self, stop: tokio::sync::watch::Receiver<bool>) {
+        tracing::info!(chain = %self.chain.name, chain_id = self.chain.chain_id, confirmations = self.chain.confirmations,
+            start_block = self.chain.start_block, "following the chain");
+        node::run(self, stop).await;
     }
 
     fn ctx(&self) -> EventContext {
         EventContext { region: self.region.clone(), correlation_id: None, actor_id: None }
     }
 
-    /// Times and counts one JSON-RPC call.
     async fn rpc<T>(
         &self,
         method: &'static str,
         call: impl std::future::Future<Output = Result<T, alloy::transports::TransportError>>,
     ) -> anyhow::Result<T> {
-        let started = Instant::now();
-        let result = call.await;
-        let chain = self.chain.name.clone();
-        metrics::histogram!("chain_rpc_request_duration_seconds", "chain" => chain.clone(), "method" => method)
-            .record(started.elapsed().as_secs_f64());
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!("chain_rpc_requests_total", "chain" => chain, "method" => method, "outcome" => outcome)
-            .increment(1);
-        result.map_err(|e| anyhow::anyhow!("{method}: {e}"))
+        node::call(&self.chain, method, call).await
     }
 
     async fn block(&self, number: u64, full: bool) -> anyhow::Result<Option<Block>> {
@@ -176,7 +143,12 @@ impl Watcher {
         let cursor = self.store.cursor(chain).await?;
         if let Some((number, hash)) = &cursor {
             self.status.processed.store(*number, Ordering::Relaxed);
-            let on_node = if *number > head { None } else { self.block(*number as u64, false).await? };
+            if *number > head {
+                // The node is behind where the watcher is (a lagging node, or a chain cut back that
+                // has not grown again): wait for it; its block at this height tells then.
+                return Ok(Step::Idle);
+            }
+            let on_node = self.block(*number as u64, false).await?;
             if on_node.map(|b| b.header.hash.to_string()) != Some(hash.clone()) {
                 self.rewind(*number).await?;
                 return Ok(Step::Rewound);
@@ -209,6 +181,10 @@ impl Watcher {
                 block = d.seen.block_number, currency = %d.seen.currency, amount = %d.seen.amount, "deposit seen");
         }
         tracing::debug!(chain = %chain, from, to, found, "scanned");
+        if found > 0 {
+            // A flagged deposit mined again on the new branch is credited again (not twice).
+            self.refresh_flagged().await;
+        }
         self.status.processed.store(to as i64, Ordering::Relaxed);
         metrics::gauge!("chain_processed_block", "chain" => chain.clone()).set(to as f64);
         metrics::gauge!("chain_blocks_behind", "chain" => chain.clone()).set((head - to as i64).max(0) as f64);
@@ -259,9 +235,13 @@ impl Watcher {
                     if tx.value().is_zero() {
                         continue;
                     }
-                    let Some(amount) = self.amount(tx.value(), asset.token.decimals(), &tx.tx_hash()) else { continue };
+                    let Some(amount) = self.amount(tx.value(), asset.token.decimals(), &asset.currency, &tx.tx_hash())
+                    else {
+                        continue;
+                    };
                     deposits.push(SeenDeposit {
                         tx_hash: tx.tx_hash().to_string(),
+                        transfer_index: -1,
                         log_index: -1,
                         block_number: b.header.number as i64,
                         block_hash: b.header.hash.to_string(),
@@ -281,9 +261,16 @@ impl Watcher {
                 .address(contracts)
                 .event_signature(Transfer::SIGNATURE_HASH);
             let logs = self.rpc("eth_getLogs", async { self.provider.get_logs(&filter).await }).await?;
+            // Each log's place among its transaction's matching logs (they come in block order).
+            let mut places: HashMap<B256, i64> = HashMap::new();
             for log in logs {
-                let (Some(number), Some(block_hash), Some(tx_hash), Some(index)) =
-                    (log.block_number, log.block_hash, log.transaction_hash, log.log_index)
+                let place = log.transaction_hash.map(|h| {
+                    let n = places.entry(h).or_insert(0);
+                    *n += 1;
+                    *n - 1
+                });
+                let (Some(number), Some(block_hash), Some(tx_hash), Some(index), Some(place)) =
+                    (log.block_number, log.block_hash, log.transaction_hash, log.log_index, place)
                 else {
                     continue;
                 };
@@ -296,9 +283,12 @@ impl Watcher {
                 if event.value.is_zero() {
                     continue;
                 }
-                let Some(amount) = self.amount(event.value, asset.token.decimals(), &tx_hash) else { continue };
+                let Some(amount) = self.amount(event.value, asset.token.decimals(), &asset.currency, &tx_hash) else {
+                    continue;
+                };
                 deposits.push(SeenDeposit {
                     tx_hash: tx_hash.to_string(),
+                    transfer_index: place,
                     log_index: index as i64,
                     block_number: number as i64,
                     block_hash: block_hash.to_string(),
@@ -313,10 +303,13 @@ impl Watcher {
         Ok(Some((numbered, deposits)))
     }
 
-    /// A token amount as a decimal; `None` (logged) when it does not fit the ledger's numbers.
-    fn amount(&self, value: U256, decimals: u8, tx: &B256) -> Option<Decimal> {
-        let amount =
-            i128::try_from(value).ok().and_then(|v| Decimal::try_from_i128_with_scale(v, u32::from(decimals)).ok());
+    /// A token amount as a decimal of `currency`; `None` (logged) when it does not fit the ledger's
+    /// numbers (above the asset's largest amount, where sums could round).
+    fn amount(&self, value: U256, decimals: u8, currency: &str, tx: &B256) -> Option<Decimal> {
+        let amount = i128::try_from(value)
+            .ok()
+            .and_then(|v| Decimal::try_from_i128_with_scale(v, u32::from(decimals)).ok())
+            .filter(|a| self.assets.get(currency).is_some_and(|asset| base::money::within_max(*a, &asset)));
         if amount.is_none() {
             tracing::error!(chain = %self.chain.name, tx_hash = %tx, value = %value,
                 "a transfer to a deposit address is too large for the ledger; not recorded");
@@ -344,14 +337,8 @@ impl Watcher {
             Some(f) => f,
             None => {
                 // Deeper than the kept hashes (or nothing kept): rescan from the start block.
-                let start = self.chain.start_block as i64 - 1;
                 tracing::error!(chain = %chain, from, "reorg deeper than the kept block hashes; rescanning from the start block");
-                let hash = if start >= 0 {
-                    self.block(start as u64, false).await?.map(|b| b.header.hash.to_string()).unwrap_or_default()
-                } else {
-                    String::new()
-                };
-                (start, hash)
+                (self.chain.start_block as i64 - 1, String::new())
             }
         };
         let rewound = self.store.rewind(chain, number, &hash).await?;
@@ -386,12 +373,13 @@ impl Watcher {
             let details = serde_json::json!({
                 "chain": chain,
                 "tx_hash": d.seen.tx_hash,
+                "transfer_index": d.seen.transfer_index,
                 "log_index": d.seen.log_index,
                 "block_number": d.seen.block_number,
                 "confirmations": confirmations,
                 "chain_deposit_id": d.id,
             });
-            let reference = format!("chain:{chain}:{}:{}", d.seen.tx_hash, d.seen.log_index);
+            let reference = format!("chain:{chain}:{}:{}", d.seen.tx_hash, d.seen.transfer_index);
             let (deposit, new) = self
                 .wallet
                 .credit_chain_deposit(d.seen.user_id, &d.seen.currency, d.seen.amount, reference, details, &self.ctx())

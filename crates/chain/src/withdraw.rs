@@ -299,14 +299,15 @@ impl ChainStore {
         .await
     }
 
-    /// Stores a replacement (same nonce, higher fees) before it is broadcast.
+    /// Stores a replacement (same nonce, higher fees) before it is broadcast (a `signed` one the
+    /// node kept refusing, or a `broadcast` one that stays unmined).
     pub async fn record_replacement(&self, w: &Withdrawal, tx: &SignedTx) -> anyhow::Result<()> {
         let now = clock::now();
         self.transaction(
             vec![
                 Statement::new(
                     "UPDATE chain_withdrawals SET tx_hash = $2, raw_tx = $3, max_fee_per_gas = $4, priority_fee = $5,
-                     replacements = replacements + 1, broadcast_at = $6, updated_at = $6 WHERE id = $1 AND status = 'broadcast'",
+                     replacements = replacements + 1, broadcast_at = $6, updated_at = $6 WHERE id = $1 AND status IN ('signed', 'broadcast')",
                     vec![
                         Param::Uuid(w.id),
                         Param::text(&tx.tx_hash),

@@ -181,13 +181,15 @@ impl Funder {
     pub async fn sign_at(&self, tx: TransactionRequest, nonce: u64) -> Bytes {
         use alloy::eips::Encodable2718;
         let gas = tx.gas.unwrap_or(300_000);
+        let (max_fee, tip) =
+            (tx.max_fee_per_gas.unwrap_or(20_000_000_000), tx.max_priority_fee_per_gas.unwrap_or(1_000_000_000));
         let tx = tx
             .with_from(self.address())
             .with_nonce(nonce)
             .with_chain_id(31337)
             .with_gas_limit(gas)
-            .with_max_fee_per_gas(20_000_000_000)
-            .with_max_priority_fee_per_gas(1_000_000_000);
+            .with_max_fee_per_gas(max_fee)
+            .with_max_priority_fee_per_gas(tip);
         let envelope = alloy::network::NetworkTransactionBuilder::<alloy::network::Ethereum>::build(
             tx,
             &EthereumWallet::from(self.signer.clone()),

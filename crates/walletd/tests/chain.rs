@@ -183,8 +183,11 @@ async fn a_reorg_drops_an_uncredited_deposit_and_flags_a_credited_one() {
     assert_eq!(balance(&app, &user, "USDC").await, "7.000000");
 
     // A credited deposit that a deeper reorg removes is flagged, not silently kept.
+    let other = anvil.funded_key(1).await;
+    funder.mint(token, other.address(), usdc(1)).await;
     let fork = anvil.snapshot().await;
-    funder.send_tokens(token, address, usdc(3)).await;
+    let raw = funder.sign(Funder::token_transfer(token, address, usdc(3))).await;
+    anvil.rpc("eth_sendRawTransaction", json!([raw])).await.unwrap();
     anvil.mine(3).await;
     wait_deposits(&app, &user, |d| d.len() == 2 && d.iter().all(|d| d["status"] == "credited")).await;
     anvil.revert(&fork).await;
@@ -201,6 +204,26 @@ async fn a_reorg_drops_an_uncredited_deposit_and_flags_a_credited_one() {
     );
     assert_eq!(app.metric("chain_deposits_flagged", &[]).await, 1.0);
     assert!(app.metric("chain_reorgs_total", &["chain=\"local\""]).await >= 2.0);
+    assert_eq!(balance(&app, &user, "USDC").await, "10.000000", "the money stays credited: a person decides");
+
+    // The same transfer mined again, now second in its block (another transfer pays a higher tip):
+    // its log index changes, its place in its transaction does not. Back to credited, not credited twice.
+    anvil.automine(false).await;
+    let mut first = Funder::token_transfer(token, funder.address(), usdc(1));
+    first.max_fee_per_gas = Some(50_000_000_000);
+    first.max_priority_fee_per_gas = Some(10_000_000_000);
+    let first = other.sign(first).await;
+    anvil.rpc("eth_sendRawTransaction", json!([first])).await.unwrap();
+    anvil.rpc("eth_sendRawTransaction", json!([raw])).await.unwrap();
+    anvil.mine(1).await;
+    anvil.automine(true).await;
+    anvil.mine(3).await;
+    let back = wait_deposits(&app, &user, |d| d.len() == 2 && d.iter().all(|d| d["status"] == "credited")).await;
+    let again = back.iter().find(|d| d["amount"] == "3.000000").unwrap();
+    assert_eq!(again["log_index"], 1, "the scenario needs the transfer at another place in its block: {again}");
+    assert_eq!(again["transfer_index"], 0);
+    assert_eq!(balance(&app, &user, "USDC").await, "10.000000", "credited once, whatever its block");
+    assert_eq!(app.metric("chain_deposits_flagged", &[]).await, 0.0);
     app.assert_ledger_verifies(&admin).await;
 }
 

@@ -226,6 +226,51 @@ fn config_prints_the_effective_settings_with_secrets_masked() {
     assert!(text.contains("postgres://walletd:****@db.internal:5432/walletd"), "{text}");
     assert!(text.contains("region = \"eu-west\""), "file value applies: {text}");
     assert!(text.contains("siwe_chain_id = \"137\""), "environment overrides the file: {text}");
+    // A signer key is shown as nothing but that it is set.
+    let key = alloy::primitives::hex::encode(alloy::signers::local::PrivateKeySigner::random().to_bytes());
+    let out = walletd(&dir).args(["config"]).env("WALLETD_CHAIN_SIGNER_KEY", &key).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains(&key[..16]), "{text}");
+    assert!(text.contains("chain_signer_key = \"****\""), "{text}");
+}
+
+#[test]
+fn a_bad_chains_file_or_a_readable_signer_key_stops_the_start_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    let xpub = "xpub661MyMwAqRbcFtXgS5sYJABqqG9YLmC4Q1Rdap9gSE8NqtwybGhePY2gZ29ESFjqJoCu1Rupje8YtGqsefD265TMg7usUDFdp6W1EGMcet8";
+    let chains = dir.0.join("chains.toml");
+    let good = format!(
+        "[[chain]]\nname = \"local\"\nchain_id = 31337\nrpc_url = \"http://127.0.0.1:1\"\nconfirmations = 2\nxpub = \"{xpub}\"\n\n[[chain.asset]]\ncurrency = \"ETH\"\nnative = true\n"
+    );
+    for (bad, named) in [
+        (good.replace("ETH", "DOGE"), "currency"),
+        (good.replace("confirmations = 2", "confirmations = 0"), "confirmations"),
+        (good.replace(xpub, "xpub-nope"), "xpub"),
+    ] {
+        std::fs::write(&chains, bad).unwrap();
+        let mut serve = walletd(&dir);
+        serve.args(["serve"]).env("WALLETD_CHAINS_FILE", &chains).env("WALLETD_HTTP_ADDR", "127.0.0.1:0");
+        serve.env("WALLETD_METRICS_ADDR", "127.0.0.1:0").env("WALLETD_GRPC_ADDR", "127.0.0.1:0");
+        let (status, err) = testkit::process::run_to_exit(serve, Duration::from_secs(20)).expect("walletd served");
+        assert!(!status.success());
+        assert!(err.contains("WALLETD_CHAINS_FILE") && err.contains(named), "{named}: {err}");
+    }
+    std::fs::write(&chains, &good).unwrap();
+    let key = dir.0.join("hot.key");
+    let secret = alloy::primitives::hex::encode(alloy::signers::local::PrivateKeySigner::random().to_bytes());
+    std::fs::write(&key, &secret).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut serve = walletd(&dir);
+    serve.args(["serve"]).env("WALLETD_CHAINS_FILE", &chains).env("WALLETD_CHAIN_SIGNER_KEY_FILE", &key);
+    serve
+        .env("WALLETD_HTTP_ADDR", "127.0.0.1:0")
+        .env("WALLETD_METRICS_ADDR", "127.0.0.1:0")
+        .env("WALLETD_GRPC_ADDR", "127.0.0.1:0");
+    let (status, err) = testkit::process::run_to_exit(serve, Duration::from_secs(20)).expect("walletd served");
+    assert!(!status.success());
+    assert!(err.contains("WALLETD_CHAIN_SIGNER_KEY_FILE") && err.contains("chmod 600"), "{err}");
+    assert!(!err.contains(&secret[..16]), "the key itself is never printed: {err}");
 }
 
 #[tokio::test]

@@ -28,14 +28,17 @@ CREATE TABLE chain_blocks (
     hash   TEXT NOT NULL,
     PRIMARY KEY (chain, number)
 );
--- Each transfer to a deposit address, from when it is first seen. log_index is -1 for the value of a
--- plain transaction. status: seen -> credited; seen -> dropped (its block left the chain before it
+-- Each transfer to a deposit address, from when it is first seen, keyed by its transaction and its
+-- place among the transaction's Transfer logs of the chain's tokens (transfer_index; -1 for the value
+-- of a plain transaction): unlike log_index (its place in the block, kept for reference), that place
+-- stays the same when a reorg mines the transaction in another block. status: seen -> credited; seen -> dropped (its block left the chain before it
 -- was final); credited -> reorged (a deeper reorg removed it after it was credited: for admins).
 CREATE TABLE chain_deposits (
     id           UUID PRIMARY KEY,
     chain        TEXT NOT NULL,
     tx_hash      TEXT NOT NULL,
     log_index    BIGINT NOT NULL,
+    transfer_index BIGINT NOT NULL,
     block_number BIGINT NOT NULL,
     block_hash   TEXT NOT NULL,
     address      TEXT NOT NULL,
@@ -46,7 +49,7 @@ CREATE TABLE chain_deposits (
     deposit_id   UUID REFERENCES wallet_deposits (id),
     created_at   TIMESTAMPTZ NOT NULL,
     updated_at   TIMESTAMPTZ NOT NULL,
-    UNIQUE (chain, tx_hash, log_index)
+    UNIQUE (chain, tx_hash, transfer_index)
 );
 CREATE INDEX chain_deposits_user ON chain_deposits (user_id, id DESC);
 CREATE INDEX chain_deposits_pending ON chain_deposits (chain, block_number) WHERE status = 'seen';

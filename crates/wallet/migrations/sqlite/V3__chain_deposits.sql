@@ -30,6 +30,7 @@ CREATE TABLE chain_deposits (
     chain        TEXT NOT NULL,
     tx_hash      TEXT NOT NULL,
     log_index    INTEGER NOT NULL,
+    transfer_index INTEGER NOT NULL,
     block_number INTEGER NOT NULL,
     block_hash   TEXT NOT NULL,
     address      TEXT NOT NULL,
@@ -40,7 +41,7 @@ CREATE TABLE chain_deposits (
     deposit_id   TEXT REFERENCES wallet_deposits (id),
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL,
-    UNIQUE (chain, tx_hash, log_index)
+    UNIQUE (chain, tx_hash, transfer_index)
 );
 CREATE INDEX chain_deposits_user ON chain_deposits (user_id, id DESC);
 CREATE INDEX chain_deposits_pending ON chain_deposits (chain, block_number) WHERE status = 'seen';
