@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let mut files =
-        ["common", "supply", "order", "claim", "wallet"].map(|f| root.join(format!("walletd/v1/{f}.proto"))).to_vec();
+    let mut files = ["common", "supply", "order", "claim", "wallet", "chain"]
+        .map(|f| root.join(format!("walletd/v1/{f}.proto")))
+        .to_vec();
     // Described by reflection, not generated: the status details are built with tonic-types.
     files.push(root.join("google/rpc/error_details.proto"));
     for f in &files {

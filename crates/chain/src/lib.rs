@@ -7,6 +7,7 @@
 pub mod address;
 pub mod config;
 pub mod deposit;
+pub mod grpc;
 pub mod http;
 pub mod node;
 pub mod service;

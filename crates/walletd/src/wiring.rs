@@ -361,6 +361,7 @@ fn services_of(
     if let Some(c) = &chains {
         tracing::info!(chains = ?c.chains(), "chain integration on");
         routes = routes.merge(chain::http::router(c.clone()));
+        grpc = grpc.add_service(chain::grpc::server(c.clone()));
         if settings.run_consumers {
             watchers = c.watchers(settings.lease)?;
         }

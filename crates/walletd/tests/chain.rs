@@ -450,7 +450,8 @@ async fn a_withdrawal_pays_out_on_chain_and_posts_its_hold() {
     let ether: Value = res.json().await.unwrap();
     assert_eq!(ether["to_address"], to, "shown checksummed");
 
-    let t = tokens["id"].as_str().unwrap();
+    let t = tokens["id"].as_str().unwrap().to_string();
+    let t = t.as_str();
     let e = ether["id"].as_str().unwrap();
     let done_t = wait_withdrawal(&app.client, &app.base, &user.access, t, "confirmed", &anvil, true).await;
     let done_e = wait_withdrawal(&app.client, &app.base, &user.access, e, "confirmed", &anvil, true).await;
@@ -469,6 +470,29 @@ async fn a_withdrawal_pays_out_on_chain_and_posts_its_hold() {
         app.get("/v1/wallet/accounts?user_id=@withdrawals", &admin).send().await.unwrap().json().await.unwrap();
     let usdc_out = out["items"].as_array().unwrap().iter().find(|a| a["currency"] == "USDC").unwrap();
     assert_eq!(usdc_out["balance"], "12.500000");
+
+    // The same over gRPC: a refusal names its field; a withdrawal reads as over REST.
+    let channel = tonic::transport::Endpoint::from_shared(app.grpc_base.clone()).unwrap().connect().await.unwrap();
+    let mut rpc = rpc::v1::chain_service_client::ChainServiceClient::new(channel);
+    fn authed<M>(token: &str, m: M) -> tonic::Request<M> {
+        let mut req = tonic::Request::new(m);
+        req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req
+    }
+    let bad = rpc::v1::CreateWithdrawalRequest {
+        chain: "local".into(),
+        currency: "USDC".into(),
+        to_address: "0x1".into(),
+        amount: "1".into(),
+    };
+    let refused = rpc.create_withdrawal(authed(&user.access, bad)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let over_grpc = rpc
+        .get_withdrawal(authed(&user.access, rpc::v1::GetWithdrawalRequest { id: t.to_string() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((over_grpc.status.as_str(), over_grpc.tx_hash.as_deref()), ("confirmed", done_t["tx_hash"].as_str()));
 
     // Only its owner (and admins) see it.
     let res = app.get(&format!("/v1/wallet/withdrawals/{t}"), &other.access).send().await.unwrap();
