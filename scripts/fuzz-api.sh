@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The contract fuzzer: schemathesis (from PyPI, in a virtual environment under target/) generates
 # requests from /openapi.json of a real walletd, authenticated as an admin, on SQLite and on
-# PostgreSQL, and checks that no answer is a 5xx and that every answer's status, content type,
+# PostgreSQL (a chain configured, so its routes are in the document), and checks that no answer is a 5xx and that every answer's status, content type,
 # headers and body are the documented ones. It fails on any finding, and unless at least
 # FUZZ_MIN_CASES (5000) cases ran per backend.
 # Usage: scripts/fuzz-api.sh [sqlite] [postgres]  (default: both; PostgreSQL needs scripts/test-infra.sh
@@ -45,6 +45,26 @@ for backend in "${backends[@]}"; do
       export WALLETD_DATABASE_URL="${WALLETD_TEST_POSTGRES_URL%/*}/$db" ;;
     *) echo "fuzz: unknown backend $backend (sqlite or postgres)" >&2; exit 2 ;;
   esac
+  # A chain, so its routes are fuzzed too; its node is nowhere (the watcher retries quietly), and no
+  # signer key is set (withdrawals stay requested).
+  cat >"$work/chains.toml" <<TOML
+[[chain]]
+name = "local"
+chain_id = 31337
+rpc_url = "http://127.0.0.1:9"
+confirmations = 1
+xpub = "xpub661MyMwAqRbcFtXgS5sYJABqqG9YLmC4Q1Rdap9gSE8NqtwybGhePY2gZ29ESFjqJoCu1Rupje8YtGqsefD265TMg7usUDFdp6W1EGMcet8"
+
+[[chain.asset]]
+currency = "ETH"
+native = true
+
+[[chain.asset]]
+currency = "USDC"
+contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+decimals = 6
+TOML
+  export WALLETD_CHAINS_FILE="$work/chains.toml"
   port=$(free_port)
   export WALLETD_HTTP_ADDR="127.0.0.1:$port" WALLETD_GRPC_ADDR="127.0.0.1:$(free_port)" WALLETD_METRICS_ADDR="127.0.0.1:$(free_port)"
   (cd "$work" && exec "$root/target/debug/walletd" serve >"$work/server.log" 2>&1) &
