@@ -53,6 +53,9 @@ pub fn read_topic(brokers: &str, topic: &str, deadline: Duration, done: impl Fn(
         .set("group.id", format!("test-reader-{}", uuid::Uuid::now_v7().simple()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        // tansu holds every fetch for the whole wait and answers it with one batch: at librdkafka's
+        // 500 ms, a topic of a thousand small batches took longer to read than the tests' deadlines.
+        .set("fetch.wait.max.ms", "10")
         .create()
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
