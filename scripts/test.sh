@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: starts PostgreSQL and Redis on private ports (installing them if missing),
 # runs every test with cargo nextest on both storage backends, then (for the whole suite, not a
-# filtered run) the schemathesis contract fuzzer on both backends (scripts/fuzz-api.sh), and stops
+# filtered run) the offline checks of deploy/ (scripts/check-deploy.sh: promtool) and the schemathesis
+# contract fuzzer on both backends (scripts/fuzz-api.sh), and stops
 # everything afterwards, also when tests fail. Extra arguments go to nextest (e.g. a test-name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +19,6 @@ profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 cargo nextest run --workspace --profile "$profile" "$@"
 if [ $# -eq 0 ]; then
+  scripts/check-deploy.sh
   scripts/fuzz-api.sh
 fi
