@@ -23,10 +23,14 @@ start_test_infra
 port="$(free_port)"
 "$WALLETD_TEST_ANVIL_BIN" --host 127.0.0.1 --port "$port" --chain-id 31337 --accounts 1 --silent &
 anvil_pid=$!
-until curl -sf -H 'content-type: application/json' -d '{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}' "http://127.0.0.1:$port" >/dev/null; do
+# Until anvil answers, for at most 30 s.
+for _ in $(seq 1 300); do
+  curl -sf -H 'content-type: application/json' -d '{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}' "http://127.0.0.1:$port" >/dev/null && break
   kill -0 "$anvil_pid" 2>/dev/null || { echo "anvil did not start" >&2; exit 1; }
   sleep 0.1
 done
+curl -sf -H 'content-type: application/json' -d '{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}' "http://127.0.0.1:$port" >/dev/null \
+  || { echo "anvil did not answer within 30 s" >&2; exit 1; }
 echo "deposit watcher ingestion, $(nproc) cores, PostgreSQL $(psql -qtA "$WALLETD_TEST_POSTGRES_URL" -c 'SHOW server_version'), $("$WALLETD_TEST_ANVIL_BIN" --version | head -1)"
 "$root/target/release/chain_ingest" --walletd "$root/target/release/walletd" --anvil "http://127.0.0.1:$port" \
   --token-bin "$WALLETD_TEST_TOKEN_BIN" --database-url "$WALLETD_TEST_POSTGRES_URL" --dir "$dir" \

@@ -139,15 +139,7 @@ impl ChainService {
     ) -> Result<(Vec<DepositView>, Option<String>), ApiError> {
         let limit = cursor::limit(limit)?;
         let before = cursor_text.map(cursor::decode).transpose()?;
-        let owner =
-            match user_id {
-                None => Some(who.user_id),
-                Some(_) if !who.is_admin() => return Err(ApiError::forbidden("users see their own deposits")),
-                Some("all") => None,
-                Some(u) => Some(u.parse::<Uuid>().map_err(|_| {
-                    ApiError::validation(vec![FieldError::new("user_id", "must be a user id or `all`")])
-                })?),
-            };
+        let owner = owner_of(who, user_id)?;
         let status = status
             .map(|s| {
                 DepositStatus::parse(s).ok_or_else(|| {

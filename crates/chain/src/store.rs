@@ -107,117 +107,68 @@ impl ChainStore {
 
     /// The user's BIP-32 child index, assigned (the next free one) on first use.
     pub async fn user_index(&self, user_id: Uuid) -> anyhow::Result<u32> {
+        let find = || {
+            self.select(
+                "SELECT idx FROM chain_address_indexes WHERE user_id = $1".into(),
+                vec![Param::Uuid(user_id)],
+                1,
+            )
+        };
         for attempt in 0..200u64 {
-            if let Some(idx) =
-                self.query_int("SELECT idx FROM chain_address_indexes WHERE user_id = $1", user_id).await?
-            {
-                return Ok(u32::try_from(idx)?);
+            if let Some(r) = find().await?.first() {
+                return Ok(u32::try_from(r.int(0)?)?);
             }
-            // Two first requests at once may pick the same index: one insert wins, the other retries.
-            let now = clock::now();
-            let inserted = match &self.db {
-                Database::Postgres(pool) => {
-                    let c = pool.get().await?;
-                    c.execute(
-                        "INSERT INTO chain_address_indexes (user_id, idx, created_at)
-                         SELECT $1, COALESCE(MAX(idx) + 1, 0), $2 FROM chain_address_indexes ON CONFLICT DO NOTHING",
-                        &[&user_id, &now],
-                    )
-                    .await?
-                }
-                Database::Sqlite(pool) => {
-                    pool.call(move |c| {
-                        c.execute(
-                            "INSERT INTO chain_address_indexes (user_id, idx, created_at)
-                             SELECT ?1, COALESCE(MAX(idx) + 1, 0), ?2 FROM chain_address_indexes WHERE true ON CONFLICT DO NOTHING",
-                            rusqlite::params![user_id.to_string(), to_text(now)],
-                        )
-                        .map_err(anyhow::Error::from)
-                    })
-                    .await? as u64
-                }
-            };
-            if inserted == 0 {
-                // Another user took that index: wait a little (longer each time) and take the next.
+            // Two first requests at once may pick the same index: one insert wins, the other
+            // inserts nothing and takes the next index after a short wait (longer each time).
+            self.transaction(
+                vec![Statement::new(
+                    "INSERT INTO chain_address_indexes (user_id, idx, created_at)
+                     SELECT $1, COALESCE(MAX(idx) + 1, 0), $2 FROM chain_address_indexes WHERE true ON CONFLICT DO NOTHING",
+                    vec![Param::Uuid(user_id), Param::Time(clock::now())],
+                )],
+                vec![],
+                &EventContext::default(),
+            )
+            .await?;
+            if find().await?.is_empty() {
                 tokio::time::sleep(std::time::Duration::from_millis(1 + attempt % 10)).await;
             }
         }
         anyhow::bail!("could not assign a deposit address index to user {user_id}")
     }
 
-    async fn query_int(&self, sql: &'static str, id: Uuid) -> anyhow::Result<Option<i64>> {
-        Ok(match &self.db {
-            Database::Postgres(pool) => pool.get().await?.query_opt(sql, &[&id]).await?.map(|r| r.get(0)),
-            Database::Sqlite(pool) => {
-                pool.call(move |c| {
-                    use rusqlite::OptionalExtension;
-                    c.query_row(&sql.replace('$', "?"), [id.to_string()], |r| r.get(0))
-                        .optional()
-                        .map_err(anyhow::Error::from)
-                })
-                .await?
-            }
-        })
-    }
-
     /// Records the user's address on a chain (idempotent).
     pub async fn save_address(&self, chain: &str, address: &str, user_id: Uuid, idx: u32) -> anyhow::Result<()> {
-        let now = clock::now();
         let sql = "INSERT INTO chain_addresses (chain, address, user_id, idx, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
-        match &self.db {
-            Database::Postgres(pool) => {
-                pool.get().await?.execute(sql, &[&chain, &address, &user_id, &i64::from(idx), &now]).await?;
-            }
-            Database::Sqlite(pool) => {
-                let p = (chain.to_string(), address.to_string(), user_id.to_string(), i64::from(idx), to_text(now));
-                pool.call(move |c| {
-                    c.execute(&sql.replace('$', "?"), rusqlite::params![p.0, p.1, p.2, p.3, p.4])
-                        .map_err(anyhow::Error::from)
-                })
-                .await?;
-            }
-        }
-        Ok(())
+        let params = vec![
+            Param::text(chain),
+            Param::text(address),
+            Param::Uuid(user_id),
+            Param::Int(Some(i64::from(idx))),
+            Param::Time(clock::now()),
+        ];
+        self.transaction(vec![Statement::new(sql, params)], vec![], &EventContext::default()).await
     }
 
     /// Every deposit address on a chain, with its user.
     pub async fn addresses(&self, chain: &str) -> anyhow::Result<HashMap<String, Uuid>> {
-        let rows =
-            self.rows("SELECT address, user_id FROM chain_addresses WHERE chain = $1", chain.to_string(), 2).await?;
-        rows.into_iter().map(|r| Ok((text(&r[0])?, uuid(&r[1])?))).collect()
+        let sql = "SELECT address, user_id FROM chain_addresses WHERE chain = $1";
+        let rows = self.select(sql.into(), vec![Param::text(chain)], 2).await?;
+        rows.iter().map(|r| Ok((r.text(0)?, r.uuid(1)?))).collect()
     }
 
     /// The last block processed on a chain, with its hash.
     pub async fn cursor(&self, chain: &str) -> anyhow::Result<Option<(i64, String)>> {
-        let rows = self
-            .rows("SELECT block_number, block_hash FROM chain_cursors WHERE chain = $1", chain.to_string(), 2)
-            .await?;
-        rows.first().map(|r| Ok((int(&r[0])?, text(&r[1])?))).transpose()
+        let sql = "SELECT block_number, block_hash FROM chain_cursors WHERE chain = $1";
+        let rows = self.select(sql.into(), vec![Param::text(chain)], 2).await?;
+        rows.first().map(|r| Ok((r.int(0)?, r.text(1)?))).transpose()
     }
 
     /// The kept hashes of processed blocks, highest first.
     pub async fn recent_blocks(&self, chain: &str) -> anyhow::Result<Vec<(i64, String)>> {
-        let rows = self
-            .rows("SELECT number, hash FROM chain_blocks WHERE chain = $1 ORDER BY number DESC", chain.to_string(), 2)
-            .await?;
-        rows.iter().map(|r| Ok((int(&r[0])?, text(&r[1])?))).collect()
-    }
-
-    async fn rows(&self, sql: &'static str, key: String, cols: usize) -> anyhow::Result<Vec<Vec<Value>>> {
-        Ok(match &self.db {
-            Database::Postgres(pool) => {
-                let rows = pool.get().await?.query(sql, &[&key]).await?;
-                rows.iter().map(|r| (0..cols).map(|i| pg_value(r, i)).collect()).collect::<anyhow::Result<_>>()?
-            }
-            Database::Sqlite(pool) => {
-                pool.call(move |c| {
-                    let mut st = c.prepare(&sql.replace('$', "?"))?;
-                    let rows = st.query_map([key], |r| (0..cols).map(|i| sqlite_value(r, i)).collect())?;
-                    rows.collect::<Result<Vec<Vec<Value>>, _>>().map_err(anyhow::Error::from)
-                })
-                .await?
-            }
-        })
+        let sql = "SELECT number, hash FROM chain_blocks WHERE chain = $1 ORDER BY number DESC";
+        let rows = self.select(sql.into(), vec![Param::text(chain)], 2).await?;
+        rows.iter().map(|r| Ok((r.int(0)?, r.text(1)?))).collect()
     }
 
     /// Records a scanned range in one transaction: the deposits in it (new ones with a
@@ -235,169 +186,113 @@ impl ChainStore {
     ) -> anyhow::Result<Vec<ChainDeposit>> {
         let Some((last, last_hash)) = blocks.last().cloned() else { return Ok(vec![]) };
         let now = clock::now();
-        let chain = chain.to_string();
-        // Decided here, written below: which deposits are new (and their events).
-        let mut fresh = Vec::new();
-        let mut known = Vec::new();
+        let mut statements = Vec::new();
+        let (mut fresh, mut events) = (Vec::new(), Vec::new());
         for d in deposits {
-            match self.deposit_by_key(&chain, &d.tx_hash, d.transfer_index).await? {
+            let known = self.deposits_where(
+                "chain = $1 AND tx_hash = $2 AND transfer_index = $3",
+                vec![Param::text(chain), Param::text(&d.tx_hash), Param::Int(Some(d.transfer_index))],
+            );
+            match known.await?.into_iter().next() {
                 None => {
                     let row = ChainDeposit {
                         id: Uuid::now_v7(),
-                        chain: chain.clone(),
+                        chain: chain.to_string(),
                         seen: d,
                         status: DepositStatus::Seen,
                         deposit_id: None,
                         created_at: now,
                         updated_at: now,
                     };
-                    let event = NewEvent::of("wallet.deposit_seen", 1, wallet::service::TOPIC, row.id, &data(&row))?;
-                    fresh.push((row, event));
-                }
-                Some(existing) => known.push((existing.id, d)),
-            }
-        }
-        let upsert_known = "UPDATE chain_deposits SET block_number = $2, block_hash = $3, updated_at = $4, log_index = $5,
-             status = CASE status WHEN 'dropped' THEN 'seen' WHEN 'reorged' THEN 'credited' ELSE status END WHERE id = $1";
-        let insert = format!(
-            "INSERT INTO chain_deposits ({DEPOSIT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'seen', NULL, $11, $11, $12)"
-        );
-        let cursor = "INSERT INTO chain_cursors (chain, block_number, block_hash, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (chain) DO UPDATE SET block_number = excluded.block_number, block_hash = excluded.block_hash, updated_at = excluded.updated_at";
-        let block = "INSERT INTO chain_blocks (chain, number, hash) VALUES ($1, $2, $3)
-             ON CONFLICT (chain, number) DO UPDATE SET hash = excluded.hash";
-        let prune = "DELETE FROM chain_blocks WHERE chain = $1 AND number <= $2";
-        let forget = last - keep;
-        match &self.db {
-            Database::Postgres(pool) => {
-                let mut c = pool.get().await?;
-                let tx = c.transaction().await?;
-                for (row, event) in &fresh {
+                    events.push(NewEvent::of("wallet.deposit_seen", 1, wallet::service::TOPIC, row.id, &data(&row))?);
                     let d = &row.seen;
-                    tx.execute(
-                        insert.as_str(),
-                        &[
-                            &row.id,
-                            &chain,
-                            &d.tx_hash,
-                            &d.log_index,
-                            &d.block_number,
-                            &d.block_hash,
-                            &d.address,
-                            &d.user_id,
-                            &d.currency,
-                            &d.amount,
-                            &now,
-                            &d.transfer_index,
+                    statements.push(Statement::new(
+                        format!(
+                            "INSERT INTO chain_deposits ({DEPOSIT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'seen', NULL, $11, $11, $12)"
+                        ),
+                        vec![
+                            Param::Uuid(row.id),
+                            Param::text(chain),
+                            Param::text(&d.tx_hash),
+                            Param::Int(Some(d.log_index)),
+                            Param::Int(Some(d.block_number)),
+                            Param::text(&d.block_hash),
+                            Param::text(&d.address),
+                            Param::Uuid(d.user_id),
+                            Param::text(&d.currency),
+                            Param::Dec(d.amount),
+                            Param::Time(now),
+                            Param::Int(Some(d.transfer_index)),
                         ],
-                    )
-                    .await?;
-                    outbox::insert_pg(&tx, ctx, event).await?;
+                    ));
+                    fresh.push(row);
                 }
-                for (id, d) in &known {
-                    tx.execute(upsert_known, &[id, &d.block_number, &d.block_hash, &now, &d.log_index]).await?;
-                }
-                for (n, h) in &blocks {
-                    tx.execute(block, &[&chain, n, h]).await?;
-                }
-                tx.execute(cursor, &[&chain, &last, &last_hash, &now]).await?;
-                tx.execute(prune, &[&chain, &forget]).await?;
-                tx.commit().await?;
-            }
-            Database::Sqlite(pool) => {
-                let (fresh, ctx) = (fresh.clone(), ctx.clone());
-                pool.call(move |c| {
-                    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                    let q = |s: &str| s.replace('$', "?");
-                    for (row, event) in &fresh {
-                        let d = &row.seen;
-                        tx.execute(
-                            &q(&insert),
-                            rusqlite::params![
-                                row.id.to_string(),
-                                chain,
-                                d.tx_hash,
-                                d.log_index,
-                                d.block_number,
-                                d.block_hash,
-                                d.address,
-                                d.user_id.to_string(),
-                                d.currency,
-                                d.amount.to_string(),
-                                to_text(now),
-                                d.transfer_index
-                            ],
-                        )?;
-                        outbox::insert_sqlite(&tx, &ctx, event)?;
-                    }
-                    for (id, d) in &known {
-                        tx.execute(
-                            &q(upsert_known),
-                            rusqlite::params![id.to_string(), d.block_number, d.block_hash, to_text(now), d.log_index],
-                        )?;
-                    }
-                    for (n, h) in &blocks {
-                        tx.execute(&q(block), rusqlite::params![chain, n, h])?;
-                    }
-                    tx.execute(&q(cursor), rusqlite::params![chain, last, last_hash, to_text(now)])?;
-                    tx.execute(&q(prune), rusqlite::params![chain, forget])?;
-                    tx.commit().map_err(anyhow::Error::from)
-                })
-                .await?;
+                Some(existing) => statements.push(Statement::new(
+                    "UPDATE chain_deposits SET block_number = $2, block_hash = $3, updated_at = $4, log_index = $5,
+                     status = CASE status WHEN 'dropped' THEN 'seen' WHEN 'reorged' THEN 'credited' ELSE status END WHERE id = $1",
+                    vec![
+                        Param::Uuid(existing.id),
+                        Param::Int(Some(d.block_number)),
+                        Param::text(&d.block_hash),
+                        Param::Time(now),
+                        Param::Int(Some(d.log_index)),
+                    ],
+                )),
             }
         }
-        outbox::notify_written();
-        Ok(fresh.into_iter().map(|(row, _)| row).collect())
+        for (n, h) in &blocks {
+            statements.push(Statement::new(
+                "INSERT INTO chain_blocks (chain, number, hash) VALUES ($1, $2, $3)
+                 ON CONFLICT (chain, number) DO UPDATE SET hash = excluded.hash",
+                vec![Param::text(chain), Param::Int(Some(*n)), Param::text(h)],
+            ));
+        }
+        statements.push(Statement::new(
+            "INSERT INTO chain_cursors (chain, block_number, block_hash, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (chain) DO UPDATE SET block_number = excluded.block_number, block_hash = excluded.block_hash, updated_at = excluded.updated_at",
+            vec![Param::text(chain), Param::Int(Some(last)), Param::text(last_hash), Param::Time(now)],
+        ));
+        statements.push(Statement::new(
+            "DELETE FROM chain_blocks WHERE chain = $1 AND number <= $2",
+            vec![Param::text(chain), Param::Int(Some(last - keep))],
+        ));
+        self.transaction(statements, events, ctx).await?;
+        Ok(fresh)
     }
 
     /// Undoes everything above block `fork` (the last block both branches share, whose hash is
     /// `fork_hash`): its deposits are dropped, or flagged if they were credited; the cursor moves
-    /// back to `fork`.
+    /// back to `fork` (no hash: back to before the start block, where the watcher starts with no
+    /// cursor).
     pub async fn rewind(&self, chain: &str, fork: i64, fork_hash: &str) -> anyhow::Result<Rewound> {
         let now = clock::now();
         let above = self
-            .deposits_where("chain = $1 AND block_number > $2 AND status IN ('seen', 'credited')", chain, fork)
+            .deposits_where(
+                "chain = $1 AND block_number > $2 AND status IN ('seen', 'credited')",
+                vec![Param::text(chain), Param::Int(Some(fork))],
+            )
             .await?;
-        // No hash: back to before the start block, where the watcher starts with no cursor.
-        let to_start = fork_hash.is_empty();
-        let statements = [
-            "UPDATE chain_deposits SET status = CASE status WHEN 'credited' THEN 'reorged' ELSE 'dropped' END, updated_at = $3
-             WHERE chain = $1 AND block_number > $2 AND status IN ('seen', 'credited')",
-            "DELETE FROM chain_blocks WHERE chain = $1 AND number > $2",
-            "UPDATE chain_cursors SET block_number = $2, block_hash = $4, updated_at = $3 WHERE chain = $1",
-            "DELETE FROM chain_cursors WHERE chain = $1",
+        let cursor = if fork_hash.is_empty() {
+            Statement::new("DELETE FROM chain_cursors WHERE chain = $1", vec![Param::text(chain)])
+        } else {
+            Statement::new(
+                "UPDATE chain_cursors SET block_number = $2, block_hash = $3, updated_at = $4 WHERE chain = $1",
+                vec![Param::text(chain), Param::Int(Some(fork)), Param::text(fork_hash), Param::Time(now)],
+            )
+        };
+        let statements = vec![
+            Statement::new(
+                "UPDATE chain_deposits SET status = CASE status WHEN 'credited' THEN 'reorged' ELSE 'dropped' END, updated_at = $3
+                 WHERE chain = $1 AND block_number > $2 AND status IN ('seen', 'credited')",
+                vec![Param::text(chain), Param::Int(Some(fork)), Param::Time(now)],
+            ),
+            Statement::new(
+                "DELETE FROM chain_blocks WHERE chain = $1 AND number > $2",
+                vec![Param::text(chain), Param::Int(Some(fork))],
+            ),
+            cursor,
         ];
-        let chain_s = chain.to_string();
-        let fork_hash = fork_hash.to_string();
-        match &self.db {
-            Database::Postgres(pool) => {
-                let mut c = pool.get().await?;
-                let tx = c.transaction().await?;
-                tx.execute(statements[0], &[&chain_s, &fork, &now]).await?;
-                tx.execute(statements[1], &[&chain_s, &fork]).await?;
-                if to_start {
-                    tx.execute(statements[3], &[&chain_s]).await?;
-                } else {
-                    tx.execute(statements[2], &[&chain_s, &fork, &now, &fork_hash]).await?;
-                }
-                tx.commit().await?;
-            }
-            Database::Sqlite(pool) => {
-                pool.call(move |c| {
-                    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                    let q = |s: &str| s.replace('$', "?");
-                    tx.execute(&q(statements[0]), rusqlite::params![chain_s, fork, to_text(now)])?;
-                    tx.execute(&q(statements[1]), rusqlite::params![chain_s, fork])?;
-                    if to_start {
-                        tx.execute(&q(statements[3]), rusqlite::params![chain_s])?;
-                    } else {
-                        tx.execute(&q(statements[2]), rusqlite::params![chain_s, fork, to_text(now), fork_hash])?;
-                    }
-                    tx.commit().map_err(anyhow::Error::from)
-                })
-                .await?;
-            }
-        }
+        self.transaction(statements, vec![], &EventContext::default()).await?;
         let mut out = Rewound::default();
         for mut d in above {
             d.updated_at = now;
@@ -414,78 +309,21 @@ impl ChainStore {
 
     /// Deposits seen (not yet credited) in blocks up to `max_block`.
     pub async fn creditable(&self, chain: &str, max_block: i64) -> anyhow::Result<Vec<ChainDeposit>> {
-        self.deposits_where("chain = $1 AND block_number <= $2 AND status = 'seen'", chain, max_block).await
+        let condition = "chain = $1 AND block_number <= $2 AND status = 'seen'";
+        self.deposits_where(condition, vec![Param::text(chain), Param::Int(Some(max_block))]).await
     }
 
-    /// Marks a seen deposit credited (by the ledger's deposit `deposit_id`); false if it is no
+    /// Marks a seen deposit credited (by the ledger's deposit `deposit_id`); nothing if it is no
     /// longer `seen` (a reorg dropped it meanwhile).
-    pub async fn mark_credited(&self, id: Uuid, deposit_id: Uuid) -> anyhow::Result<bool> {
-        let now = clock::now();
+    pub async fn mark_credited(&self, id: Uuid, deposit_id: Uuid) -> anyhow::Result<()> {
         let sql = "UPDATE chain_deposits SET status = 'credited', deposit_id = $2, updated_at = $3 WHERE id = $1 AND status = 'seen'";
-        let n = match &self.db {
-            Database::Postgres(pool) => pool.get().await?.execute(sql, &[&id, &deposit_id, &now]).await?,
-            Database::Sqlite(pool) => {
-                pool.call(move |c| {
-                    c.execute(
-                        &sql.replace('$', "?"),
-                        rusqlite::params![id.to_string(), deposit_id.to_string(), to_text(now)],
-                    )
-                    .map_err(anyhow::Error::from)
-                })
-                .await? as u64
-            }
-        };
-        Ok(n == 1)
+        let params = vec![Param::Uuid(id), Param::Uuid(deposit_id), Param::Time(clock::now())];
+        self.transaction(vec![Statement::new(sql, params)], vec![], &EventContext::default()).await
     }
 
-    async fn deposit_by_key(
-        &self,
-        chain: &str,
-        tx_hash: &str,
-        transfer_index: i64,
-    ) -> anyhow::Result<Option<ChainDeposit>> {
-        let sql = format!(
-            "SELECT {DEPOSIT_COLS} FROM chain_deposits WHERE chain = $1 AND tx_hash = $2 AND transfer_index = $3"
-        );
-        let rows = match &self.db {
-            Database::Postgres(pool) => {
-                let rows = pool.get().await?.query(sql.as_str(), &[&chain, &tx_hash, &transfer_index]).await?;
-                pg_rows(&rows, DEPOSIT_NCOLS)?
-            }
-            Database::Sqlite(pool) => {
-                let (chain, tx_hash) = (chain.to_string(), tx_hash.to_string());
-                pool.call(move |c| {
-                    let mut st = c.prepare(&sql.replace('$', "?"))?;
-                    let rows = st.query_map(rusqlite::params![chain, tx_hash, transfer_index], |r| {
-                        (0..DEPOSIT_NCOLS).map(|i| sqlite_value(r, i)).collect()
-                    })?;
-                    rows.collect::<Result<Vec<Vec<Value>>, _>>().map_err(anyhow::Error::from)
-                })
-                .await?
-            }
-        };
-        rows.first().map(|r| deposit(r)).transpose()
-    }
-
-    async fn deposits_where(&self, condition: &str, chain: &str, n: i64) -> anyhow::Result<Vec<ChainDeposit>> {
+    async fn deposits_where(&self, condition: &str, params: Vec<Param>) -> anyhow::Result<Vec<ChainDeposit>> {
         let sql = format!("SELECT {DEPOSIT_COLS} FROM chain_deposits WHERE {condition} ORDER BY block_number, id");
-        let rows = match &self.db {
-            Database::Postgres(pool) => {
-                pg_rows(&pool.get().await?.query(sql.as_str(), &[&chain, &n]).await?, DEPOSIT_NCOLS)?
-            }
-            Database::Sqlite(pool) => {
-                let chain = chain.to_string();
-                pool.call(move |c| {
-                    let mut st = c.prepare(&sql.replace('$', "?"))?;
-                    let rows = st.query_map(rusqlite::params![chain, n], |r| {
-                        (0..DEPOSIT_NCOLS).map(|i| sqlite_value(r, i)).collect()
-                    })?;
-                    rows.collect::<Result<Vec<Vec<Value>>, _>>().map_err(anyhow::Error::from)
-                })
-                .await?
-            }
-        };
-        rows.iter().map(|r| deposit(r)).collect()
+        self.select(sql, params, DEPOSIT_NCOLS).await?.iter().map(deposit).collect()
     }
 
     /// A page of deposits, newest first: a user's (or everyone's, for admins), of one status or all,
@@ -497,52 +335,32 @@ impl ChainStore {
         before: Option<Uuid>,
         limit: i64,
     ) -> anyhow::Result<Vec<ChainDeposit>> {
-        let mut conditions = vec!["true".to_string()];
-        let mut params: Vec<String> = Vec::new();
+        let mut conditions = vec!["1 = 1".to_string()];
+        let mut params = Vec::new();
         if let Some(u) = user_id {
-            params.push(u.to_string());
+            params.push(Param::Uuid(u));
             conditions.push(format!("user_id = ${}", params.len()));
         }
         if let Some(s) = status {
-            params.push(s.as_str().to_string());
+            params.push(Param::text(s.as_str()));
             conditions.push(format!("status = ${}", params.len()));
         }
         if let Some(b) = before {
-            params.push(b.to_string());
+            params.push(Param::Uuid(b));
             conditions.push(format!("id < ${}", params.len()));
         }
         let sql = format!(
             "SELECT {DEPOSIT_COLS} FROM chain_deposits WHERE {} ORDER BY id DESC LIMIT {limit}",
             conditions.join(" AND ")
         );
-        let rows = match &self.db {
-            Database::Postgres(pool) => {
-                // Ids compare as UUIDs in PostgreSQL: cast the text parameters.
-                let sql = sql.replace("user_id = $", "user_id::text = $").replace("id < $", "id::text < $");
-                let c = pool.get().await?;
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-                pg_rows(&c.query(sql.as_str(), &refs).await?, DEPOSIT_NCOLS)?
-            }
-            Database::Sqlite(pool) => {
-                pool.call(move |c| {
-                    let mut st = c.prepare(&sql.replace('$', "?"))?;
-                    let rows = st.query_map(rusqlite::params_from_iter(params.iter()), |r| {
-                        (0..DEPOSIT_NCOLS).map(|i| sqlite_value(r, i)).collect()
-                    })?;
-                    rows.collect::<Result<Vec<Vec<Value>>, _>>().map_err(anyhow::Error::from)
-                })
-                .await?
-            }
-        };
-        rows.iter().map(|r| deposit(r)).collect()
+        self.select(sql, params, DEPOSIT_NCOLS).await?.iter().map(deposit).collect()
     }
 
     /// How many deposits have a status (for the flagged-after-a-reorg gauge).
     pub async fn count(&self, status: DepositStatus) -> anyhow::Result<i64> {
-        let rows =
-            self.rows("SELECT COUNT(*) FROM chain_deposits WHERE status = $1", status.as_str().to_string(), 1).await?;
-        rows.first().map_or(Ok(0), |r| int(&r[0]))
+        let sql = "SELECT COUNT(*) FROM chain_deposits WHERE status = $1";
+        let rows = self.select(sql.into(), vec![Param::text(status.as_str())], 1).await?;
+        rows.first().map_or(Ok(0), |r| r.int(0))
     }
 }
 
@@ -604,26 +422,26 @@ fn uuid(v: &Value) -> anyhow::Result<Uuid> {
     Ok(text(v)?.parse()?)
 }
 
-fn deposit(r: &[Value]) -> anyhow::Result<ChainDeposit> {
-    let status = text(&r[10])?;
+fn deposit(r: &Row) -> anyhow::Result<ChainDeposit> {
+    let status = r.text(10)?;
     Ok(ChainDeposit {
-        id: uuid(&r[0])?,
-        chain: text(&r[1])?,
+        id: r.uuid(0)?,
+        chain: r.text(1)?,
         seen: SeenDeposit {
-            tx_hash: text(&r[2])?,
-            transfer_index: int(&r[14])?,
-            log_index: int(&r[3])?,
-            block_number: int(&r[4])?,
-            block_hash: text(&r[5])?,
-            address: text(&r[6])?,
-            user_id: uuid(&r[7])?,
-            currency: text(&r[8])?,
-            amount: text(&r[9])?.parse()?,
+            tx_hash: r.text(2)?,
+            transfer_index: r.int(14)?,
+            log_index: r.int(3)?,
+            block_number: r.int(4)?,
+            block_hash: r.text(5)?,
+            address: r.text(6)?,
+            user_id: r.uuid(7)?,
+            currency: r.text(8)?,
+            amount: r.decimal(9)?,
         },
         status: DepositStatus::parse(&status).ok_or_else(|| anyhow::anyhow!("unknown deposit status {status}"))?,
-        deposit_id: opt_text(&r[11]).map(|t| t.parse()).transpose()?,
-        created_at: from_text(&text(&r[12])?)?,
-        updated_at: from_text(&text(&r[13])?)?,
+        deposit_id: r.opt_text(11).map(|t| t.parse()).transpose()?,
+        created_at: r.time(12)?,
+        updated_at: r.time(13)?,
     })
 }
 

@@ -344,6 +344,25 @@ fn key_hex(key: &alloy::signers::local::PrivateKeySigner) -> String {
     alloy::primitives::hex::encode(key.to_bytes())
 }
 
+/// walletd on the chain with `hot` as its signer's key; `extra` goes into the chain's settings.
+async fn app_signing(
+    backend: Backend,
+    anvil: &Anvil,
+    token: Address,
+    dir: &TempDir,
+    confirmations: u64,
+    extra: &str,
+    hot: &alloy::signers::local::PrivateKeySigner,
+) -> TestApp {
+    let file = chains_file(&dir.0, anvil, token, confirmations, extra);
+    let hex = key_hex(hot);
+    TestApp::spawn_with(backend, |s| {
+        s.chains_file = Some(file);
+        s.chain_signer_key = Some(settings::Redacted(hex));
+    })
+    .await
+}
+
 async fn withdraw(http: &reqwest::Client, base: &str, token: &str, body: Value) -> reqwest::Response {
     http.post(format!("{base}/v1/wallet/withdrawals")).bearer_auth(token).json(&body).send().await.unwrap()
 }
@@ -386,13 +405,7 @@ async fn a_withdrawal_pays_out_on_chain_and_posts_its_hold() {
     let (anvil, funder, token) = chain_with_token().await;
     let hot = hot_wallet(&anvil, &funder, token).await;
     let dir = TempDir::new();
-    let file = chains_file(&dir.0, &anvil, token, 2, "");
-    let hex = key_hex(&hot);
-    let app = TestApp::spawn_with(Backend::Postgres, |s| {
-        s.chains_file = Some(file);
-        s.chain_signer_key = Some(settings::Redacted(hex));
-    })
-    .await;
+    let app = app_signing(Backend::Postgres, &anvil, token, &dir, 2, "", &hot).await;
     let admin = app.admin_token().await;
     let (user, other) = (app.new_unfunded_user().await, app.new_unfunded_user().await);
     for (currency, amount) in [("USDC", "100"), ("ETH", "2")] {
@@ -559,13 +572,7 @@ async fn a_stuck_withdrawal_is_replaced_at_the_same_nonce_and_mined_once() {
     let (anvil, funder, token) = chain_with_token().await;
     let hot = hot_wallet(&anvil, &funder, token).await;
     let dir = TempDir::new();
-    let file = chains_file(&dir.0, &anvil, token, 1, "replace_after_secs = 1");
-    let hex = key_hex(&hot);
-    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
-        s.chains_file = Some(file);
-        s.chain_signer_key = Some(settings::Redacted(hex));
-    })
-    .await;
+    let app = app_signing(Backend::Sqlite, &anvil, token, &dir, 1, "replace_after_secs = 1", &hot).await;
     let admin = app.admin_token().await;
     let user = app.new_unfunded_user().await;
     testkit::process::fund_at(&app.client, &app.base, &admin, &user.user_id.to_string(), "ETH", "3").await;
@@ -606,13 +613,7 @@ async fn a_reverted_withdrawal_fails_and_gives_the_money_back() {
     let hot = alloy::signers::local::PrivateKeySigner::random();
     anvil.rpc("anvil_setBalance", json!([hot.address(), "0x8ac7230489e80000"])).await.unwrap();
     let dir = TempDir::new();
-    let file = chains_file(&dir.0, &anvil, token, 1, "");
-    let hex = key_hex(&hot);
-    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
-        s.chains_file = Some(file);
-        s.chain_signer_key = Some(settings::Redacted(hex));
-    })
-    .await;
+    let app = app_signing(Backend::Sqlite, &anvil, token, &dir, 1, "", &hot).await;
     let admin = app.admin_token().await;
     let user = app.new_unfunded_user().await;
     testkit::process::fund_at(&app.client, &app.base, &admin, &user.user_id.to_string(), "USDC", "20").await;
