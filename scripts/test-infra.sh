@@ -38,6 +38,8 @@ start_test_infra() {
   PG_BIN="$(pg_bindir || true)"
   if [ -z "$PG_BIN" ]; then apt_install postgresql; PG_BIN="$(pg_bindir)"; fi
   command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+  # Prometheus (which brings promtool): tests/prometheus.rs scrapes a walletd with it.
+  command -v prometheus >/dev/null 2>&1 || apt_install prometheus
   if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
     useradd --system --home /var/lib/postgresql --shell /bin/bash postgres
   fi

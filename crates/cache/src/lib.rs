@@ -142,6 +142,8 @@ impl Cache {
 
     /// A shared backend (Redis); a backend that is down at start only makes reads slower.
     pub fn shared(backend: Box<dyn SharedBackend>) -> Arc<Self> {
+        // Exported from the start, so "closed" is a value and not a missing series.
+        metrics::gauge!("cache_breaker_open").set(0.0);
         Arc::new(Self {
             backend: Backend::Shared(backend),
             breaker: Breaker::default(),

@@ -255,6 +255,11 @@ pub async fn deliver_once(
     opts: &ConsumerOptions,
     event: &EventEnvelope,
 ) -> anyhow::Result<Delivery> {
+    // The parked counter exists at 0 from the first event of its type the group is given (handled
+    // before or not), so the first parking is an increase Prometheus sees: a series that appears
+    // at 1 shows none, and the alert on parked events would miss it.
+    metrics::counter!("events_parked_total", "group" => handler.group(), "type" => event.event_type.clone())
+        .increment(0);
     if handler.uses_inbox() && in_inbox(db, handler.group(), event.id).await? {
         return Ok(Delivery::Duplicate);
     }

@@ -1,4 +1,8 @@
 //! RS256 access tokens: the signing key (generated on first start), JWKS, issue and verify.
+//!
+//! Rotation: besides the key it signs with, a server publishes and accepts further keys (their
+//! public halves) that it never signs with: the next key before every process has it, the retired
+//! one until the last token it signed has expired. Tokens name their key by `kid`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -44,12 +48,52 @@ const LEEWAY_SECS: i64 = 5;
 /// the cache stays within a few MB however many tokens are presented.
 const VERIFIED_CAPACITY: usize = 16_384;
 
-/// The server's signing key and its public half.
-pub struct TokenKeys {
+/// A key tokens may be signed with: its id, what checks a signature, and its JWK.
+struct PublicKey {
     kid: String,
-    encoding: EncodingKey,
     decoding: DecodingKey,
     jwk: serde_json::Value,
+}
+
+impl PublicKey {
+    /// From an RSA public key's modulus and exponent (big-endian, no leading zeros); the `kid` is the
+    /// first 12 bytes of their SHA-256, so the same key has the same id on every server.
+    fn from_components(n: &[u8], e: &[u8]) -> Self {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &[n, e].concat());
+        let kid = URL_SAFE_NO_PAD.encode(&digest.as_ref()[..12]);
+        let jwk = serde_json::json!({
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+            "n": URL_SAFE_NO_PAD.encode(n), "e": URL_SAFE_NO_PAD.encode(e),
+        });
+        Self { kid, decoding: DecodingKey::from_rsa_raw_components(n, e), jwk }
+    }
+
+    /// From a PEM file's text: a PKCS#8 private key (`PRIVATE KEY`) or an RSA public key
+    /// (`PUBLIC KEY`, X.509 SubjectPublicKeyInfo, or `RSA PUBLIC KEY`, PKCS#1).
+    fn from_pem(pem: &str) -> anyhow::Result<Self> {
+        let der = from_pem(pem).context("not a PEM file")?;
+        if pem.contains("PRIVATE KEY-----") {
+            let pair = KeyPair::from_pkcs8(&der).map_err(|e| anyhow::anyhow!("not a PKCS#8 RSA private key: {e}"))?;
+            let public = pair.public_key();
+            return Ok(Self::from_components(
+                public.modulus().big_endian_without_leading_zero(),
+                public.exponent().big_endian_without_leading_zero(),
+            ));
+        }
+        let public = aws_lc_rs::rsa::PublicKey::from_der(&der)
+            .map_err(|e| anyhow::anyhow!("neither a PKCS#8 RSA private key nor an RSA public key: {e}"))?;
+        Ok(Self::from_components(
+            public.modulus().big_endian_without_leading_zero(),
+            public.exponent().big_endian_without_leading_zero(),
+        ))
+    }
+}
+
+/// The server's signing key and the keys it accepts tokens from.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    /// The signing key's public half first, then the keys only published (rotation), no two alike.
+    published: Vec<PublicKey>,
     issuer: String,
     ttl: Duration,
     clock: Arc<dyn Clock>,
@@ -81,28 +125,53 @@ impl TokenKeys {
     /// From a PKCS#8 PEM RSA private key.
     /// `clock`: what `iat`, `exp` and "expired" are measured against.
     pub fn from_pem(pem: &str, issuer: &str, ttl: Duration, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let der = from_pem(pem).context("not a PEM file")?;
-        let pair = KeyPair::from_pkcs8(&der).map_err(|e| anyhow::anyhow!("not a PKCS#8 RSA private key: {e}"))?;
-        let public = pair.public_key();
-        let n = public.modulus().big_endian_without_leading_zero().to_vec();
-        let e = public.exponent().big_endian_without_leading_zero().to_vec();
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &[n.as_slice(), e.as_slice()].concat());
-        let kid = URL_SAFE_NO_PAD.encode(&digest.as_ref()[..12]);
-        let jwk = serde_json::json!({
-            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
-            "n": URL_SAFE_NO_PAD.encode(&n), "e": URL_SAFE_NO_PAD.encode(&e),
-        });
+        if !pem.contains("-----BEGIN PRIVATE KEY-----") {
+            anyhow::bail!("not a PKCS#8 private key (`-----BEGIN PRIVATE KEY-----`)");
+        }
+        let signing = PublicKey::from_pem(pem)?;
         Ok(Self {
-            kid,
             encoding: EncodingKey::from_rsa_pem(pem.as_bytes())?,
-            decoding: DecodingKey::from_rsa_raw_components(&n, &e),
-            jwk,
+            published: vec![signing],
             issuer: issuer.to_string(),
             ttl,
             clock,
             verified: Mutex::new(HashMap::new()),
             verified_capacity: VERIFIED_CAPACITY,
         })
+    }
+
+    /// Also publishes, and accepts tokens signed by, the keys in these PEM files (private keys or
+    /// public halves; a private one must not be readable by other users). A key listed twice, or the
+    /// signing key itself, counts once.
+    pub fn with_published(mut self, paths: &[std::path::PathBuf]) -> anyhow::Result<Self> {
+        for path in paths {
+            let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            if pem.contains("PRIVATE KEY-----") {
+                refuse_if_others_can_read(path)?;
+            } else {
+                refuse_if_others_can_write(path)?;
+            }
+            let key = PublicKey::from_pem(&pem).with_context(|| format!("loading {}", path.display()))?;
+            if self.published.iter().all(|k| k.kid != key.kid) {
+                tracing::info!(key.kid = %key.kid, key.path = %path.display(), "publishing a key tokens are not signed with");
+                self.published.push(key);
+            }
+        }
+        Ok(self)
+    }
+
+    /// The id of the key new tokens are signed with.
+    pub fn signing_kid(&self) -> &str {
+        &self.published[0].kid
+    }
+
+    /// The signing key's public half as PEM (`PUBLIC KEY`, SubjectPublicKeyInfo), for the other
+    /// processes of a rotation.
+    pub fn public_pem(pem: &str) -> anyhow::Result<String> {
+        let der = from_pem(pem).context("not a PEM file")?;
+        let pair = KeyPair::from_pkcs8(&der).map_err(|e| anyhow::anyhow!("not a PKCS#8 RSA private key: {e}"))?;
+        let spki = pair.public_key().as_der().map_err(|_| anyhow::anyhow!("encoding the public key"))?;
+        Ok(to_pem("PUBLIC KEY", spki.as_ref()))
     }
 
     #[cfg(test)]
@@ -117,7 +186,7 @@ impl TokenKeys {
 
     /// `{"keys": [...]}` for `/.well-known/jwks.json`.
     pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({ "keys": [self.jwk] })
+        serde_json::json!({ "keys": self.published.iter().map(|k| &k.jwk).collect::<Vec<_>>() })
     }
 
     /// Signs an access token for the given user and roles, valid for `ttl`.
@@ -133,11 +202,11 @@ impl TokenKeys {
             jti: Uuid::now_v7(),
         };
         let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.kid.clone());
+        header.kid = Some(self.signing_kid().to_string());
         Ok(jsonwebtoken::encode(&header, &claims, &self.encoding)?)
     }
 
-    /// Verifies a token: RS256 only, our `kid` only, our issuer, not expired. A token verified
+    /// Verifies a token: RS256 only, signed by a key we publish, our issuer, not expired. A token verified
     /// before is answered from memory (only its expiry is checked again).
     pub fn verify(&self, token: &str) -> Result<Claims, &'static str> {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
@@ -181,9 +250,11 @@ impl TokenKeys {
         if header.alg != Algorithm::RS256 {
             return Err("unsupported token algorithm");
         }
-        if header.kid.as_deref() != Some(self.kid.as_str()) {
-            return Err("unknown signing key");
-        }
+        let key = self
+            .published
+            .iter()
+            .find(|k| header.kid.as_deref() == Some(k.kid.as_str()))
+            .ok_or("unknown signing key")?;
         // Cheap refusals before the RSA verification: another issuer, or expired.
         let unverified = token
             .split('.')
@@ -202,7 +273,7 @@ impl TokenKeys {
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         // Expiry is checked below against the injected clock, with the same 5 s of leeway.
         validation.validate_exp = false;
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
             .map(|d| d.claims)
             .map_err(|_| "invalid token")?;
         if claims.exp + LEEWAY_SECS < self.clock.now().unix_timestamp() {
@@ -229,12 +300,31 @@ fn from_pem(pem: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// A signing key that other users of the machine can read is no secret: refuse it, naming the fix.
-fn refuse_if_others_can_read(path: &Path) -> anyhow::Result<()> {
+/// Group read is allowed: Kubernetes mounts a Secret with `defaultMode: 0400` as 0440 when the pod
+/// has an `fsGroup`, the group being the pod's own. A key file others can write is refused too.
+pub fn refuse_if_others_can_read(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    refuse_if_others_can_write(path)?;
     let mode = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
     if mode & 0o007 != 0 {
         anyhow::bail!(
             "signing key {} is readable by other users (mode {:o}); run `chmod 600 {}` (on Kubernetes, mount the secret with defaultMode 0400)",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// A key file (even a public one) that users other than its owner can change would let them add a
+/// key tokens are then accepted from: refuse it.
+pub fn refuse_if_others_can_write(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
+    if mode & 0o022 != 0 {
+        anyhow::bail!(
+            "key file {} can be changed by users other than its owner (mode {:o}); run `chmod go-w {}`",
             path.display(),
             mode & 0o777,
             path.display()
@@ -267,9 +357,115 @@ mod tests {
     use base::clock::ManualClock;
 
     fn keys(clock: Arc<ManualClock>) -> TokenKeys {
+        TokenKeys::from_pem(&new_pem(), "walletd-test", Duration::from_secs(60), clock).expect("keys")
+    }
+
+    fn new_pem() -> String {
         let pair = KeyPair::generate(KeySize::Rsa2048).expect("RSA key");
-        let pem = to_pem("PRIVATE KEY", pair.as_der().expect("DER").as_ref());
-        TokenKeys::from_pem(&pem, "walletd-test", Duration::from_secs(60), clock).expect("keys")
+        to_pem("PRIVATE KEY", pair.as_der().expect("DER").as_ref())
+    }
+
+    fn kid_of(token: &str) -> String {
+        jsonwebtoken::decode_header(token).expect("header").kid.expect("kid")
+    }
+
+    /// A directory of its own under the system's temporary one, removed when dropped.
+    struct Dir(std::path::PathBuf);
+    impl Dir {
+        fn new() -> Self {
+            let dir = std::env::temp_dir().join(format!("jwt-test-{}", Uuid::now_v7()));
+            std::fs::create_dir(&dir).expect("temp dir");
+            Self(dir)
+        }
+        fn write(&self, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
+            use std::os::unix::fs::PermissionsExt;
+            let path = self.0.join(name);
+            std::fs::write(&path, text).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            path
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The three steps of a rotation from key A to key B, as three servers would be configured.
+    #[test]
+    fn a_rotation_publishes_the_next_key_first_and_the_retired_one_until_its_tokens_expire() {
+        let clock = ManualClock::new();
+        let dir = Dir::new();
+        let (a_pem, b_pem) = (new_pem(), new_pem());
+        let a_public = dir.write("a.pub.pem", &TokenKeys::public_pem(&a_pem).expect("public"), 0o644);
+        let b_public = dir.write("b.pub.pem", &TokenKeys::public_pem(&b_pem).expect("public"), 0o644);
+        let load = |pem: &str, published: &[std::path::PathBuf]| {
+            TokenKeys::from_pem(pem, "walletd-test", Duration::from_secs(60), clock.clone())
+                .expect("keys")
+                .with_published(published)
+                .expect("published")
+        };
+        let only_a = load(&a_pem, &[]);
+        let a_token = token(&only_a);
+
+        // 1. Every process publishes B; A still signs.
+        let step1 = load(&a_pem, std::slice::from_ref(&b_public));
+        let b_kid = load(&b_pem, &[]).signing_kid().to_string();
+        assert_eq!(kid_of(&token(&step1)), only_a.signing_kid(), "A signs until step 2");
+        let kids: Vec<&str> = step1.published.iter().map(|k| k.kid.as_str()).collect();
+        assert_eq!(kids, [only_a.signing_kid(), b_kid.as_str()]);
+        assert_eq!(step1.jwks()["keys"][1]["kid"], b_kid.as_str());
+
+        // 2. B signs; A is published until the last token it signed has expired.
+        let step2 = load(&b_pem, &[a_public.clone(), b_public]);
+        assert_eq!(step2.published.len(), 2, "B listed again counts once");
+        let b_token = token(&step2);
+        assert_eq!(kid_of(&b_token), b_kid, "new tokens use the new key");
+        assert!(step1.verify(&b_token).is_ok(), "a step-1 process accepts B's tokens");
+        assert_eq!(step2.verify(&a_token).expect("A's token still works").iss, "walletd-test");
+        clock.advance(time::Duration::seconds(60 + LEEWAY_SECS + 1));
+        assert_eq!(load(&b_pem, &[a_public]).verify(&a_token).err(), Some("token expired"));
+
+        // 3. A is gone: a token it signed is from an unknown key, whatever its expiry.
+        let step3 = load(&b_pem, &[]);
+        assert_eq!(step3.jwks()["keys"].as_array().map(Vec::len), Some(1));
+        assert_eq!(step3.verify(&token(&only_a)).err(), Some("unknown signing key"));
+    }
+
+    #[test]
+    fn published_keys_are_read_from_private_or_public_pem_and_a_readable_private_key_is_refused() {
+        let dir = Dir::new();
+        let pem = new_pem();
+        let kid = keys_from(&pem).signing_kid().to_string();
+        let private = dir.write("k.pem", &pem, 0o600);
+        let public = dir.write("k.pub.pem", &TokenKeys::public_pem(&pem).expect("public"), 0o644);
+        for path in [&private, &public] {
+            let loaded = keys(ManualClock::new()).with_published(std::slice::from_ref(path)).expect("loads");
+            assert_eq!(loaded.published[1].kid, kid, "{} names the same key", path.display());
+        }
+        let readable = dir.write("open.pem", &pem, 0o644);
+        let err = keys(ManualClock::new()).with_published(&[readable]).err().expect("refused");
+        assert!(format!("{err:#}").contains("readable by other users"), "{err:#}");
+        let writable = dir.write("open.pub.pem", &TokenKeys::public_pem(&pem).expect("public"), 0o666);
+        let err = keys(ManualClock::new()).with_published(&[writable]).err().expect("refused");
+        assert!(format!("{err:#}").contains("can be changed by users other than its owner"), "{err:#}");
+        let garbage = dir.write("garbage.pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", 0o644);
+        let err = keys(ManualClock::new()).with_published(std::slice::from_ref(&garbage)).err().expect("refused");
+        assert!(format!("{err:#}").contains("garbage.pem"), "the error names the file: {err:#}");
+        assert!(
+            TokenKeys::from_pem(
+                &TokenKeys::public_pem(&pem).expect("public"),
+                "x",
+                Duration::from_secs(1),
+                ManualClock::new()
+            )
+            .is_err(),
+            "a public key cannot sign"
+        );
+    }
+
+    fn keys_from(pem: &str) -> TokenKeys {
+        TokenKeys::from_pem(pem, "walletd-test", Duration::from_secs(60), ManualClock::new()).expect("keys")
     }
 
     fn token(keys: &TokenKeys) -> String {

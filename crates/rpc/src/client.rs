@@ -127,6 +127,8 @@ impl Peer {
             .timeout(opts.deadline)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30));
+        // Exported from the start, so "closed" is a value and not a missing series.
+        metrics::gauge!("rpc_client_breaker_open", "peer" => name).set(0.0);
         Ok(Self { name, channel: endpoint.connect_lazy(), tokens, opts, breaker: Mutex::new(Breaker::default()) })
     }
 

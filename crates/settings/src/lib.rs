@@ -53,6 +53,9 @@ pub struct Settings {
     pub region: String,
     /// PKCS#8 PEM RSA key; defaults to `{data_dir}/jwt-signing-key.pem`, generated on first start.
     pub jwt_private_key_file: Option<PathBuf>,
+    /// Keys also published in the JWKS and accepted, never signed with (a rotation's next or
+    /// retired key): PEM files, private or public.
+    pub jwt_published_key_files: Vec<PathBuf>,
     pub jwt_issuer: String,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
@@ -194,6 +197,7 @@ impl Default for Settings {
             migrate_on_start: false,
             region: String::new(),
             jwt_private_key_file: None,
+            jwt_published_key_files: Vec::new(),
             jwt_issuer: String::new(),
             access_token_ttl: Duration::ZERO,
             refresh_token_ttl: Duration::ZERO,
@@ -452,7 +456,7 @@ mod tests {
         ] {
             assert!(keys.iter().any(|k| k == kafka), "{kafka}");
         }
-        assert_eq!(keys.len(), 63);
+        assert_eq!(keys.len(), 64);
     }
 
     #[test]

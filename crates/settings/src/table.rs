@@ -125,6 +125,10 @@ pub static SETTINGS: &[Setting] = &[
         "PKCS#8 PEM RSA key; generated (mode 0600) if absent",
         |s, v| text(v).map(|t| s.jwt_private_key_file = Some(PathBuf::from(t))),
         |s| s.jwt_key_path().display().to_string()),
+    setting("jwt_published_key_files", Unset,
+        "comma-separated PEM files (public or private RSA keys) also published in the JWKS and accepted, never signed with: a rotation's next key, then the retired one (docs/operations.md)",
+        |s, v| paths(v).map(|p| s.jwt_published_key_files = p),
+        |s| s.jwt_published_key_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")),
     setting("jwt_issuer", Text("walletd"), "`iss` of access tokens",
         |s, v| text(v).map(|t| s.jwt_issuer = t), |s| s.jwt_issuer.clone()),
     setting("access_token_ttl_secs", Text("900"), "access-token lifetime",
@@ -322,6 +326,10 @@ fn or_list(items: &[&str]) -> String {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
         _ => items.concat(),
     }
+}
+
+fn paths(v: &str) -> Result<Vec<PathBuf>, String> {
+    Ok(v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(PathBuf::from).collect())
 }
 
 fn addresses(v: &str) -> Result<Vec<String>, String> {

@@ -68,6 +68,12 @@ enum Command {
         #[command(subcommand)]
         command: WalletCommand,
     },
+    /// The JWT signing key: make the next one, print a key's public half (docs/operations.md, "Rotating
+    /// the signing key").
+    SigningKey {
+        #[command(subcommand)]
+        command: SigningKeyCommand,
+    },
     /// Generate an Ethereum key for trying sign-in; writes the private key (hex) to FILE and prints the address.
     Keygen {
         #[arg(long)]
@@ -79,6 +85,21 @@ enum Command {
         key_file: PathBuf,
         #[arg(long)]
         message_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SigningKeyCommand {
+    /// Write a new 2048-bit RSA key (PKCS#8 PEM, mode 0600) to a file that must not exist yet; prints
+    /// its `kid`.
+    New {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public half (PEM) of a private key file, for WALLETD_JWT_PUBLISHED_KEY_FILES.
+    Public {
+        #[arg(long)]
+        key_file: PathBuf,
     },
 }
 
@@ -166,6 +187,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             events_tail(settings, &topic, from_beginning).await
         }
         Command::Wallet { command: WalletCommand::Verify } => wallet_verify(settings).await,
+        Command::SigningKey { command: SigningKeyCommand::New { out } } => signing_key_new(&settings, &out),
+        Command::SigningKey { command: SigningKeyCommand::Public { key_file } } => {
+            let pem = std::fs::read_to_string(&key_file).with_context(|| format!("reading {}", key_file.display()))?;
+            print!("{}", TokenKeys::public_pem(&pem).with_context(|| key_file.display().to_string())?);
+            Ok(())
+        }
         Command::Keygen { out } => keygen(&out),
         Command::Sign { key_file, message_file } => sign(&key_file, message_file.as_deref()),
     }
@@ -241,12 +268,7 @@ async fn token(settings: Settings, address: &str, role: &str, ttl_secs: Option<u
     };
     let db = walletd::open_database(&identity).await?;
     let user = IdentityStore::new(db, clock::system()).upsert_user(&address).await?;
-    let keys = TokenKeys::load_or_generate(
-        &settings.jwt_key_path(),
-        &settings.jwt_issuer,
-        settings.access_token_ttl,
-        clock::system(),
-    )?;
+    let keys = walletd::wiring::token_keys(&settings, clock::system())?;
     let roles = match role {
         "admin" => vec![Role::User, Role::Admin],
         "service" => vec![Role::Service],
@@ -335,6 +357,15 @@ async fn events_tail(settings: Settings, topic: &str, from_beginning: bool) -> a
             delivery::tail(&db, topic, from_beginning, out, rx).await
         }
     }
+}
+
+fn signing_key_new(settings: &Settings, out: &Path) -> anyhow::Result<()> {
+    if out.exists() {
+        anyhow::bail!("{} exists; a new key goes to a new file", out.display());
+    }
+    let keys = TokenKeys::load_or_generate(out, &settings.jwt_issuer, settings.access_token_ttl, clock::system())?;
+    println!("{}", keys.signing_kid());
+    Ok(())
 }
 
 fn keygen(out: &Path) -> anyhow::Result<()> {

@@ -130,6 +130,10 @@ fn log_writer() -> impl for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send +
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    // One installer at a time: two builds in one process (tests run many at once) must not both
+    // find no handle and both install, the second failing.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
@@ -137,6 +141,12 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(
             Matcher::Full("http_request_duration_seconds".into()),
             &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        )?
+        // Without buckets a histogram is exported as a summary (no `_bucket` series), and the
+        // dashboard's processing-lag quantile over all instances would have nothing to work on.
+        .set_buckets_for_metric(
+            Matcher::Full("claim_processing_lag_seconds".into()),
+            &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
         )?
         .install_recorder()?;
     metrics::gauge!("walletd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);

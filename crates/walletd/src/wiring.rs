@@ -43,6 +43,8 @@ pub async fn build_with_clock(
     services: &[ServiceName],
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Server> {
+    // The recorder first: what the wiring exports at start (the breakers' closed state) is kept.
+    telemetry::metrics_handle()?;
     let databases = open_databases(&settings, services).await?;
     let (auth, keys) = identity(&settings, &databases.identity, clock.clone())?;
     let cache = open_cache(&settings)?;
@@ -207,17 +209,17 @@ fn identity(
     database: &Database,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(Arc<AuthService>, Arc<TokenKeys>)> {
-    let keys = Arc::new(
-        TokenKeys::load_or_generate(
-            &settings.jwt_key_path(),
-            &settings.jwt_issuer,
-            settings.access_token_ttl,
-            clock.clone(),
-        )
-        .context("WALLETD_JWT_PRIVATE_KEY_FILE")?,
-    );
+    let keys = Arc::new(token_keys(settings, clock.clone())?);
     let store = IdentityStore::new(database.clone(), clock.clone());
     Ok((Arc::new(AuthService::new(store, keys.clone(), sign_in_options(settings), clock)), keys))
+}
+
+/// The signing key (generated on first start) and the keys only published beside it (rotation).
+pub fn token_keys(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<TokenKeys> {
+    let keys =
+        TokenKeys::load_or_generate(&settings.jwt_key_path(), &settings.jwt_issuer, settings.access_token_ttl, clock)
+            .context("WALLETD_JWT_PRIVATE_KEY_FILE")?;
+    keys.with_published(&settings.jwt_published_key_files).context("WALLETD_JWT_PUBLISHED_KEY_FILES")
 }
 
 /// What sign-in takes from the settings.
@@ -262,15 +264,7 @@ struct Wired {
 fn signer_key(settings: &Settings) -> anyhow::Result<Option<chain::signer::HotKey>> {
     let text = match (&settings.chain_signer_key_file, &settings.chain_signer_key) {
         (Some(path), _) => {
-            use std::os::unix::fs::PermissionsExt;
-            let meta = std::fs::metadata(path)
-                .with_context(|| format!("WALLETD_CHAIN_SIGNER_KEY_FILE: cannot read {}", path.display()))?;
-            anyhow::ensure!(
-                meta.permissions().mode() & 0o077 == 0,
-                "WALLETD_CHAIN_SIGNER_KEY_FILE: {} can be read by others (mode {:o}): chmod 600 it",
-                path.display(),
-                meta.permissions().mode() & 0o777
-            );
+            identity::jwt::refuse_if_others_can_read(path).context("WALLETD_CHAIN_SIGNER_KEY_FILE")?;
             std::fs::read_to_string(path)
                 .with_context(|| format!("WALLETD_CHAIN_SIGNER_KEY_FILE: cannot read {}", path.display()))?
         }

@@ -304,3 +304,65 @@ async fn wallet_verify_exits_1_and_names_what_does_not_add_up() {
     assert!(report["mismatches"][0].as_str().unwrap().contains("balance 5 but its entries sum to 0"), "{report}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("the ledger does not add up: 1 mismatches"));
 }
+
+/// The rotation procedure of docs/operations.md, step by step with the real binary: the next key is
+/// published before it signs, a token of the retired key keeps working while that key is published,
+/// and stops once it is not.
+#[tokio::test]
+async fn the_signing_key_rotation_procedure_keeps_every_live_token_working() {
+    let dir = TempDir::new();
+    let http = reqwest::Client::new();
+    let run = |envs: &[(&str, &str)], args: &[&str]| {
+        let out = command(BIN, &dir.0, envs).args(args).output().unwrap();
+        assert!(out.status.success(), "walletd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let address = to_checksum(&LocalWallet::random().unwrap().address());
+    let kid_of = |token: &str| -> String {
+        use base64::Engine;
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap();
+        serde_json::from_slice::<Value>(&header).unwrap()["kid"].as_str().unwrap().to_string()
+    };
+    // Before: the generated key signs.
+    let old_token = run(&[], &["token", "--address", &address]).trim().to_string();
+    let old_kid = kid_of(&old_token);
+
+    // The next key and both public halves.
+    let next = dir.0.join("next.pem");
+    let next_kid = run(&[], &["signing-key", "new", "--out", next.to_str().unwrap()]).trim().to_string();
+    assert_ne!(next_kid, old_kid);
+    let out = command(BIN, &dir.0, &[]).args(["signing-key", "new", "--out", next.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success(), "an existing key file is never overwritten");
+    let next_pub = dir.0.join("next.pub.pem");
+    std::fs::write(&next_pub, run(&[], &["signing-key", "public", "--key-file", next.to_str().unwrap()])).unwrap();
+    let old_pub = dir.0.join("old.pub.pem");
+    std::fs::write(&old_pub, run(&[], &["signing-key", "public", "--key-file", "data/jwt-signing-key.pem"])).unwrap();
+    let (next, next_pub, old_pub) = (next.to_str().unwrap(), next_pub.to_str().unwrap(), old_pub.to_str().unwrap());
+
+    // (the step, its settings, the JWKS it publishes: signing key first)
+    type Step<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let steps: [Step; 3] = [
+        ("1: the next key published", vec![("WALLETD_JWT_PUBLISHED_KEY_FILES", next_pub)], vec![&old_kid, &next_kid]),
+        (
+            "2: the next key signs, the old one published",
+            vec![("WALLETD_JWT_PRIVATE_KEY_FILE", next), ("WALLETD_JWT_PUBLISHED_KEY_FILES", old_pub)],
+            vec![&next_kid, &old_kid],
+        ),
+        ("3: the old key gone", vec![("WALLETD_JWT_PRIVATE_KEY_FILE", next)], vec![&next_kid]),
+    ];
+    for (step, envs, published) in steps {
+        let mut server = WalletdProcess::start(BIN, &dir.0, &envs);
+        let base = server.base.clone();
+        let jwks: Value = http.get(format!("{base}/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+        let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+        assert_eq!(kids, published, "step {step}: the JWKS, signing key first");
+        let token = run(&envs, &["token", "--address", &address]).trim().to_string();
+        assert_eq!(kid_of(&token), published[0], "step {step}: new tokens use the signing key");
+        let me = |t: String| http.get(format!("{base}/v1/me")).bearer_auth(t).send();
+        assert_eq!(me(token).await.unwrap().status(), 200, "step {step}: a new token");
+        let old = me(old_token.clone()).await.unwrap();
+        let expected = if published.contains(&old_kid.as_str()) { 200 } else { 401 };
+        assert_eq!(old.status(), expected, "step {step}: the token signed before the rotation");
+        server.terminate(Duration::from_secs(20)).expect("walletd stops on SIGTERM");
+    }
+}

@@ -35,6 +35,8 @@ impl DbBreaker {
     /// Opens after `failures_to_open` requests in a row failed for the database; answers for
     /// `cooldown`, then lets requests try again.
     pub fn new(failures_to_open: u32, cooldown: Duration) -> Arc<Self> {
+        // Exported from the start, so "closed" is a value and not a missing series.
+        metrics::gauge!("db_breaker_open").set(0.0);
         Arc::new(Self { failures_to_open, cooldown, state: Mutex::new(State_::default()) })
     }
 
