@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod error_code;
 pub mod money;
+pub mod trace;
 
 pub use clock::Clock;
 pub use error_code::ErrorCode;

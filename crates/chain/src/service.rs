@@ -231,8 +231,12 @@ impl ChainService {
             created_at: now,
             updated_at: now,
         };
-        let ctx =
-            EventContext { region: self.region.clone(), correlation_id: rid.0.clone(), actor_id: Some(who.user_id) };
+        let ctx = EventContext {
+            region: self.region.clone(),
+            correlation_id: rid.0.clone(),
+            actor_id: Some(who.user_id),
+            traceparent: base::trace::current(),
+        };
         let data = view.clone();
         self.wallet.request_withdrawal(who.user_id, &asset.currency, amount, request, &data, &ctx).await?;
         metrics::counter!("chain_withdrawals_requested_total", "chain" => config.name.clone(), "currency" => asset.currency.clone())

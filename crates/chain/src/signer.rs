@@ -89,7 +89,12 @@ impl Signer {
     }
 
     fn ctx(&self) -> EventContext {
-        EventContext { region: self.region.clone(), correlation_id: None, actor_id: None }
+        EventContext {
+            region: self.region.clone(),
+            correlation_id: None,
+            actor_id: None,
+            traceparent: base::trace::current(),
+        }
     }
 
     fn view(&self, w: &Withdrawal) -> WithdrawalView {

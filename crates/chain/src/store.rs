@@ -106,6 +106,7 @@ impl ChainStore {
     }
 
     /// The user's BIP-32 child index, assigned (the next free one) on first use.
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "chain.user_index"))]
     pub async fn user_index(&self, user_id: Uuid) -> anyhow::Result<u32> {
         let find = || {
             self.select(
@@ -138,6 +139,7 @@ impl ChainStore {
     }
 
     /// Records the user's address on a chain (idempotent).
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "chain.save_address"))]
     pub async fn save_address(&self, chain: &str, address: &str, user_id: Uuid, idx: u32) -> anyhow::Result<()> {
         let sql = "INSERT INTO chain_addresses (chain, address, user_id, idx, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
         let params = vec![
@@ -151,6 +153,7 @@ impl ChainStore {
     }
 
     /// Every deposit address on a chain, with its user.
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "chain.addresses"))]
     pub async fn addresses(&self, chain: &str) -> anyhow::Result<HashMap<String, Uuid>> {
         let sql = "SELECT address, user_id FROM chain_addresses WHERE chain = $1";
         let rows = self.select(sql.into(), vec![Param::text(chain)], 2).await?;
@@ -158,6 +161,7 @@ impl ChainStore {
     }
 
     /// The last block processed on a chain, with its hash.
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "chain.cursor"))]
     pub async fn cursor(&self, chain: &str) -> anyhow::Result<Option<(i64, String)>> {
         let sql = "SELECT block_number, block_hash FROM chain_cursors WHERE chain = $1";
         let rows = self.select(sql.into(), vec![Param::text(chain)], 2).await?;
@@ -165,6 +169,7 @@ impl ChainStore {
     }
 
     /// The kept hashes of processed blocks, highest first.
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "chain.recent_blocks"))]
     pub async fn recent_blocks(&self, chain: &str) -> anyhow::Result<Vec<(i64, String)>> {
         let sql = "SELECT number, hash FROM chain_blocks WHERE chain = $1 ORDER BY number DESC";
         let rows = self.select(sql.into(), vec![Param::text(chain)], 2).await?;
@@ -175,6 +180,7 @@ impl ChainStore {
     /// `wallet.deposit_seen` event; one seen before on a block a reorg removed comes back to
     /// `seen`, or to `credited` if it had been credited), the hashes of its blocks, and the cursor
     /// at its last block. Blocks older than `keep` below it are forgotten. The deposits that were new.
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "chain.advance"))]
     pub async fn advance(
         &self,
         chain: &str,
@@ -264,6 +270,7 @@ impl ChainStore {
     /// `fork_hash`): its deposits are dropped, or flagged if they were credited; the cursor moves
     /// back to `fork` (no hash: back to before the start block, where the watcher starts with no
     /// cursor).
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "chain.rewind"))]
     pub async fn rewind(&self, chain: &str, fork: i64, fork_hash: &str) -> anyhow::Result<Rewound> {
         let now = clock::now();
         let above = self
@@ -308,6 +315,7 @@ impl ChainStore {
     }
 
     /// Deposits seen (not yet credited) in blocks up to `max_block`.
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "chain.creditable"))]
     pub async fn creditable(&self, chain: &str, max_block: i64) -> anyhow::Result<Vec<ChainDeposit>> {
         let condition = "chain = $1 AND block_number <= $2 AND status = 'seen'";
         self.deposits_where(condition, vec![Param::text(chain), Param::Int(Some(max_block))]).await
@@ -315,12 +323,14 @@ impl ChainStore {
 
     /// Marks a seen deposit credited (by the ledger's deposit `deposit_id`); nothing if it is no
     /// longer `seen` (a reorg dropped it meanwhile).
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "chain.mark_credited"))]
     pub async fn mark_credited(&self, id: Uuid, deposit_id: Uuid) -> anyhow::Result<()> {
         let sql = "UPDATE chain_deposits SET status = 'credited', deposit_id = $2, updated_at = $3 WHERE id = $1 AND status = 'seen'";
         let params = vec![Param::Uuid(id), Param::Uuid(deposit_id), Param::Time(clock::now())];
         self.transaction(vec![Statement::new(sql, params)], vec![], &EventContext::default()).await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "chain.deposits_where"))]
     async fn deposits_where(&self, condition: &str, params: Vec<Param>) -> anyhow::Result<Vec<ChainDeposit>> {
         let sql = format!("SELECT {DEPOSIT_COLS} FROM chain_deposits WHERE {condition} ORDER BY block_number, id");
         self.select(sql, params, DEPOSIT_NCOLS).await?.iter().map(deposit).collect()
@@ -328,6 +338,7 @@ impl ChainStore {
 
     /// A page of deposits, newest first: a user's (or everyone's, for admins), of one status or all,
     /// before the id `before`.
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "chain.list"))]
     pub async fn list(
         &self,
         user_id: Option<Uuid>,
@@ -357,6 +368,7 @@ impl ChainStore {
     }
 
     /// How many deposits have a status (for the flagged-after-a-reorg gauge).
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "chain.count"))]
     pub async fn count(&self, status: DepositStatus) -> anyhow::Result<i64> {
         let sql = "SELECT COUNT(*) FROM chain_deposits WHERE status = $1";
         let rows = self.select(sql.into(), vec![Param::text(status.as_str())], 1).await?;

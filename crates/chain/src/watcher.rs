@@ -113,7 +113,12 @@ impl Watcher {
     }
 
     fn ctx(&self) -> EventContext {
-        EventContext { region: self.region.clone(), correlation_id: None, actor_id: None }
+        EventContext {
+            region: self.region.clone(),
+            correlation_id: None,
+            actor_id: None,
+            traceparent: base::trace::current(),
+        }
     }
 
     async fn rpc<T>(

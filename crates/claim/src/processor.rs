@@ -60,7 +60,12 @@ impl ClaimProcessor {
     /// Brings the claim to where its status says it should be.
     #[tracing::instrument(skip_all, fields(claim.id = %claim_id))]
     pub async fn converge(&self, claim_id: Uuid, correlation_id: Option<String>) -> anyhow::Result<()> {
-        let ctx = EventContext { region: self.region.clone(), correlation_id, actor_id: None };
+        let ctx = EventContext {
+            region: self.region.clone(),
+            correlation_id,
+            actor_id: None,
+            traceparent: base::trace::current(),
+        };
         // A claim can change under us (released while processing); each pass re-reads it.
         for _ in 0..3 {
             let Some(claim) = self.store.get(claim_id).await.map_err(anyhow::Error::new)? else {

@@ -101,8 +101,12 @@ impl ClaimService {
             Claim::new(order.id, who.user_id, order.user_id, supply_id, order.currency, order.amount, clock::now())
                 .at_order_version(order.version);
         let event = NewEvent::of("order.claimed", 1, ORDER_TOPIC, order.id, &self.view(&claim))?;
-        let ctx =
-            EventContext { region: self.region.clone(), correlation_id: rid.0.clone(), actor_id: Some(who.user_id) };
+        let ctx = EventContext {
+            region: self.region.clone(),
+            correlation_id: rid.0.clone(),
+            actor_id: Some(who.user_id),
+            traceparent: base::trace::current(),
+        };
         if let Err(e) = self.store.insert(&claim, &event, &ctx).await {
             metrics::counter!("claims_total", "outcome" => "lost").increment(1);
             return Err(e.into());
@@ -179,8 +183,12 @@ impl ClaimService {
         if claim.user_id != who.user_id && !who.is_admin() {
             return Err(ApiError::forbidden("only the claimer can release a claim"));
         }
-        let ctx =
-            EventContext { region: self.region.clone(), correlation_id: rid.0.clone(), actor_id: Some(who.user_id) };
+        let ctx = EventContext {
+            region: self.region.clone(),
+            correlation_id: rid.0.clone(),
+            actor_id: Some(who.user_id),
+            traceparent: base::trace::current(),
+        };
         let assets = self.assets.clone();
         let released = self
             .store

@@ -263,7 +263,17 @@ pub async fn deliver_once(
     if handler.uses_inbox() && in_inbox(db, handler.group(), event.id).await? {
         return Ok(Delivery::Duplicate);
     }
-    deliver(db, handler, opts, event).await
+    // One span per event handled, in the trace of the request that wrote it.
+    let span = tracing::info_span!(
+        "event",
+        consumer.group = handler.group(),
+        event.id = %event.id,
+        event.type = %event.event_type,
+        aggregate.id = %event.aggregate_id,
+        correlation.id = event.correlation_id.as_deref().unwrap_or(""),
+    );
+    base::trace::continue_from(&span, event.traceparent.as_deref());
+    tracing::Instrument::instrument(deliver(db, handler, opts, event), span).await
 }
 
 async fn deliver(

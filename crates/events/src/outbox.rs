@@ -45,6 +45,9 @@ pub struct EventContext {
     pub correlation_id: Option<String>,
     /// The user (or service) whose request made the change: the audit trail's "who".
     pub actor_id: Option<Uuid>,
+    /// The W3C trace context of the span that wrote the event (with tracing on): consumers continue
+    /// that trace.
+    pub traceparent: Option<String>,
 }
 
 /// The envelope every event carries, as stored and as published.
@@ -64,6 +67,9 @@ pub struct EventEnvelope {
     pub correlation_id: Option<String>,
     pub actor_id: Option<Uuid>,
     pub data: serde_json::Value,
+    /// The trace the writing request belongs to (W3C `traceparent`), when tracing is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl EventEnvelope {
@@ -77,6 +83,9 @@ impl EventEnvelope {
         ];
         if let Some(c) = &self.correlation_id {
             h.push(("correlation_id", c.clone()));
+        }
+        if let Some(t) = &self.traceparent {
+            h.push(("traceparent", t.clone()));
         }
         h
     }
@@ -107,8 +116,8 @@ pub async fn insert_pg(
 ) -> Result<(), tokio_postgres::Error> {
     storage::pg::execute(
         tx,
-        "INSERT INTO outbox (seq, id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, actor_id, data)
-         SELECT nextval('outbox_seq_seq'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+        "INSERT INTO outbox (seq, id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, actor_id, data, traceparent)
+         SELECT nextval('outbox_seq_seq'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
          FROM (SELECT pg_current_xact_id() OFFSET 0) AS xact_id_first",
         &[
             &Uuid::now_v7(),
@@ -121,6 +130,7 @@ pub async fn insert_pg(
             &ctx.correlation_id,
             &ctx.actor_id,
             &event.data,
+            &ctx.traceparent,
         ],
     )
     .await
@@ -130,8 +140,8 @@ pub async fn insert_pg(
 /// Writes `event` inside the caller's SQLite transaction.
 pub fn insert_sqlite(tx: &rusqlite::Transaction<'_>, ctx: &EventContext, event: &NewEvent) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT INTO outbox (id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, actor_id, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO outbox (id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, actor_id, data, traceparent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         rusqlite::params![
             Uuid::now_v7().to_string(),
             event.event_type,
@@ -143,6 +153,7 @@ pub fn insert_sqlite(tx: &rusqlite::Transaction<'_>, ctx: &EventContext, event: 
             ctx.correlation_id,
             ctx.actor_id.map(|a| a.to_string()),
             event.data.to_string(),
+            ctx.traceparent,
         ],
     )
     .map(|_| ())
@@ -284,8 +295,7 @@ async fn query(
     upto: i64,
     limit: i64,
 ) -> anyhow::Result<Vec<EventEnvelope>> {
-    const COLS: &str =
-        "seq, id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, data, actor_id";
+    const COLS: &str = "seq, id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, data, actor_id, traceparent";
     match db {
         Database::Postgres(pool) => {
             let client = pool.get().await?;
@@ -309,6 +319,7 @@ async fn query(
                     correlation_id: r.get(8),
                     data: r.get(9),
                     actor_id: r.get(10),
+                    traceparent: r.get(11),
                 })
                 .collect())
         }
@@ -330,11 +341,12 @@ async fn query(
                         r.get::<_, Option<String>>(8)?,
                         r.get::<_, String>(9)?,
                         r.get::<_, Option<String>>(10)?,
+                        r.get::<_, Option<String>>(11)?,
                     ))
                 })?;
                 let mut out = Vec::new();
                 for row in rows {
-                    let (seq, id, event_type, version, topic, agg, at, region, corr, data, actor) = row?;
+                    let (seq, id, event_type, version, topic, agg, at, region, corr, data, actor, traceparent) = row?;
                     out.push(EventEnvelope {
                         seq,
                         id: id.parse()?,
@@ -347,6 +359,7 @@ async fn query(
                         correlation_id: corr,
                         actor_id: actor.map(|a| a.parse()).transpose()?,
                         data: serde_json::from_str(&data)?,
+                        traceparent,
                     });
                 }
                 Ok::<_, anyhow::Error>(out)

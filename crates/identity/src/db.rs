@@ -73,6 +73,7 @@ impl IdentityStore {
     }
 
     /// Stores a nonce issued for `address` with the exact message that carries it.
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "identity.create_nonce"))]
     pub async fn create_nonce(
         &self,
         nonce: &str,
@@ -106,6 +107,7 @@ impl IdentityStore {
 
     /// Spends a nonce issued for `address` with exactly `message`; false when it is unknown, spent,
     /// expired, or the message is not the text it was issued with.
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "identity.consume_nonce"))]
     pub async fn consume_nonce(&self, nonce: &str, address: &str, message: &str) -> anyhow::Result<bool> {
         let now = self.clock.now();
         let n = match &self.db {
@@ -134,6 +136,7 @@ impl IdentityStore {
     }
 
     /// The user with this (checksummed) address, created on first sight.
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "identity.upsert_user"))]
     pub async fn upsert_user(&self, address: &str) -> anyhow::Result<UserRow> {
         let (id, now) = (Uuid::now_v7(), self.clock.now());
         match &self.db {
@@ -167,6 +170,7 @@ impl IdentityStore {
         }
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "identity.get_user"))]
     pub async fn get_user(&self, id: Uuid) -> anyhow::Result<Option<UserRow>> {
         match &self.db {
             Database::Postgres(pool) => {
@@ -192,6 +196,7 @@ impl IdentityStore {
     }
 
     /// Stores the hash of the first refresh token of a new session, `family`.
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "identity.insert_refresh"))]
     pub async fn insert_refresh(
         &self,
         hash: &str,
@@ -230,6 +235,7 @@ impl IdentityStore {
     /// Spends `old_hash` and stores `new_hash` in its family, atomically. Presenting a spent token
     /// revokes the whole family (a stolen token was used twice). A session older than
     /// `session_max` is over (expired); the new token never outlives it.
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "identity.rotate_refresh"))]
     pub async fn rotate_refresh(
         &self,
         old_hash: &str,
@@ -340,6 +346,7 @@ impl IdentityStore {
     }
 
     /// Revokes the family of this token (logout). Unknown tokens are ignored.
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "identity.revoke_family"))]
     pub async fn revoke_family(&self, hash: &str) -> anyhow::Result<()> {
         let now = self.clock.now();
         match &self.db {

@@ -107,7 +107,12 @@ impl OrderService {
     }
 
     fn ctx(&self, who: &Principal, rid: &RequestId) -> EventContext {
-        EventContext { region: self.region.clone(), correlation_id: rid.0.clone(), actor_id: Some(who.user_id) }
+        EventContext {
+            region: self.region.clone(),
+            correlation_id: rid.0.clone(),
+            actor_id: Some(who.user_id),
+            traceparent: base::trace::current(),
+        }
     }
 
     pub fn view(&self, o: &Order) -> OrderView {

@@ -143,6 +143,10 @@ impl Peer {
         let value =
             format!("Bearer {token}").parse().map_err(|_| Status::internal("a service token that is not ASCII"))?;
         req.metadata_mut().insert("authorization", value);
+        // The caller's trace goes on in the called service.
+        if let Some(tp) = base::trace::current().and_then(|t| t.parse().ok()) {
+            req.metadata_mut().insert("traceparent", tp);
+        }
         req.set_timeout(self.opts.deadline);
         Ok(req)
     }

@@ -170,7 +170,10 @@ struct FieldIn {
 pub async fn metered(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let path = req.uri().path().to_string();
-    let res = next.run(req).await;
+    // One span per call, continuing the caller's trace (`traceparent` metadata).
+    let span = tracing::info_span!("grpc", rpc.method = %path);
+    base::trace::continue_from(&span, req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+    let res = tracing::Instrument::instrument(next.run(req), span).await;
     // A unary call's status is in the trailers when it succeeded, in the headers when it did not.
     let code = res
         .headers()
@@ -263,6 +266,7 @@ pub fn event_context(c: Option<crate::v1::EventContext>) -> Result<events::Event
         region: c.region,
         correlation_id: (!c.correlation_id.is_empty()).then_some(c.correlation_id),
         actor_id: opt_uuid("context.actor_id", c.actor_id.as_deref())?,
+        traceparent: base::trace::current(),
     })
 }
 

@@ -57,6 +57,8 @@ pub struct Settings {
     /// retired key): PEM files, private or public.
     pub jwt_published_key_files: Vec<PathBuf>,
     pub jwt_issuer: String,
+    /// OTLP/HTTP endpoint spans are exported to; none: no tracing.
+    pub otlp_endpoint: Option<String>,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     /// A session's lifetime from sign-in, however often it refreshes.
@@ -199,6 +201,7 @@ impl Default for Settings {
             jwt_private_key_file: None,
             jwt_published_key_files: Vec::new(),
             jwt_issuer: String::new(),
+            otlp_endpoint: None,
             access_token_ttl: Duration::ZERO,
             refresh_token_ttl: Duration::ZERO,
             session_max: Duration::ZERO,
@@ -456,7 +459,7 @@ mod tests {
         ] {
             assert!(keys.iter().any(|k| k == kafka), "{kafka}");
         }
-        assert_eq!(keys.len(), 64);
+        assert_eq!(keys.len(), 65);
     }
 
     #[test]

@@ -67,7 +67,12 @@ impl SupplyService {
     }
 
     fn ctx(&self, who: &Principal, rid: &RequestId) -> EventContext {
-        EventContext { region: self.region.clone(), correlation_id: rid.0.clone(), actor_id: Some(who.user_id) }
+        EventContext {
+            region: self.region.clone(),
+            correlation_id: rid.0.clone(),
+            actor_id: Some(who.user_id),
+            traceparent: base::trace::current(),
+        }
     }
 
     /// Formats a supply for clients and events.

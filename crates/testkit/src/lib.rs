@@ -8,6 +8,7 @@
 
 pub mod anvil;
 pub mod kafka;
+pub mod otlp;
 pub mod pg;
 pub mod process;
 pub mod redis;
@@ -56,7 +57,7 @@ impl Drop for TempDir {
 /// Logs only with `TEST_LOG=1`.
 pub fn init_test_logging() {
     if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
-        walletd::telemetry::init_logging(settings::LogFormat::Text);
+        walletd::telemetry::init_logging(settings::LogFormat::Text, None);
     }
 }
 

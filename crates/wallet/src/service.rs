@@ -145,7 +145,12 @@ impl WalletService {
     }
 
     fn ctx(&self, actor: Option<Uuid>, rid: Option<&RequestId>) -> EventContext {
-        EventContext { region: self.region.clone(), correlation_id: rid.and_then(|r| r.0.clone()), actor_id: actor }
+        EventContext {
+            region: self.region.clone(),
+            correlation_id: rid.and_then(|r| r.0.clone()),
+            actor_id: actor,
+            traceparent: base::trace::current(),
+        }
     }
 
     fn asset(&self, field: &str, currency: &str) -> Result<Asset, ApiError> {

@@ -146,7 +146,11 @@ fn main() {
         }
     };
     let settings = loaded.settings;
-    telemetry::init_logging(settings.log_format);
+    let traces = settings
+        .otlp_endpoint
+        .clone()
+        .map(|endpoint| telemetry::TraceExport { endpoint, region: settings.region.clone() });
+    telemetry::init_logging(settings.log_format, traces);
     for warning in loaded.warnings {
         tracing::warn!("{warning}");
     }

@@ -92,7 +92,12 @@ impl Reconciler {
 
     async fn repair(&self, hold: &Hold) -> anyhow::Result<bool> {
         let Some(order_id) = hold.order_id else { return Ok(false) };
-        let ctx = EventContext { region: self.region.clone(), correlation_id: None, actor_id: None };
+        let ctx = EventContext {
+            region: self.region.clone(),
+            correlation_id: None,
+            actor_id: None,
+            traceparent: base::trace::current(),
+        };
         let order = self.orders.facts(order_id).await?;
         let (void, amount) = match &order {
             None => (Some("its order does not exist"), None),

@@ -1,4 +1,5 @@
-//! Logs and metrics set-up: JSON logs (text on a terminal) and the Prometheus recorder.
+//! Logs, traces and metrics set-up: JSON logs (text on a terminal), OpenTelemetry traces over OTLP
+//! when an endpoint is configured, and the Prometheus recorder.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,11 +8,25 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use settings::LogFormat;
 
-/// Installs the global subscriber; `RUST_LOG` filters (default `info`). Safe to call twice.
-pub fn init_logging(format: LogFormat) {
+/// Where traces go: an OTLP/HTTP endpoint, and what the spans say about this process.
+pub struct TraceExport {
+    /// `http://collector:4318`; spans are posted to `{endpoint}/v1/traces`.
+    pub endpoint: String,
+    pub region: String,
+}
+
+/// The tracer provider, kept to flush and stop it at exit.
+static TRACER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = OnceLock::new();
+
+/// Installs the global subscriber; `RUST_LOG` filters (default `info`). With `traces`, every span
+/// is also exported over OTLP (batched, in a thread of its own). Safe to call twice.
+pub fn init_logging(format: LogFormat, traces: Option<TraceExport>) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,refinery_core=warn,tokio_postgres=warn"));
     let json = match format {
@@ -19,7 +34,6 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(log_writer());
     // A panic outside the runtime's tasks ends the process: the lines before it go out first.
     static HOOKED: OnceLock<()> = OnceLock::new();
     HOOKED.get_or_init(|| {
@@ -33,11 +47,55 @@ pub fn init_logging(format: LogFormat) {
             default(info);
         }));
     });
-    let _ = if json {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(log_writer());
+    let fmt = if json {
+        fmt.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed()
     } else {
-        builder.try_init()
+        fmt.boxed()
     };
+    // The spans of store calls (target `store`) are for traces only: the log lines keep the
+    // request's or the event's span, with its ids, as their current span.
+    let fmt = fmt.with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.target() != "store"));
+    let (otel, export_error) = match traces.map(tracer) {
+        Some(Ok(tracer)) => (Some(tracing_opentelemetry::layer().with_tracer(tracer)), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    if let Some(e) = export_error {
+        tracing::error!(error = format!("{e:#}"), "traces are not exported: the OTLP exporter could not be built");
+    }
+}
+
+/// The OTLP exporter, its batching provider (installed in [`TRACER`]) and a tracer from it.
+fn tracer(export: TraceExport) -> anyhow::Result<opentelemetry_sdk::trace::Tracer> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+    let endpoint = format!("{}/v1/traces", export.endpoint.trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(endpoint)
+        .with_timeout(Duration::from_secs(5))
+        .build()?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("walletd")
+        .with_attribute(opentelemetry::KeyValue::new("walletd.region", export.region))
+        .with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    let tracer = provider.tracer("walletd");
+    let _ = TRACER.set(provider);
+    Ok(tracer)
+}
+
+/// Exports the spans still waiting in the batch (at exit).
+pub fn flush_traces() {
+    if let Some(provider) = TRACER.get() {
+        let _ = provider.force_flush();
+    }
 }
 
 /// Log lines are appended to a buffer that one thread writes to stderr every few milliseconds (at
@@ -96,6 +154,7 @@ fn write_lines(buffer: &LogBuffer, lines: &[u8]) {
 
 /// Writes the buffered log lines now.
 pub fn flush_logs() {
+    flush_traces();
     let buffer = log_buffer();
     let lines = std::mem::take(&mut *buffer.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     write_lines(buffer, &lines);

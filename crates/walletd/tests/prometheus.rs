@@ -278,17 +278,7 @@ async fn every_rule_and_panel_returns_data_from_a_walletd_that_served_traffic() 
     let admin = app.admin_token().await;
     let (buyer, shopper) = (app.new_user().await, app.new_user().await);
     app.create_supply(&shopper.access, "USDC", "100").await;
-    let items = json!([{"product_id": "p", "product_name": "n", "price": "2", "quantity": 1}]);
-    let order: Value = app
-        .post("/v1/orders", &buyer.access)
-        .json(&json!({"currency": "USDC", "items": items}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let order_id = order["id"].as_str().unwrap();
+    let order_id = testkit::process::place_order(&app.client, &app.base, &buyer.access, "2").await;
     let res = app.post(&format!("/v1/orders/{order_id}/claim"), &shopper.access).send().await.unwrap();
     assert_eq!(res.status(), 201);
     assert!(wait_until(DEADLINE, || app.processing_done(&admin)).await, "the claim was processed");

@@ -180,7 +180,7 @@ async fn a_hold_reserves_available_and_is_posted_or_voided_once(#[case] backend:
         app.settings.assets.clone(),
         "test".into(),
     );
-    let ctx = events::outbox::EventContext { region: "test".into(), correlation_id: None, actor_id: None };
+    let ctx = events::outbox::EventContext { region: "test".into(), ..Default::default() };
     let d = |s: &str| s.parse::<Decimal>().unwrap();
 
     let too_much = svc.place_hold(buyer.user_id, "USDC", d("50.000001"), None, &ctx).await;

@@ -22,6 +22,7 @@ pub async fn observe(req: Request, next: Next) -> Response {
         req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let request_id = req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let span = tracing::info_span!("request", request.id = %request_id, http.method = %method, http.route = %route);
+    base::trace::continue_from(&span, req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
     let res = next.run(req).instrument(span).await;
     let status = res.status().as_u16();
     let elapsed = start.elapsed();

@@ -50,6 +50,7 @@ fn from_row(r: &Row) -> Result<Claim, ClaimError> {
 
 #[async_trait]
 impl ClaimStore for PgClaimStore {
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "claim.insert"))]
     async fn insert(&self, c: &Claim, event: &NewEvent, ctx: &EventContext) -> Result<(), ClaimError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
@@ -86,6 +87,7 @@ impl ClaimStore for PgClaimStore {
         Ok(())
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "claim.get"))]
     async fn get(&self, id: Uuid) -> Result<Option<Claim>, ClaimError> {
         let client = self.client().await?;
         let row = storage::pg::query_opt(&client, &format!("SELECT {COLS} FROM claims WHERE id = $1"), &[&id])
@@ -94,6 +96,7 @@ impl ClaimStore for PgClaimStore {
         row.as_ref().map(from_row).transpose()
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "claim.latest_for_order"))]
     async fn latest_for_order(&self, order_id: Uuid) -> Result<Option<Claim>, ClaimError> {
         let client = self.client().await?;
         let row = storage::pg::query_opt(
@@ -106,6 +109,7 @@ impl ClaimStore for PgClaimStore {
         row.as_ref().map(from_row).transpose()
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "claim.modify"))]
     async fn modify(&self, id: Uuid, ctx: &EventContext, change: Mutation) -> Result<Claim, ClaimError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
@@ -128,6 +132,7 @@ impl ClaimStore for PgClaimStore {
         Ok(c)
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "claim.get_many"))]
     async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Claim>, ClaimError> {
         let client = self.client().await?;
         let rows = storage::pg::query(&client, &format!("SELECT {COLS} FROM claims WHERE id = ANY($1)"), &[&ids])
@@ -136,6 +141,7 @@ impl ClaimStore for PgClaimStore {
         rows.iter().map(from_row).collect()
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "claim.list_ids"))]
     async fn list_ids(&self, f: &ClaimFilter) -> Result<Vec<Uuid>, ClaimError> {
         let page = f.page();
         page.fetch_pg(&**self.client().await?).await.map_err(ClaimError::Unexpected)

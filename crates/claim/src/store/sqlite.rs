@@ -65,6 +65,7 @@ fn one(c: &rusqlite::Connection, sql: &str, param: String) -> Result<Option<Clai
 
 #[async_trait]
 impl ClaimStore for SqliteClaimStore {
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "claim.insert"))]
     async fn insert(&self, c: &Claim, event: &NewEvent, ctx: &EventContext) -> Result<(), ClaimError> {
         let (c, event, ctx) = (c.clone(), event.clone(), ctx.clone());
         self.pool
@@ -103,10 +104,12 @@ impl ClaimStore for SqliteClaimStore {
         Ok(())
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "claim.get"))]
     async fn get(&self, id: Uuid) -> Result<Option<Claim>, ClaimError> {
         self.pool.call(move |c| one(c, &format!("SELECT {COLS} FROM claims WHERE id = ?1"), id.to_string())).await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "claim.latest_for_order"))]
     async fn latest_for_order(&self, order_id: Uuid) -> Result<Option<Claim>, ClaimError> {
         self.pool
             .call(move |c| {
@@ -119,6 +122,7 @@ impl ClaimStore for SqliteClaimStore {
             .await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "claim.modify"))]
     async fn modify(&self, id: Uuid, ctx: &EventContext, change: Mutation) -> Result<Claim, ClaimError> {
         let ctx = ctx.clone();
         let claim = self
@@ -150,6 +154,7 @@ impl ClaimStore for SqliteClaimStore {
         Ok(claim)
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "claim.get_many"))]
     async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Claim>, ClaimError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -165,6 +170,7 @@ impl ClaimStore for SqliteClaimStore {
             .await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "claim.list_ids"))]
     async fn list_ids(&self, f: &ClaimFilter) -> Result<Vec<Uuid>, ClaimError> {
         let page = f.page();
         self.pool.call(move |c| page.fetch_sqlite(c)).await.map_err(ClaimError::Unexpected)

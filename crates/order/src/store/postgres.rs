@@ -100,6 +100,7 @@ async fn write_items(tx: &deadpool_postgres::Transaction<'_>, order: &Order) -> 
 
 #[async_trait]
 impl OrderStore for PgOrderStore {
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "order.insert"))]
     async fn insert(&self, o: &Order, event: &NewEvent, ctx: &EventContext) -> Result<(), OrderError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
@@ -128,12 +129,14 @@ impl OrderStore for PgOrderStore {
         Ok(())
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "order.get_row"))]
     async fn get_row(&self, id: Uuid) -> Result<Option<Order>, OrderError> {
         let client = self.client().await?;
         let sql = format!("SELECT {COLS} FROM orders WHERE id = $1");
         storage::pg::query_opt(&client, &sql, &[&id]).await.map_err(db_err)?.as_ref().map(from_row).transpose()
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "order.get"))]
     async fn get(&self, id: Uuid) -> Result<Option<Order>, OrderError> {
         let client = self.client().await?;
         let Some(row) = storage::pg::query_opt(&client, &format!("SELECT {COLS} FROM orders WHERE id = $1"), &[&id])
@@ -148,6 +151,7 @@ impl OrderStore for PgOrderStore {
         Ok(Some(order))
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "order.modify"))]
     async fn modify(&self, id: Uuid, guard: Guard, ctx: &EventContext, change: Mutation) -> Result<Order, OrderError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
@@ -177,6 +181,7 @@ impl OrderStore for PgOrderStore {
         Ok(order)
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "order.get_many"))]
     async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Order>, OrderError> {
         let client = self.client().await?;
         let rows = storage::pg::query(&client, &format!("SELECT {COLS} FROM orders WHERE id = ANY($1)"), &[&ids])
@@ -187,6 +192,7 @@ impl OrderStore for PgOrderStore {
         Ok(orders)
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "order.list_ids"))]
     async fn list_ids(&self, f: &OrderFilter) -> Result<Vec<Uuid>, OrderError> {
         let page = f.page();
         page.fetch_pg(&**self.client().await?).await.map_err(OrderError::Unexpected)

@@ -146,6 +146,7 @@ fn read_row(c: &rusqlite::Connection, id: Uuid) -> Result<Option<Order>, OrderEr
 }
 #[async_trait]
 impl OrderStore for SqliteOrderStore {
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "order.insert"))]
     async fn insert(&self, o: &Order, event: &NewEvent, ctx: &EventContext) -> Result<(), OrderError> {
         let (o, event, ctx) = (o.clone(), event.clone(), ctx.clone());
         self.pool
@@ -161,10 +162,12 @@ impl OrderStore for SqliteOrderStore {
         Ok(())
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "order.get_row"))]
     async fn get_row(&self, id: Uuid) -> Result<Option<Order>, OrderError> {
         self.pool.call(move |c| read_row(c, id)).await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "order.get"))]
     async fn get(&self, id: Uuid) -> Result<Option<Order>, OrderError> {
         self.pool
             .call(move |c| {
@@ -175,6 +178,7 @@ impl OrderStore for SqliteOrderStore {
             .await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "order.modify"))]
     async fn modify(&self, id: Uuid, guard: Guard, ctx: &EventContext, change: Mutation) -> Result<Order, OrderError> {
         let ctx = ctx.clone();
         let (order, wrote) = self
@@ -206,6 +210,7 @@ impl OrderStore for SqliteOrderStore {
         Ok(order)
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "order.get_many"))]
     async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Order>, OrderError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -232,6 +237,7 @@ impl OrderStore for SqliteOrderStore {
             .await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "order.list_ids"))]
     async fn list_ids(&self, f: &OrderFilter) -> Result<Vec<Uuid>, OrderError> {
         let page = f.page();
         self.pool.call(move |c| page.fetch_sqlite(c)).await.map_err(OrderError::Unexpected)

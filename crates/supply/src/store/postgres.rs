@@ -50,6 +50,7 @@ fn from_row(r: &Row) -> Result<Supply, SupplyError> {
 
 #[async_trait]
 impl SupplyStore for PgSupplyStore {
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "supply.insert"))]
     async fn insert(&self, s: &Supply, event: &NewEvent, ctx: &EventContext) -> Result<(), SupplyError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
@@ -76,6 +77,7 @@ impl SupplyStore for PgSupplyStore {
         Ok(())
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "supply.get"))]
     async fn get(&self, id: Uuid) -> Result<Option<Supply>, SupplyError> {
         let client = self.client().await?;
         let row = storage::pg::query_opt(&client, &format!("SELECT {COLS} FROM supplies WHERE id = $1"), &[&id])
@@ -84,6 +86,7 @@ impl SupplyStore for PgSupplyStore {
         row.as_ref().map(from_row).transpose()
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "supply.modify"))]
     async fn modify(
         &self,
         id: Uuid,
@@ -111,6 +114,7 @@ impl SupplyStore for PgSupplyStore {
         Ok(s)
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "supply.get_many"))]
     async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Supply>, SupplyError> {
         let client = self.client().await?;
         let rows = storage::pg::query(&client, &format!("SELECT {COLS} FROM supplies WHERE id = ANY($1)"), &[&ids])
@@ -119,11 +123,13 @@ impl SupplyStore for PgSupplyStore {
         rows.iter().map(from_row).collect()
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "supply.list_ids"))]
     async fn list_ids(&self, f: &SupplyFilter) -> Result<Vec<Uuid>, SupplyError> {
         let page = f.page();
         page.fetch_pg(&**self.client().await?).await.map_err(SupplyError::Unexpected)
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "supply.find_available"))]
     async fn find_available(
         &self,
         user_id: Uuid,
@@ -142,6 +148,7 @@ impl SupplyStore for PgSupplyStore {
         Ok(row.map(|r| r.get(0)))
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "supply.reservation_step"))]
     async fn reservation_step(
         &self,
         claim_id: Uuid,

@@ -77,6 +77,7 @@ fn from_raw(r: RawRow) -> Result<Supply, SupplyError> {
 
 #[async_trait]
 impl SupplyStore for SqliteSupplyStore {
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "supply.insert"))]
     async fn insert(&self, s: &Supply, event: &NewEvent, ctx: &EventContext) -> Result<(), SupplyError> {
         let (s, event, ctx) = (s.clone(), event.clone(), ctx.clone());
         self.pool
@@ -105,6 +106,7 @@ impl SupplyStore for SqliteSupplyStore {
         Ok(())
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "supply.get"))]
     async fn get(&self, id: Uuid) -> Result<Option<Supply>, SupplyError> {
         self.pool
             .call(move |c| {
@@ -117,6 +119,7 @@ impl SupplyStore for SqliteSupplyStore {
             .await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "supply.modify"))]
     async fn modify(
         &self,
         id: Uuid,
@@ -143,6 +146,7 @@ impl SupplyStore for SqliteSupplyStore {
             .inspect(|_| outbox::notify_written())
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "supply.get_many"))]
     async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<Supply>, SupplyError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -158,11 +162,13 @@ impl SupplyStore for SqliteSupplyStore {
             .await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "supply.list_ids"))]
     async fn list_ids(&self, f: &SupplyFilter) -> Result<Vec<Uuid>, SupplyError> {
         let page = f.page();
         self.pool.call(move |c| page.fetch_sqlite(c)).await.map_err(SupplyError::Unexpected)
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "supply.find_available"))]
     async fn find_available(
         &self,
         user_id: Uuid,
@@ -191,6 +197,7 @@ impl SupplyStore for SqliteSupplyStore {
         Ok(best.map(|s| s.id))
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "supply.reservation_step"))]
     async fn reservation_step(
         &self,
         claim_id: Uuid,

@@ -73,6 +73,7 @@ fn hold(r: &Row) -> Result<Hold, WalletError> {
 
 #[async_trait]
 impl WalletStore for PgWalletStore {
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.apply"))]
     async fn apply(&self, m: &Movement, ctx: &EventContext) -> Result<Vec<Account>, WalletError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
@@ -157,6 +158,7 @@ impl WalletStore for PgWalletStore {
         Ok(accounts)
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.accounts"))]
     async fn accounts(&self, owner: &str) -> Result<Vec<Account>, WalletError> {
         let rows = self
             .client()
@@ -167,6 +169,7 @@ impl WalletStore for PgWalletStore {
         Ok(rows.iter().map(account).collect())
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.entries"))]
     async fn entries(
         &self,
         owner: &str,
@@ -189,6 +192,7 @@ impl WalletStore for PgWalletStore {
         rows.iter().map(entry).collect()
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.holds"))]
     async fn holds(
         &self,
         user_id: Uuid,
@@ -211,6 +215,7 @@ impl WalletStore for PgWalletStore {
         rows.iter().map(hold).collect()
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.hold"))]
     async fn hold(&self, id: Uuid) -> Result<Option<Hold>, WalletError> {
         let client = self.client().await?;
         let row =
@@ -219,12 +224,14 @@ impl WalletStore for PgWalletStore {
         row.map_err(db_err)?.as_ref().map(hold).transpose()
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.holds_of_order"))]
     async fn holds_of_order(&self, order_id: Uuid) -> Result<Vec<Hold>, WalletError> {
         let client = self.client().await?;
         let sql = format!("SELECT {HOLD_COLS} FROM wallet_holds WHERE order_id = $1 ORDER BY id DESC");
         storage::pg::query(&client, &sql, &[&order_id]).await.map_err(db_err)?.iter().map(hold).collect()
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.pending_holds"))]
     async fn pending_holds(
         &self,
         before: time::OffsetDateTime,
@@ -239,6 +246,7 @@ impl WalletStore for PgWalletStore {
         client.query(&sql, &[&before, &after, &limit]).await.map_err(db_err)?.iter().map(hold).collect()
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.transfer"))]
     async fn transfer(&self, id: Uuid) -> Result<Option<Transfer>, WalletError> {
         let client = self.client().await?;
         let row =
@@ -254,6 +262,7 @@ impl WalletStore for PgWalletStore {
         }))
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.deposit_by_reference"))]
     async fn deposit_by_reference(&self, reference: &str) -> Result<Option<Deposit>, WalletError> {
         let client = self.client().await?;
         let sql = format!("SELECT {DEPOSIT_COLS} FROM wallet_deposits WHERE reference = $1");
@@ -270,6 +279,7 @@ impl WalletStore for PgWalletStore {
         }))
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.ledger"))]
     async fn ledger(&self) -> Result<Ledger, WalletError> {
         let mut client = self.client().await?;
         // One snapshot of all three.

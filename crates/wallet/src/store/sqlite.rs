@@ -264,6 +264,7 @@ fn apply(c: &mut Connection, m: &Movement, ctx: &EventContext) -> Result<Vec<Acc
 
 #[async_trait]
 impl WalletStore for SqliteWalletStore {
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.apply"))]
     async fn apply(&self, m: &Movement, ctx: &EventContext) -> Result<Vec<Account>, WalletError> {
         let (m, ctx) = (m.clone(), ctx.clone());
         let accounts = self.pool.call(move |c| apply(c, &m, &ctx)).await?;
@@ -271,6 +272,7 @@ impl WalletStore for SqliteWalletStore {
         Ok(accounts)
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.accounts"))]
     async fn accounts(&self, owner: &str) -> Result<Vec<Account>, WalletError> {
         let owner = owner.to_string();
         self.pool
@@ -281,6 +283,7 @@ impl WalletStore for SqliteWalletStore {
             .await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.entries"))]
     async fn entries(
         &self,
         owner: &str,
@@ -301,6 +304,7 @@ impl WalletStore for SqliteWalletStore {
             .await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.holds"))]
     async fn holds(
         &self,
         user_id: Uuid,
@@ -320,6 +324,7 @@ impl WalletStore for SqliteWalletStore {
             .await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.hold"))]
     async fn hold(&self, id: Uuid) -> Result<Option<Hold>, WalletError> {
         self.pool
             .call(move |c| {
@@ -329,6 +334,7 @@ impl WalletStore for SqliteWalletStore {
             .await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.holds_of_order"))]
     async fn holds_of_order(&self, order_id: Uuid) -> Result<Vec<Hold>, WalletError> {
         self.pool
             .call(move |c| {
@@ -338,6 +344,7 @@ impl WalletStore for SqliteWalletStore {
             .await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.pending_holds"))]
     async fn pending_holds(
         &self,
         before: time::OffsetDateTime,
@@ -356,6 +363,7 @@ impl WalletStore for SqliteWalletStore {
             .await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.transfer"))]
     async fn transfer(&self, id: Uuid) -> Result<Option<Transfer>, WalletError> {
         self.pool
             .call(move |c| {
@@ -376,6 +384,7 @@ impl WalletStore for SqliteWalletStore {
             .await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.deposit_by_reference"))]
     async fn deposit_by_reference(&self, reference: &str) -> Result<Option<Deposit>, WalletError> {
         let reference = reference.to_string();
         self.pool
@@ -398,6 +407,7 @@ impl WalletStore for SqliteWalletStore {
             .await
     }
 
+    #[tracing::instrument(target = "store", name = "store", skip_all, fields(db.operation = "wallet.ledger"))]
     async fn ledger(&self) -> Result<Ledger, WalletError> {
         self.pool
             .call(|c| {

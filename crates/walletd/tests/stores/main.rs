@@ -32,6 +32,7 @@ fn ctx() -> EventContext {
         region: "eu-test".into(),
         correlation_id: Some(format!("req-{}", Uuid::now_v7().simple())),
         actor_id: Some(Uuid::now_v7()),
+        traceparent: Some(format!("00-{}-00f067aa0ba902b7-01", Uuid::now_v7().simple())),
     }
 }
 
@@ -54,4 +55,5 @@ fn assert_event(e: &EventEnvelope, expected: &events::NewEvent, ctx: &EventConte
     assert_eq!(e.region, ctx.region);
     assert_eq!(e.correlation_id, ctx.correlation_id);
     assert_eq!(e.actor_id, ctx.actor_id);
+    assert_eq!(e.traceparent, ctx.traceparent);
 }
