@@ -170,9 +170,11 @@ struct FieldIn {
 pub async fn metered(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let path = req.uri().path().to_string();
-    // One span per call, continuing the caller's trace (`traceparent` metadata).
-    let span = tracing::info_span!("grpc", rpc.method = %path);
-    base::trace::continue_from(&span, req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+    // One span per call, inside the request's (which continued the caller's `traceparent`), with
+    // the request id, so the call's log lines carry it; an unknown method is `unknown`, as below.
+    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let rpc_method = if known_methods().contains(path.as_str()) { path.as_str() } else { "unknown" };
+    let span = tracing::info_span!("grpc", request.id = %request_id, rpc.method = %rpc_method);
     let res = tracing::Instrument::instrument(next.run(req), span).await;
     // A unary call's status is in the trailers when it succeeded, in the headers when it did not.
     let code = res

@@ -166,6 +166,10 @@ fn main() {
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "walletd failed");
     }
+    // The logs first (a collector that does not answer must not hold them back), then the spans.
+    telemetry::flush_logs();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    telemetry::shutdown_traces();
     telemetry::flush_logs();
     if let Err(e) = result {
         eprintln!("walletd: {e:#}");

@@ -27,8 +27,8 @@ static TRACER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = OnceLock:
 /// Installs the global subscriber; `RUST_LOG` filters (default `info`). With `traces`, every span
 /// is also exported over OTLP (batched, in a thread of its own). Safe to call twice.
 pub fn init_logging(format: LogFormat, traces: Option<TraceExport>) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,refinery_core=warn,tokio_postgres=warn"));
+    const DEFAULT_FILTER: &str = "info,refinery_core=warn,tokio_postgres=warn";
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
@@ -52,16 +52,27 @@ pub fn init_logging(format: LogFormat, traces: Option<TraceExport>) {
         fmt.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed()
     } else {
         fmt.boxed()
-    };
+    }
+    .with_filter(filter);
     // The spans of store calls (target `store`) are for traces only: the log lines keep the
     // request's or the event's span, with its ids, as their current span.
-    let fmt = fmt.with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.target() != "store"));
+    let fmt =
+        fmt.with_filter(tracing_subscriber::filter::filter_fn(|meta| !(meta.is_span() && meta.target() == "store")));
     let (otel, export_error) = match traces.map(tracer) {
-        Some(Ok(tracer)) => (Some(tracing_opentelemetry::layer().with_tracer(tracer)), None),
+        // Its own filter: RUST_LOG tunes the log lines, not which spans a trace has.
+        Some(Ok(tracer)) => {
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_filter(EnvFilter::new(DEFAULT_FILTER));
+            (Some(layer), None)
+        }
         Some(Err(e)) => (None, Some(e)),
         None => (None, None),
     };
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
     if let Some(e) = export_error {
         tracing::error!(error = format!("{e:#}"), "traces are not exported: the OTLP exporter could not be built");
     }
@@ -91,10 +102,11 @@ fn tracer(export: TraceExport) -> anyhow::Result<opentelemetry_sdk::trace::Trace
     Ok(tracer)
 }
 
-/// Exports the spans still waiting in the batch (at exit).
-pub fn flush_traces() {
+/// Exports the spans still waiting in the batch and stops the exporter (at exit, after the
+/// runtime, so spans that end while its tasks stop are included).
+pub fn shutdown_traces() {
     if let Some(provider) = TRACER.get() {
-        let _ = provider.force_flush();
+        let _ = provider.shutdown();
     }
 }
 
@@ -154,7 +166,6 @@ fn write_lines(buffer: &LogBuffer, lines: &[u8]) {
 
 /// Writes the buffered log lines now.
 pub fn flush_logs() {
-    flush_traces();
     let buffer = log_buffer();
     let lines = std::mem::take(&mut *buffer.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     write_lines(buffer, &lines);

@@ -18,7 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_walletd");
 #[rstest]
 #[case::embedded_log(false)]
 #[case::kafka(true)]
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn one_claim_is_one_trace_from_the_request_through_its_processing(#[case] kafka: bool) {
     let receiver = OtlpReceiver::start().await;
     let dir = TempDir::new();
@@ -51,11 +51,23 @@ async fn one_claim_is_one_trace_from_the_request_through_its_processing(#[case] 
 
     let of_trace =
         || -> Vec<ReceivedSpan> { receiver.spans().into_iter().filter(|s| s.trace_id == trace_id).collect() };
+    let attribute = |s: &ReceivedSpan, key: &str| s.attributes.get(key).cloned().unwrap_or_default();
     let is_processing = |s: &ReceivedSpan| s.name == "converge" && s.attributes.get("claim.id") == Some(&claim_id);
-    let complete = wait_until(Duration::from_secs(60), || async { of_trace().iter().any(is_processing) }).await;
+    let is_event = |s: &ReceivedSpan| {
+        s.name == "event"
+            && attribute(s, "event.type") == "order.claimed"
+            && attribute(s, "consumer.group") == claim::processor::GROUP
+    };
+    // Spans arrive in batches, a span when it ends: wait for the request's, the event's (which ends
+    // after the processing inside it) and the processing's.
+    let complete = wait_until(Duration::from_secs(60), || async {
+        let spans = of_trace();
+        spans.iter().any(is_processing) && spans.iter().any(is_event) && spans.iter().any(|s| s.name == "request")
+    })
+    .await;
     let spans = of_trace();
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
-    assert!(complete, "the processing span never arrived in the trace; it has {names:?}");
+    assert!(complete, "the trace never had its request, event and processing spans; it has {names:?}");
 
     let request = spans
         .iter()
@@ -65,15 +77,7 @@ async fn one_claim_is_one_trace_from_the_request_through_its_processing(#[case] 
         .unwrap_or_else(|| panic!("no request span in the trace: {names:?}"));
     assert_eq!(request.parent_span_id, client_span, "the request continues the client's span");
     assert!(request.attributes.get("request.id").is_some_and(|id| !id.is_empty()), "{:?}", request.attributes);
-    let attribute = |s: &ReceivedSpan, key: &str| s.attributes.get(key).cloned().unwrap_or_default();
-    let event = spans
-        .iter()
-        .find(|s| {
-            s.name == "event"
-                && attribute(s, "event.type") == "order.claimed"
-                && attribute(s, "consumer.group") == claim::processor::GROUP
-        })
-        .unwrap_or_else(|| panic!("no claim-processor event span in the trace: {names:?}"));
+    let event = spans.iter().find(|s| is_event(s)).unwrap();
     assert_eq!(
         attribute(event, "correlation.id"),
         attribute(request, "request.id"),
@@ -114,7 +118,7 @@ async fn one_claim_is_one_trace_from_the_request_through_its_processing(#[case] 
     );
     assert!(stores.iter().any(|s| descends_from(s, event)), "no store call under the processing: {stores:#?}");
 
-    // gRPC continues the caller's trace as HTTP does.
+    // gRPC continues the caller's trace as HTTP does: its request span, and the call's span in it.
     let (grpc_trace, grpc_parent) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
     let channel = tonic::transport::Endpoint::from_shared(server.grpc.clone()).unwrap().connect().await.unwrap();
     let mut supplies = rpc::v1::supply_service_client::SupplyServiceClient::new(channel);
@@ -122,10 +126,14 @@ async fn one_claim_is_one_trace_from_the_request_through_its_processing(#[case] 
     req.metadata_mut().insert("authorization", format!("Bearer {claimer}").parse().unwrap());
     req.metadata_mut().insert("traceparent", format!("00-{grpc_trace}-{grpc_parent}-01").parse().unwrap());
     supplies.list_supplies(req).await.unwrap();
-    let grpc_span = || receiver.spans().into_iter().find(|s| s.trace_id == grpc_trace && s.name == "grpc");
-    assert!(wait_until(Duration::from_secs(60), || async { grpc_span().is_some() }).await, "no gRPC span arrived");
-    let grpc = grpc_span().unwrap();
-    assert_eq!(grpc.parent_span_id, grpc_parent, "the call continues the caller's span");
-    assert_eq!(attribute(&grpc, "rpc.method"), "/walletd.v1.SupplyService/ListSupplies");
+    let named = |name: &str| receiver.spans().into_iter().find(|s| s.trace_id == grpc_trace && s.name == name);
+    let arrived =
+        wait_until(Duration::from_secs(60), || async { named("grpc").is_some() && named("request").is_some() });
+    assert!(arrived.await, "the gRPC call's spans did not arrive");
+    let (outer, call) = (named("request").unwrap(), named("grpc").unwrap());
+    assert_eq!(outer.parent_span_id, grpc_parent, "the call continues the caller's span");
+    assert_eq!(call.parent_span_id, outer.span_id);
+    assert_eq!(attribute(&call, "rpc.method"), "/walletd.v1.SupplyService/ListSupplies");
+    assert!(!attribute(&call, "request.id").is_empty(), "the call's span carries the request id");
     drop(server);
 }
