@@ -303,9 +303,8 @@ fn from_pem(pem: &str) -> anyhow::Result<Vec<u8>> {
 /// Group read is allowed: Kubernetes mounts a Secret with `defaultMode: 0400` as 0440 when the pod
 /// has an `fsGroup`, the group being the pod's own. A key file others can write is refused too.
 pub fn refuse_if_others_can_read(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    refuse_if_others_can_write(path)?;
-    let mode = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
+    let mode = mode_of(path)?;
+    refuse_writable(path, mode)?;
     if mode & 0o007 != 0 {
         anyhow::bail!(
             "signing key {} is readable by other users (mode {:o}); run `chmod 600 {}` (on Kubernetes, mount the secret with defaultMode 0400)",
@@ -320,8 +319,15 @@ pub fn refuse_if_others_can_read(path: &Path) -> anyhow::Result<()> {
 /// A key file (even a public one) that users other than its owner can change would let them add a
 /// key tokens are then accepted from: refuse it.
 pub fn refuse_if_others_can_write(path: &Path) -> anyhow::Result<()> {
+    refuse_writable(path, mode_of(path)?)
+}
+
+fn mode_of(path: &Path) -> anyhow::Result<u32> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
+    Ok(std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode())
+}
+
+fn refuse_writable(path: &Path, mode: u32) -> anyhow::Result<()> {
     if mode & 0o022 != 0 {
         anyhow::bail!(
             "key file {} can be changed by users other than its owner (mode {:o}); run `chmod go-w {}`",

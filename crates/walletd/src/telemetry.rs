@@ -199,12 +199,11 @@ fn log_writer() -> impl for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send +
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    // One installer at a time: two builds in one process (tests run many at once) must not both
-    // find no handle and both install, the second failing.
-    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _installing = INSTALLING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(h) = HANDLE.get() {
+    // Under a lock: two builds in one process (tests run many at once) must not both find no
+    // handle and both install, the second failing.
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut installed = HANDLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(h) = &*installed {
         return Ok(h.clone());
     }
     let handle = PrometheusBuilder::new()
@@ -220,7 +219,7 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         )?
         .install_recorder()?;
     metrics::gauge!("walletd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    Ok(installed.insert(handle).clone())
 }
 
 #[cfg(test)]
