@@ -160,9 +160,8 @@ impl Replica {
         Ok(Position { system, lsn: row.get::<_, i64>(0) as u64 })
     }
 
-    /// Reads the replica's replay position (and, for the lag, the primary's just before).
-    async fn look(&self) -> anyhow::Result<Observed> {
-        let primary = self.primary_position().await.ok();
+    /// The replica's replay position and its lag in seconds.
+    async fn replayed(&self) -> anyhow::Result<(u64, f64)> {
         let client = self.replica.get().await.context("connecting to the replica")?;
         // A replica that was promoted is a primary now: everything it has is "replayed".
         let row = client
@@ -176,13 +175,18 @@ impl Replica {
             )
             .await
             .context("reading the replica's replay position")?;
-        let replayed = row.get::<_, Option<i64>>(0).unwrap_or(0) as u64;
-        let system = row.get::<_, i64>(2) as u64;
-        self.system.store(system, Ordering::Relaxed);
+        self.system.store(row.get::<_, i64>(2) as u64, Ordering::Relaxed);
+        Ok((row.get::<_, Option<i64>>(0).unwrap_or(0) as u64, row.get(1)))
+    }
+
+    /// Reads the replica's replay position and, for the lag, the primary's just before.
+    async fn look(&self) -> anyhow::Result<Observed> {
+        let primary = self.primary_position().await.ok();
+        let (replayed, lag) = self.replayed().await?;
         let labels = [("replica", self.name.clone())];
-        metrics::gauge!("db_replica_lag_seconds", &labels).set(row.get::<_, f64>(1));
+        metrics::gauge!("db_replica_lag_seconds", &labels).set(lag);
         let caught_up = match primary {
-            Some(p) if p.system == system => {
+            Some(p) if p.system == self.system.load(Ordering::Relaxed) => {
                 metrics::gauge!("db_replica_lag_bytes", &labels).set(p.lsn.saturating_sub(replayed) as f64);
                 replayed >= p.lsn
             }
@@ -200,11 +204,11 @@ impl Replica {
         if seen.borrow().replayed >= lsn {
             return true;
         }
-        // Ask now rather than at the next look: the write is usually replayed by the time its
-        // client reads.
-        if let Ok(now) = self.look().await {
-            self.observed.send_replace(now);
-            if now.replayed >= lsn {
+        // Ask the replica now rather than wait for the next look: the write is usually replayed
+        // by the time its client reads.
+        if let Ok((replayed, _)) = self.replayed().await {
+            self.observed.send_modify(|o| o.replayed = o.replayed.max(replayed));
+            if replayed >= lsn {
                 return true;
             }
         }
