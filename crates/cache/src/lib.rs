@@ -19,6 +19,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
 use events::{EventEnvelope, EventHandler};
+pub use storage::replica::CacheUse;
+
+/// An entity's cache key from its id, and its id.
+pub type KeyOf<T> = (fn(uuid::Uuid) -> String, fn(&T) -> uuid::Uuid);
 
 /// TTL of single entities (`supply:{id}`, `order:{id}`, `claim:{id}`, ...).
 pub const ENTITY_TTL: Duration = Duration::from_secs(3600);
@@ -273,7 +277,24 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
-        if matches!(self.backend, Backend::Disabled) {
+        self.get_or_load_as(CacheUse { read: true, store: true }, kind, key, load).await
+    }
+
+    /// [`Cache::get_or_load`] as a read routed to a replica may use the cache: not at all (a read
+    /// that must see a write), or without storing what it loaded (from a replica that lags).
+    pub async fn get_or_load_as<T, E, F, Fut>(
+        &self,
+        using: CacheUse,
+        kind: &'static str,
+        key: String,
+        load: F,
+    ) -> Result<Option<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        if matches!(self.backend, Backend::Disabled) || !using.read {
             return load().await;
         }
         if let Some(bytes) = self.raw_get(kind, &key).await {
@@ -283,6 +304,9 @@ impl Cache {
             if let Ok(v) = serde_json::from_slice(&bytes) {
                 return Ok(Some(v));
             }
+        }
+        if !using.store {
+            return load().await;
         }
         let flight: Flight = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
@@ -387,8 +411,25 @@ impl Cache {
         F: FnOnce(Vec<uuid::Uuid>) -> Fut,
         Fut: Future<Output = Result<Vec<T>, E>>,
     {
+        self.get_many_or_load_as(CacheUse { read: true, store: true }, kind, ids, (key_of, id_of), load).await
+    }
+
+    /// [`Cache::get_many_or_load`] with a [`CacheUse`], as [`Cache::get_or_load_as`].
+    pub async fn get_many_or_load_as<T, E, F, Fut>(
+        &self,
+        using: CacheUse,
+        kind: &'static str,
+        ids: &[uuid::Uuid],
+        (key_of, id_of): KeyOf<T>,
+        load: F,
+    ) -> Result<Vec<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Vec<uuid::Uuid>) -> Fut,
+        Fut: Future<Output = Result<Vec<T>, E>>,
+    {
         let keys: Vec<String> = ids.iter().map(|id| key_of(*id)).collect();
-        let cached = self.raw_get_many(kind, &keys).await;
+        let cached = if using.read { self.raw_get_many(kind, &keys).await } else { vec![None; keys.len()] };
         let mut found: HashMap<uuid::Uuid, T> = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
         for (id, bytes) in ids.iter().zip(cached) {
@@ -404,11 +445,13 @@ impl Cache {
             let seen: HashMap<String, u64> = missing_keys.iter().cloned().zip(self.seen(&missing_keys)).collect();
             let loaded = load(missing).await?;
             metrics::counter!("cache_loads_total", "kind" => kind).increment(1);
-            let entries = loaded
-                .iter()
-                .filter_map(|v| serde_json::to_vec(v).ok().map(|b| (key_of(id_of(v)), Arc::from(b))))
-                .collect();
-            self.store_loaded(&seen, entries, ENTITY_TTL).await;
+            if using.store {
+                let entries = loaded
+                    .iter()
+                    .filter_map(|v| serde_json::to_vec(v).ok().map(|b| (key_of(id_of(v)), Arc::from(b))))
+                    .collect();
+                self.store_loaded(&seen, entries, ENTITY_TTL).await;
+            }
             for v in loaded {
                 found.insert(id_of(&v), v);
             }

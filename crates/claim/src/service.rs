@@ -19,6 +19,7 @@ use base::clock;
 use base::money::{AssetRegistry, format_amount};
 use events::outbox::{EventContext, NewEvent};
 use storage::Database;
+use storage::replica::{ReadPlan, Reads, Replica};
 use web::extract::RequestId;
 use web::{ApiError, FieldError, cursor};
 
@@ -57,6 +58,8 @@ pub struct ListParams {
 /// The claim service.
 pub struct ClaimService {
     pub(crate) store: Arc<dyn ClaimStore>,
+    /// Plain reads: the primary's store, or the region's replica's.
+    reads: Reads<dyn ClaimStore>,
     pub(crate) cache: Arc<Cache>,
     orders: Arc<dyn OrderClient>,
     supplies: Arc<dyn SupplyClient>,
@@ -73,7 +76,14 @@ impl ClaimService {
         assets: AssetRegistry,
         region: String,
     ) -> Self {
-        Self { store: store::open(db), cache, orders, supplies, assets, region }
+        let store = store::open(db);
+        Self { reads: Reads::primary(store.clone()), store, cache, orders, supplies, assets, region }
+    }
+
+    /// Plain reads (a claim, a list) from `replica_db`, a streaming replica of the primary.
+    pub fn with_replica(mut self, replica_db: &Database, replica: Arc<Replica>) -> Self {
+        self.reads = Reads::primary(self.store.clone()).with_replica(store::open(replica_db), replica);
+        self
     }
 
     pub fn view(&self, c: &Claim) -> ClaimView {
@@ -163,14 +173,20 @@ impl ClaimService {
 
     /// A claim its claimer, the order's buyer or an admin may see; anyone else gets 404.
     pub async fn get(&self, who: &Principal, id: Uuid) -> Result<Claim, ApiError> {
-        let cached = self.cache.get_or_load("claim", keys::claim(id), || async { self.store.get(id).await }).await?;
+        self.get_via(self.reads.plan().await, who, id).await
+    }
+
+    /// [`Self::get`] from where `plan` says (a change reads the primary).
+    async fn get_via(&self, plan: ReadPlan<'_, dyn ClaimStore>, who: &Principal, id: Uuid) -> Result<Claim, ApiError> {
+        let cached =
+            self.cache.get_or_load_as(plan.cache, "claim", keys::claim(id), || plan.run(|s| s.get(id))).await?;
         cached.filter(|c| visible(who, c)).ok_or_else(|| ApiError::not_found("claim"))
     }
 
     /// The newest claim on an order, under the same visibility.
     pub async fn for_order(&self, who: &Principal, order_id: Uuid) -> Result<Claim, ApiError> {
-        self.store
-            .latest_for_order(order_id)
+        let plan = self.reads.plan().await;
+        plan.run(|s| s.latest_for_order(order_id))
             .await?
             .filter(|c| visible(who, c))
             .ok_or_else(|| ApiError::not_found("claim"))
@@ -179,7 +195,7 @@ impl ClaimService {
     /// The claimer gives up a pending claim; the processor then frees the order.
     #[tracing::instrument(skip_all, fields(claim.id = %id))]
     pub async fn release(&self, who: &Principal, rid: &RequestId, id: Uuid) -> Result<Claim, ApiError> {
-        let claim = self.get(who, id).await?;
+        let claim = self.get_via(ReadPlan::primary(&self.store), who, id).await?;
         if claim.user_id != who.user_id && !who.is_admin() {
             return Err(ApiError::forbidden("only the claimer can release a claim"));
         }
@@ -221,18 +237,15 @@ impl ClaimService {
             (false, Some(u)) if u != who.user_id => return Err(ApiError::forbidden("users list their own claims")),
             (false, _) => Some(who.user_id),
         };
-        let mut ids = self.store.list_ids(&ClaimFilter { user_id, status, before, limit: limit + 1 }).await?;
+        let filter = ClaimFilter { user_id, status, before, limit: limit + 1 };
+        let plan = self.reads.plan().await;
+        let mut ids = plan.run(|s| s.list_ids(&filter)).await?;
         let next = cursor::next_page(&mut ids, limit);
-        let store = &self.store;
         let items = self
             .cache
-            .get_many_or_load(
-                "claim",
-                &ids,
-                keys::claim,
-                |c: &Claim| c.id,
-                |missing| async move { store.get_many(missing).await },
-            )
+            .get_many_or_load_as(plan.cache, "claim", &ids, (keys::claim, |c: &Claim| c.id), |missing| {
+                plan.run(move |s| s.get_many(missing.clone()))
+            })
             .await?;
         Ok((items, next))
     }

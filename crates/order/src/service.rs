@@ -19,6 +19,7 @@ use base::clock;
 use base::money::{AssetRegistry, format_amount};
 use events::outbox::{EventContext, NewEvent};
 use storage::Database;
+use storage::replica::{ReadPlan, Reads, Replica};
 use web::extract::RequestId;
 use web::{ApiError, FieldError, cursor};
 
@@ -87,6 +88,8 @@ pub trait Funds: Send + Sync {
 /// The order service.
 pub struct OrderService {
     store: Arc<dyn OrderStore>,
+    /// Plain reads: the primary's store, or the region's replica's.
+    reads: Reads<dyn OrderStore>,
     cache: Arc<Cache>,
     funds: Arc<dyn Funds>,
     assets: AssetRegistry,
@@ -103,7 +106,14 @@ fn insufficient_funds() -> ApiError {
 
 impl OrderService {
     pub fn new(db: &Database, cache: Arc<Cache>, funds: Arc<dyn Funds>, assets: AssetRegistry, region: String) -> Self {
-        Self { store: store::open(db), cache, funds, assets, region }
+        let store = store::open(db);
+        Self { reads: Reads::primary(store.clone()), store, cache, funds, assets, region }
+    }
+
+    /// Plain reads (an order, a list) from `replica_db`, a streaming replica of the primary.
+    pub fn with_replica(mut self, replica_db: &Database, replica: Arc<Replica>) -> Self {
+        self.reads = Reads::primary(self.store.clone()).with_replica(store::open(replica_db), replica);
+        self
     }
 
     fn ctx(&self, who: &Principal, rid: &RequestId) -> EventContext {
@@ -161,7 +171,13 @@ impl OrderService {
     /// An order the caller may see: their own, any (admins), or any pending one (shoppers browse
     /// claimable orders). Anything else is 404.
     pub async fn get(&self, who: &Principal, id: Uuid) -> Result<Order, ApiError> {
-        let cached = self.cache.get_or_load("order", keys::order(id), || async { self.store.get(id).await }).await?;
+        self.get_via(self.reads.plan().await, who, id).await
+    }
+
+    /// [`Self::get`] from where `plan` says (a change reads the primary).
+    async fn get_via(&self, plan: ReadPlan<'_, dyn OrderStore>, who: &Principal, id: Uuid) -> Result<Order, ApiError> {
+        let cached =
+            self.cache.get_or_load_as(plan.cache, "order", keys::order(id), || plan.run(|s| s.get(id))).await?;
         match cached {
             Some(o)
                 if o.status != OrderStatus::Deleted
@@ -191,7 +207,7 @@ impl OrderService {
         if items.is_none() && !cancel {
             return Err(ApiError::validation(vec![FieldError::new("body", "give items or status")]));
         }
-        let current = self.get(who, id).await?;
+        let current = self.get_via(ReadPlan::primary(&self.store), who, id).await?;
         if current.user_id != who.user_id && !who.is_privileged() {
             return Err(ApiError::not_found("order"));
         }
@@ -314,18 +330,14 @@ impl OrderService {
             (false, _, _) => (Some(who.user_id), None),
         };
         let filter = OrderFilter { user_id, not_user_id, currency, status, before, limit: limit + 1 };
-        let mut ids = self.store.list_ids(&filter).await?;
+        let plan = self.reads.plan().await;
+        let mut ids = plan.run(|s| s.list_ids(&filter)).await?;
         let next = cursor::next_page(&mut ids, limit);
-        let store = &self.store;
         let items = self
             .cache
-            .get_many_or_load(
-                "order",
-                &ids,
-                keys::order,
-                |o: &Order| o.id,
-                |missing| async move { store.get_many(missing).await },
-            )
+            .get_many_or_load_as(plan.cache, "order", &ids, (keys::order, |o: &Order| o.id), |missing| {
+                plan.run(move |s| s.get_many(missing.clone()))
+            })
             .await?;
         Ok((items, next))
     }

@@ -41,6 +41,13 @@ pub struct Settings {
     pub wallet_database_url: Option<String>,
     /// Users, nonces and refresh tokens, shared by every process of a deployment; unset, `database_url`.
     pub identity_database_url: Option<String>,
+    /// The region's streaming replica, for plain reads; per service, or for all of them.
+    pub read_database_url: Option<String>,
+    pub supply_read_database_url: Option<String>,
+    pub order_read_database_url: Option<String>,
+    pub claim_read_database_url: Option<String>,
+    /// How long a read with a consistency token waits for the replica before it reads the primary.
+    pub read_wait: Duration,
     /// Where another service answers gRPC when this process does not run it.
     pub supply_grpc_url: Option<String>,
     pub order_grpc_url: Option<String>,
@@ -190,6 +197,11 @@ impl Default for Settings {
             claim_database_url: None,
             wallet_database_url: None,
             identity_database_url: None,
+            read_database_url: None,
+            supply_read_database_url: None,
+            order_read_database_url: None,
+            claim_read_database_url: None,
+            read_wait: Duration::from_millis(250),
             supply_grpc_url: None,
             order_grpc_url: None,
             wallet_grpc_url: None,
@@ -459,7 +471,7 @@ mod tests {
         ] {
             assert!(keys.iter().any(|k| k == kafka), "{kafka}");
         }
-        assert_eq!(keys.len(), 65);
+        assert_eq!(keys.len(), 70);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod lease;
 pub mod page;
+pub mod replica;
 pub mod sqlite;
 pub mod sweep;
 

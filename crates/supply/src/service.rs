@@ -14,6 +14,7 @@ use base::money::{AssetRegistry, format_amount};
 use cache::Cache;
 use events::outbox::{EventContext, NewEvent};
 use storage::Database;
+use storage::replica::{ReadPlan, Reads, Replica};
 use web::extract::RequestId;
 use web::{ApiError, FieldError, Principal, cursor};
 
@@ -56,6 +57,8 @@ pub struct ListParams {
 /// The supply service.
 pub struct SupplyService {
     store: Arc<dyn SupplyStore>,
+    /// Plain reads: the primary's store, or the region's replica's.
+    reads: Reads<dyn SupplyStore>,
     cache: Arc<Cache>,
     assets: AssetRegistry,
     region: String,
@@ -63,7 +66,14 @@ pub struct SupplyService {
 
 impl SupplyService {
     pub fn new(db: &Database, cache: Arc<Cache>, assets: AssetRegistry, region: String) -> Self {
-        Self { store: store::open(db), cache, assets, region }
+        let store = store::open(db);
+        Self { reads: Reads::primary(store.clone()), store, cache, assets, region }
+    }
+
+    /// Plain reads (a supply, a list) from `replica_db`, a streaming replica of the primary.
+    pub fn with_replica(mut self, replica_db: &Database, replica: Arc<Replica>) -> Self {
+        self.reads = Reads::primary(self.store.clone()).with_replica(store::open(replica_db), replica);
+        self
     }
 
     fn ctx(&self, who: &Principal, rid: &RequestId) -> EventContext {
@@ -99,7 +109,18 @@ impl SupplyService {
     /// A live supply the caller may see; anything else is 404.
     #[tracing::instrument(skip_all, fields(supply.id = %id))]
     pub async fn get(&self, who: &Principal, id: Uuid) -> Result<Supply, ApiError> {
-        let cached = self.cache.get_or_load("supply", keys::supply(id), || async { self.store.get(id).await }).await?;
+        self.get_via(self.reads.plan().await, who, id).await
+    }
+
+    /// [`Self::get`] from where `plan` says (a change reads the primary).
+    async fn get_via(
+        &self,
+        plan: ReadPlan<'_, dyn SupplyStore>,
+        who: &Principal,
+        id: Uuid,
+    ) -> Result<Supply, ApiError> {
+        let cached =
+            self.cache.get_or_load_as(plan.cache, "supply", keys::supply(id), || plan.run(|s| s.get(id))).await?;
         match cached {
             Some(s) if s.status != SupplyStatus::Deleted && (who.is_privileged() || s.user_id == who.user_id) => Ok(s),
             _ => Err(ApiError::not_found("supply")),
@@ -119,7 +140,7 @@ impl SupplyService {
         if amount.is_none() && status.is_none() {
             return Err(ApiError::validation(vec![FieldError::new("body", "give amount or status")]));
         }
-        let current = self.get(who, id).await?;
+        let current = self.get_via(ReadPlan::primary(&self.store), who, id).await?;
         let asset = self.assets.get(&current.currency).ok_or_else(|| {
             ApiError::unprocessable_field(ErrorCode::UnknownAsset, "currency", "this asset is no longer configured")
         })?;
@@ -198,18 +219,14 @@ impl SupplyService {
             return Err(ApiError::validation(errors));
         }
         let filter = SupplyFilter { user_id, currency, status, before, limit: limit + 1 };
-        let mut ids = self.store.list_ids(&filter).await?;
+        let plan = self.reads.plan().await;
+        let mut ids = plan.run(|s| s.list_ids(&filter)).await?;
         let next = cursor::next_page(&mut ids, limit);
-        let store = &self.store;
         let items = self
             .cache
-            .get_many_or_load(
-                "supply",
-                &ids,
-                keys::supply,
-                |s: &Supply| s.id,
-                |missing| async move { store.get_many(missing).await },
-            )
+            .get_many_or_load_as(plan.cache, "supply", &ids, (keys::supply, |s: &Supply| s.id), |missing| {
+                plan.run(move |s| s.get_many(missing.clone()))
+            })
             .await?;
         Ok((items, next))
     }

@@ -28,6 +28,16 @@ pub async fn fresh_database(admin_url: &str) -> String {
     format!("{base}/{name}")
 }
 
+/// Runs `statements` on the database at `url` in a connection of their own.
+pub async fn batch(url: &str, statements: &str) -> Result<(), tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let task = tokio::spawn(conn);
+    let result = client.batch_execute(statements).await;
+    drop(client);
+    let _ = task.await;
+    result
+}
+
 /// A PostgreSQL server of a test's own, which the test may stop and start.
 pub struct PrivatePostgres {
     bin: PathBuf,
@@ -78,6 +88,38 @@ impl PrivatePostgres {
 
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A streaming replica of this server (`pg_basebackup -R`), started, on a port of its own.
+    pub fn replica(&self) -> Self {
+        let dir = TempDir::new();
+        if is_root() {
+            let ok = Command::new("chown").args(["-R", "postgres"]).arg(&dir.0).status().unwrap().success();
+            assert!(ok, "chown");
+        }
+        let data = dir.0.join("pg");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let out = as_postgres(self.bin.join("pg_basebackup").to_str().unwrap())
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&out.stderr));
+        let pg = Self { bin: self.bin.clone(), data, port, _dir: dir };
+        pg.start_again();
+        pg
     }
 
     fn pg_ctl(&self, args: &[&str]) {

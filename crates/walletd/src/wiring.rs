@@ -46,17 +46,27 @@ pub async fn build_with_clock(
     // The recorder first: what the wiring exports at start (the breakers' closed state) is kept.
     telemetry::metrics_handle()?;
     let databases = open_databases(&settings, services).await?;
+    let replicas = open_replicas(&settings, services, &databases).await?;
     let (auth, keys) = identity(&settings, &databases.identity, clock.clone())?;
     let cache = open_cache(&settings)?;
     let tokens: Arc<dyn rpc::client::TokenSource> = crate::remote::ServiceTokens::new(keys, settings.access_token_ttl);
-    let wired = services_of(&settings, services, &databases, &cache, &tokens)?;
+    let wired = services_of(&settings, services, (&databases, &replicas), &cache, &tokens)?;
     let limiter = limiter(&settings)?;
     let database = databases.main.clone();
     // One breaker for both APIs: five requests in a row that could not reach the database make the
     // next second's requests answer 503 at once.
     let breaker = web::breaker::DbBreaker::new(5, std::time::Duration::from_secs(1));
     let services_http = (wired.routes, wired.chains);
-    let app = http_app(&settings, &database, &cache, auth.clone(), limiter.clone(), breaker.clone(), services_http);
+    let consistency = web::consistency::Consistency::new(replicas.distinct());
+    let app = http_app(
+        &settings,
+        (&database, consistency),
+        &cache,
+        auth.clone(),
+        limiter.clone(),
+        breaker.clone(),
+        services_http,
+    );
     let grpc_app = grpc_app(&database, auth, limiter, breaker, wired.grpc, services).await?;
     ensure_kafka_topics(&settings).await;
     let metrics_app = metrics_app(&database)?;
@@ -170,6 +180,65 @@ pub async fn open_databases(settings: &Settings, services: &[ServiceName]) -> an
         );
     }
     Ok(Databases { main, identity, services, opened })
+}
+
+/// The read replicas of the services that have one, each opened once per (primary, replica) pair.
+pub struct Replicas(Vec<(ServiceName, Database, Arc<storage::replica::Replica>)>);
+
+impl Replicas {
+    /// The replica `service` reads from, if any.
+    fn of(&self, service: ServiceName) -> Option<(&Database, Arc<storage::replica::Replica>)> {
+        self.0.iter().find(|(s, _, _)| *s == service).map(|(_, db, r)| (db, r.clone()))
+    }
+
+    /// Each replica once.
+    fn distinct(&self) -> Vec<Arc<storage::replica::Replica>> {
+        let mut out: Vec<Arc<storage::replica::Replica>> = Vec::new();
+        for (_, _, r) in &self.0 {
+            if !out.iter().any(|o| Arc::ptr_eq(o, r)) {
+                out.push(r.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Connects the read replicas (`WALLETD_READ_DATABASE_URL` and the per-service ones). A replica
+/// that is down at start is no error: reads go to the primary until it answers.
+async fn open_replicas(settings: &Settings, services: &[ServiceName], dbs: &Databases) -> anyhow::Result<Replicas> {
+    use ServiceName::{Claim, Order, Supply};
+    let mut opened: Vec<(String, String, Database, Arc<storage::replica::Replica>)> = Vec::new();
+    let mut out = Vec::new();
+    for service in [Supply, Order, Claim].into_iter().filter(|s| services.contains(s)) {
+        let own = match service {
+            Supply => &settings.supply_read_database_url,
+            Order => &settings.order_read_database_url,
+            _ => &settings.claim_read_database_url,
+        };
+        let Some(url) = own.clone().or_else(|| settings.read_database_url.clone()) else { continue };
+        let setting = format!("WALLETD_{}_READ_DATABASE_URL", service.as_str().to_ascii_uppercase());
+        let primary_url = service_database_url(settings, service);
+        let Database::Postgres(primary) = dbs.of(service) else {
+            anyhow::bail!(
+                "{setting}: the {} service's own database is SQLite; a read replica needs PostgreSQL",
+                service.as_str()
+            );
+        };
+        if let Some((_, _, db, r)) = opened.iter_mut().find(|(u, p, _, _)| *u == url && *p == primary_url) {
+            out.push((service, db.clone(), r.clone()));
+            continue;
+        }
+        let db = Database::connect(&url, &settings.db_options())
+            .await
+            .with_context(|| format!("{setting} {}", mask_url(&url)))?;
+        let Database::Postgres(pool) = &db else { anyhow::bail!("{setting}: must be a PostgreSQL URL") };
+        let name = service.as_str();
+        let replica = storage::replica::Replica::start(name, primary.clone(), pool.clone(), settings.read_wait);
+        tracing::info!(replica = name, url = %mask_url(&url), "plain reads of the {name} service go to a read replica");
+        out.push((service, db.clone(), replica.clone()));
+        opened.push((url, primary_url, db, replica));
+    }
+    Ok(Replicas(out))
 }
 
 fn migrations_of(service: ServiceName) -> &'static storage::Migrations {
@@ -303,7 +372,7 @@ fn peer(
 fn services_of(
     settings: &Settings,
     services: &[ServiceName],
-    dbs: &Databases,
+    (dbs, replicas): (&Databases, &Replicas),
     cache: &Arc<Cache>,
     tokens: &Arc<dyn rpc::client::TokenSource>,
 ) -> anyhow::Result<Wired> {
@@ -312,8 +381,13 @@ fn services_of(
     let runs = |s: ServiceName| services.contains(&s);
     let mut routes = OpenApiRouter::new();
     let mut grpc = tonic::service::Routes::default();
-    let supplies = runs(Supply)
-        .then(|| Arc::new(supply::SupplyService::new(dbs.of(Supply), cache.clone(), assets.clone(), region.clone())));
+    let supplies = runs(Supply).then(|| {
+        let s = supply::SupplyService::new(dbs.of(Supply), cache.clone(), assets.clone(), region.clone());
+        Arc::new(match replicas.of(Supply) {
+            Some((db, r)) => s.with_replica(db, r),
+            None => s,
+        })
+    });
     let wallet = runs(Wallet).then(|| {
         let users = Arc::new(crate::adapters::Users(IdentityStore::new(dbs.identity.clone(), base::clock::system())));
         Arc::new(wallet::WalletService::new(dbs.of(Wallet), cache.clone(), users, assets.clone(), region.clone()))
@@ -327,7 +401,11 @@ fn services_of(
             Some(w) => Arc::new(crate::adapters::Funds(w.clone())),
             None => remote_wallet("order")?,
         };
-        Some(Arc::new(order::OrderService::new(dbs.of(Order), cache.clone(), funds, assets.clone(), region.clone())))
+        let o = order::OrderService::new(dbs.of(Order), cache.clone(), funds, assets.clone(), region.clone());
+        Some(Arc::new(match replicas.of(Order) {
+            Some((db, r)) => o.with_replica(db, r),
+            None => o,
+        }))
     } else {
         None
     };
@@ -379,14 +457,18 @@ fn services_of(
             Some(s) => Arc::new(Supplies(s.clone())),
             None => Arc::new(crate::remote::RemoteSupplies(peer(settings, "claim", Supply, tokens)?)),
         };
-        let claims = Arc::new(claim::ClaimService::new(
+        let claims = claim::ClaimService::new(
             dbs.of(Claim),
             cache.clone(),
             order_port.clone(),
             supply_port.clone(),
             assets,
             region,
-        ));
+        );
+        let claims = Arc::new(match replicas.of(Claim) {
+            Some((db, r)) => claims.with_replica(db, r),
+            None => claims,
+        });
         if settings.run_consumers {
             let settlement: Arc<dyn claim::ports::SettlementClient> = match &wallet {
                 Some(w) => Arc::new(Settlement(w.clone())),
@@ -488,7 +570,7 @@ async fn grpc_token(
 /// request-wide layers.
 fn http_app(
     settings: &Settings,
-    database: &Database,
+    (database, consistency): (&Database, Arc<web::consistency::Consistency>),
     cache: &Arc<Cache>,
     auth: Arc<AuthService>,
     limiter: Arc<Limiter>,
@@ -506,7 +588,9 @@ fn http_app(
     let public = identity::http::public_router(auth).layer(from_fn_with_state(limiter, ratelimit::per_ip));
     let (api, mut doc) =
         OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(public).merge(protected).split_for_parts();
-    let api = api.layer(from_fn_with_state(breaker, web::breaker::layer));
+    let api = api
+        .layer(from_fn_with_state(consistency, web::consistency::layer))
+        .layer(from_fn_with_state(breaker, web::breaker::layer));
     doc.components.get_or_insert_with(Default::default).add_security_scheme(
         "bearer",
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),

@@ -262,6 +262,9 @@ async fn every_rule_and_panel_returns_data_from_a_walletd_that_served_traffic() 
         s.kafka = Some(kafka);
         s.redis_url = Some(redis.url());
         s.chains_file = Some(chains);
+        // The primary stands for its own read replica (one server has none): the replica's series
+        // exist, at no lag.
+        s.read_database_url = s.database_url.clone();
         s.chain_signer_key = Some(settings::Redacted(alloy::primitives::hex::encode(hot.to_bytes())));
         // The poison event below is retried for a few seconds, so Prometheus sees its counter at 0
         // before the parking makes it 1.

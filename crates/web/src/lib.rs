@@ -3,6 +3,7 @@
 //! `Idempotency-Key`, health, the [`Principal`] a handler acts for, and list cursors.
 
 pub mod breaker;
+pub mod consistency;
 pub mod cursor;
 pub mod deadline;
 pub mod error;
