@@ -125,7 +125,7 @@ pub async fn funded_users(api: &Api, admin: &str, n: usize, amount: &str) -> any
             ensure!(status == 201, "deposit: {status} {body}");
             Ok(token)
         })
-        .buffer_unordered(8)
+        .buffer_unordered(4)
         .collect::<Vec<_>>()
         .await
         .into_iter()
