@@ -51,7 +51,7 @@ wait_started() {
 drill_region_loss() {
   local victim=europe-west1 log="$MR_DIR/logs/drill-region-loss.log" pid rc=0 killed_ms
   : >"$log"
-  drill_tool load --lb "$(lb_url)" --rate 200 --seconds 20 --buyers 64 --admin-token "$(cat "$MR_DIR/admin.token")" \
+  drill_tool load --lb "$(lb_url)" --setup "$(region_url us-east1)" --rate 200 --seconds 20 --buyers 64 --admin-token "$(cat "$MR_DIR/admin.token")" \
     --out "$MR_DIR/results/region-loss.json" >"$log" 2>&1 &
   pid=$!
   wait_started "$log" '^load: .* requests at' "$pid"
@@ -77,7 +77,7 @@ drill_primary_loss() {
   [ "$PRIMARY" = a ] || { say "primary-loss runs once per 'up' (the primary is already $PRIMARY)"; return 1; }
   local log="$MR_DIR/logs/drill-primary-loss.log" pid rc=0 stopped_ms out
   : >"$log"
-  drill_tool claims --lb "$(lb_url)" --rate 10 --seconds 25 --admin-token "$(cat "$MR_DIR/admin.token")" \
+  drill_tool claims --lb "$(lb_url)" --setup "$(region_url us-east1)" --rate 10 --seconds 25 --admin-token "$(cat "$MR_DIR/admin.token")" \
     --out "$MR_DIR/results/primary-loss.json" >"$log" 2>&1 &
   pid=$!
   wait_started "$log" '^claims: .* orders placed' "$pid"

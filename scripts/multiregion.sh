@@ -24,7 +24,7 @@ ASIA_EU_DELAY_MS="${MR_ASIA_EU_DELAY_MS:-20}"
 REGIONS=(us-east1 europe-west1 asia-southeast1)
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 
-say() { echo "multiregion: $*" >&2; }
+say() { echo "multiregion $(date +%T): $*" >&2; }
 die() { say "$*"; exit 1; }
 
 # --- state -------------------------------------------------------------------------------------
@@ -217,6 +217,7 @@ region_env() {
     WALLETD_GRPC_ADDR="127.0.0.1:$(port_of "grpc-$r")"
     WALLETD_DATA_DIR="$MR_DIR/$r"
     WALLETD_DATABASE_URL="$WRITE_URL"
+    WALLETD_READ_DATABASE_URL="$READ_URL"
     WALLETD_REDIS_URL="redis://127.0.0.1:$(port_of "redis-$r")"
     WALLETD_KAFKA_BROKERS="127.0.0.1:$PORT_kafka"
     WALLETD_JWT_PRIVATE_KEY_FILE="$MR_DIR/jwt-signing-key.pem"
@@ -224,12 +225,14 @@ region_env() {
     WALLETD_SIWE_DOMAIN="127.0.0.1:$PORT_lb"
     WALLETD_SIWE_URI="http://127.0.0.1:$PORT_lb"
     WALLETD_TRUSTED_PROXIES=127.0.0.1/32
+    # A region far from the primary holds each connection for its round trips: at 100 writes/s,
+    # half of them in asia-southeast1 once europe-west1 is lost, that is ~20 connections busy there.
+    WALLETD_DATABASE_POOL_SIZE=48
     # The drills sign in many users from one address and poll hard: limits are not what they measure.
     WALLETD_RATE_LIMIT_PER_MINUTE=0
     WALLETD_SIGNIN_RATE_LIMIT_PER_MINUTE=0
     WALLETD_LOG_FORMAT=json
   )
-  if [ "${MR_READ_ROUTING:-0}" = 1 ]; then REGION_ENV+=(WALLETD_READ_DATABASE_URL="$READ_URL"); fi
 }
 
 start_region() {
@@ -250,9 +253,12 @@ start_haproxy() {
 global
     maxconn 4096
     stats socket $MR_DIR/haproxy.sock mode 600 level admin
+    log stdout format raw local0
 
 defaults
     mode http
+    log global
+    option httplog
     timeout connect 1s
     timeout client 30s
     timeout server 30s
@@ -329,6 +335,14 @@ cmd_up() {
   say "up in $((SECONDS - t0)) s; load balancer http://127.0.0.1:$PORT_lb"
 }
 
+# A region's replica as its walletd sees it: lag, and where its reads went.
+replica_figures() {
+  curl -s -m 2 "http://127.0.0.1:$1/metrics" | awk '
+    /^db_replica_lag_seconds/ { lag = $2 } /^db_replica_lag_bytes/ { bytes = $2 }
+    /^db_reads_total\{target="replica"/ { replica += $2 } /^db_reads_total\{target="primary"/ { primary += $2 }
+    END { printf "replica lag %s s (%s B), reads: %d replica, %d primary", lag, bytes, replica, primary }'
+}
+
 cmd_status() {
   load_state
   local n role r port
@@ -351,7 +365,8 @@ cmd_status() {
   done
   for r in "${REGIONS[@]}"; do
     port="$(port_of "http-$r")"
-    printf '%-24s %-8s %-6s %s\n' "walletd $r" "$(pid_of "walletd-$r")" "$port" "ready: $(http_code "http://127.0.0.1:$port/health/ready")"
+    printf '%-24s %-8s %-6s %s\n' "walletd $r" "$(pid_of "walletd-$r")" "$port" \
+      "ready: $(http_code "http://127.0.0.1:$port/health/ready"); $(replica_figures "$(port_of "metrics-$r")")"
   done
   printf '%-24s %-8s %-6s %s\n' haproxy "$(pid_of haproxy)" "$PORT_lb" "ready: $(http_code "http://127.0.0.1:$PORT_lb/health/ready")"
   lb_servers | sed 's/^/    backend: /'
