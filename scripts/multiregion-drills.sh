@@ -20,8 +20,8 @@ drill_read_your_writes() {
   say "replica2 replays $delay behind the primary (recovery_min_apply_delay)"
   sql "$c_port" "ALTER SYSTEM SET recovery_min_apply_delay = '$delay'" && sql "$c_port" "SELECT pg_reload_conf()" >/dev/null
   wait_until "the apply delay to take effect" 10 sql_is "$c_port" "SHOW recovery_min_apply_delay" "$delay"
-  drill_tool ryw --lb "$(lb_url)" --pairs 1000 --assert-fresh --out "$MR_DIR/results/ryw-token.json" || rc=$?
-  drill_tool ryw --lb "$(lb_url)" --pairs 1000 --no-token --out "$MR_DIR/results/ryw-no-token.json" || rc=$?
+  drill_tool ryw --lb "$(lb_url)" --pairs 1000 --clients 16 --assert-fresh --out "$MR_DIR/results/ryw-token.json" || rc=$?
+  drill_tool ryw --lb "$(lb_url)" --pairs 1000 --clients 16 --no-token --out "$MR_DIR/results/ryw-no-token.json" || rc=$?
   sql "$c_port" "ALTER SYSTEM RESET recovery_min_apply_delay" && sql "$c_port" "SELECT pg_reload_conf()" >/dev/null
   row read-your-writes "stale reads with the token" "$(field ryw-token '"\(.stale) of \(.pairs)"')"
   row read-your-writes "stale reads without it (replica2 $delay behind)" \
@@ -111,7 +111,7 @@ drill_primary_loss() {
     --out "$MR_DIR/results/primary-loss-verify.json" || rc=$?
   local back
   back="$(field primary-loss "[.requests[] | select(.[0] >= $stopped_ms and .[2] == 201) | .[1]] | min // empty | (. - $stopped_ms) / 1000")"
-  row primary-loss "claims (201 / 409 / errors)" "$(field primary-loss '"\(.won) / \(.lost) / \(.errors)"')"
+  row primary-loss "claims (201 / 409 / errors)" "$(field primary-loss '"\(.won) / \(.lost) / \(.errors) \(.errors_by_status)"')"
   row primary-loss "primary stopped to b promoted" "$(((promoted_ms - stopped_ms)))ms"
   row primary-loss "primary stopped to the next 201" "${back:-never} s"
   row primary-loss "acknowledged claims lost, double claims" "$(field primary-loss-verify '"\(.claims - .claims_found) of \(.claims), \(.double_claims | length)"')"

@@ -110,7 +110,7 @@ pg_conf() {
 port = $1
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$MR_DIR/pg'
-max_connections = 300
+max_connections = 500
 wal_level = replica
 max_wal_senders = 10
 wal_keep_size = '1GB'
@@ -225,9 +225,10 @@ region_env() {
     WALLETD_SIWE_DOMAIN="127.0.0.1:$PORT_lb"
     WALLETD_SIWE_URI="http://127.0.0.1:$PORT_lb"
     WALLETD_TRUSTED_PROXIES=127.0.0.1/32
-    # A region far from the primary holds each connection for its round trips: at 100 writes/s,
-    # half of them in asia-southeast1 once europe-west1 is lost, that is ~20 connections busy there.
-    WALLETD_DATABASE_POOL_SIZE=48
+    # A region far from the primary holds a connection for each of its round trips: once
+    # europe-west1 is lost, asia-southeast1 takes half of 100 writes/s at ~0.9 s each (15 round trips
+    # of 60 ms), ~45 connections busy at once.
+    WALLETD_DATABASE_POOL_SIZE=64
     # The drills sign in many users from one address and poll hard: limits are not what they measure.
     WALLETD_RATE_LIMIT_PER_MINUTE=0
     WALLETD_SIGNIN_RATE_LIMIT_PER_MINUTE=0
@@ -262,6 +263,9 @@ defaults
     timeout connect 1s
     timeout client 30s
     timeout server 30s
+    # A dead region refuses the check at once (down after 2 checks, ~1 s); a busy far region may take
+    # longer than the check interval to answer, which is not a reason to take it out.
+    timeout check 2s
     # Only a connection that never reached a server is retried, on another one: a request that
     # reached one may be a write, and it is not sent twice.
     retries 3

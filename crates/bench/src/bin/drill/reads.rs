@@ -175,16 +175,24 @@ impl Invalidation {
             .await
             .into_iter()
             .collect::<anyhow::Result<_>>()?;
-        let samples: Vec<anyhow::Result<Vec<Option<f64>>>> = futures::stream::iter(supplies.iter().enumerate())
-            .map(|(i, (user, id))| self.sample(&writer, &readers, user, id, i))
-            .buffer_unordered(self.clients)
-            .collect()
-            .await;
+        let samples: Vec<(&String, anyhow::Result<Vec<Option<f64>>>)> =
+            futures::stream::iter(supplies.iter().enumerate())
+                .map(|(i, (user, id))| {
+                    let sample = self.sample(&writer, &readers, user, id, i);
+                    async move { (id, sample.await) }
+                })
+                .buffer_unordered(self.clients)
+                .collect()
+                .await;
         let mut regions = Vec::new();
         let mut failure = None;
         for (r, url) in self.read.iter().enumerate() {
-            let windows: Vec<Option<f64>> = samples.iter().filter_map(|s| s.as_ref().ok()).map(|s| s[r]).collect();
-            let timeouts = windows.iter().filter(|w| w.is_none()).count();
+            let windows: Vec<(&String, Option<f64>)> =
+                samples.iter().filter_map(|(id, s)| Some((*id, s.as_ref().ok()?[r]))).collect();
+            // The supplies still old at the deadline, to look at afterwards (their cache entries).
+            let stale: Vec<&String> = windows.iter().filter(|(_, w)| w.is_none()).map(|(id, _)| *id).collect();
+            let timeouts = stale.len();
+            let windows: Vec<Option<f64>> = windows.into_iter().map(|(_, w)| w).collect();
             let window = spread(windows.iter().flatten().copied().collect());
             println!(
                 "invalidation {} -> {url}: {} samples, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {timeouts} timeouts ({} s)",
@@ -198,9 +206,12 @@ impl Invalidation {
             if timeouts > 0 {
                 failure = Some(format!("{timeouts} samples in {url} never showed the new version"));
             }
-            regions.push(json!({"read": url, "samples": windows.len(), "timeouts": timeouts, "window": window}));
+            regions.push(
+                json!({"read": url, "samples": windows.len(), "timeouts": timeouts, "window": window, "stale": stale}),
+            );
         }
-        let errors: Vec<String> = samples.iter().filter_map(|s| s.as_ref().err()).map(|e| format!("{e:#}")).collect();
+        let errors: Vec<String> =
+            samples.iter().filter_map(|(_, s)| s.as_ref().err()).map(|e| format!("{e:#}")).collect();
         if let Some(e) = errors.first() {
             println!("{} samples failed, the first: {e}", errors.len());
             failure = Some(format!("{} samples failed", errors.len()));
