@@ -221,9 +221,13 @@ impl Cache {
         &self.generations[(h.finish() as usize) % self.generations.len()]
     }
 
-    /// The generations of `keys` before a load.
-    fn seen(&self, keys: &[String]) -> Vec<u64> {
-        keys.iter().map(|k| self.generation_of(k).load(Ordering::SeqCst)).collect()
+    /// The generations of `keys` before a load, of those a load `using` may store: with
+    /// `fresh_as_of`, those not invalidated after it.
+    fn seen(&self, keys: &[String], using: CacheUse) -> HashMap<String, u64> {
+        keys.iter()
+            .map(|k| (k.clone(), self.generation_of(k).load(Ordering::SeqCst)))
+            .filter(|(_, g)| using.fresh_as_of.is_none_or(|as_of| *g <= as_of))
+            .collect()
     }
 
     /// Stores entries loaded while their keys' generations were `seen`, except those invalidated
@@ -246,7 +250,9 @@ impl Cache {
     /// `source`: `write` (after a commit here), `second` (the repeat), `event` (a write elsewhere).
     async fn raw_delete(&self, keys: &[String], source: &'static str) {
         for k in keys {
-            self.generation_of(k).fetch_add(1, Ordering::SeqCst);
+            // A point of the process-wide sequence, not a count: a read from a replica compares it
+            // with how far the replica is known to be (`CacheUse::fresh_as_of`).
+            self.generation_of(k).fetch_max(storage::replica::invalidation_mark(), Ordering::SeqCst);
         }
         metrics::counter!("cache_invalidations_total", "source" => source).increment(1);
         match &self.backend {
@@ -277,7 +283,7 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
-        self.get_or_load_as(CacheUse { read: true, store: true }, kind, key, load).await
+        self.get_or_load_as(CacheUse::ALL, kind, key, load).await
     }
 
     /// [`Cache::get_or_load`] as a read routed to a replica may use the cache: not at all (a read
@@ -314,8 +320,7 @@ impl Cache {
         };
         let loaded = flight
             .get_or_try_init(|| async {
-                let seen: HashMap<String, u64> =
-                    std::iter::once(key.clone()).zip(self.seen(std::slice::from_ref(&key))).collect();
+                let seen = self.seen(std::slice::from_ref(&key), using);
                 let value = load().await?;
                 metrics::counter!("cache_loads_total", "kind" => kind).increment(1);
                 let (bytes, ttl): (Arc<[u8]>, Duration) = match &value {
@@ -411,7 +416,7 @@ impl Cache {
         F: FnOnce(Vec<uuid::Uuid>) -> Fut,
         Fut: Future<Output = Result<Vec<T>, E>>,
     {
-        self.get_many_or_load_as(CacheUse { read: true, store: true }, kind, ids, (key_of, id_of), load).await
+        self.get_many_or_load_as(CacheUse::ALL, kind, ids, (key_of, id_of), load).await
     }
 
     /// [`Cache::get_many_or_load`] with a [`CacheUse`], as [`Cache::get_or_load_as`].
@@ -442,7 +447,7 @@ impl Cache {
         }
         if !missing.is_empty() {
             let missing_keys: Vec<String> = missing.iter().map(|id| key_of(*id)).collect();
-            let seen: HashMap<String, u64> = missing_keys.iter().cloned().zip(self.seen(&missing_keys)).collect();
+            let seen = self.seen(&missing_keys, using);
             let loaded = load(missing).await?;
             metrics::counter!("cache_loads_total", "kind" => kind).increment(1);
             if using.store {
@@ -532,6 +537,33 @@ impl EventHandler for Invalidator {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn a_load_from_a_replica_not_known_to_have_an_invalidated_write_is_not_stored() {
+        let cache = Cache::local(100);
+        let key = "order:1".to_string();
+        cache.raw_delete(std::slice::from_ref(&key), "event").await;
+        let invalidated = cache.generation_of(&key).load(Ordering::SeqCst);
+        let load = |v: u32| async move { Ok::<_, ()>(Some(v)) };
+        let behind = CacheUse { read: true, store: true, fresh_as_of: Some(invalidated - 1) };
+        assert_eq!(cache.get_or_load_as(behind, "order", key.clone(), || load(1)).await, Ok(Some(1)));
+        // Not stored: the next read loads again. A replica known to be past the invalidation is.
+        let past = CacheUse { read: true, store: true, fresh_as_of: Some(invalidated) };
+        assert_eq!(cache.get_or_load_as(past, "order", key.clone(), || load(2)).await, Ok(Some(2)));
+        assert_eq!(cache.get_or_load("order", key.clone(), || load(3)).await, Ok(Some(2)));
+        // The same for lists.
+        let id = uuid::Uuid::now_v7();
+        let key_of = |id: uuid::Uuid| format!("order:{id}");
+        cache.raw_delete(&[key_of(id)], "event").await;
+        let invalidated = cache.generation_of(&key_of(id)).load(Ordering::SeqCst);
+        let behind = CacheUse { fresh_as_of: Some(invalidated - 1), ..behind };
+        let many = |v: u32| async move { Ok::<_, ()>(vec![(id, v)]) };
+        let ids = [id];
+        let got = cache.get_many_or_load_as(behind, "order", &ids, (key_of, |e: &(uuid::Uuid, u32)| e.0), |_| many(1));
+        assert_eq!(got.await, Ok(vec![(id, 1)]));
+        let got = cache.get_many_or_load("order", &ids, key_of, |e: &(uuid::Uuid, u32)| e.0, |_| many(2));
+        assert_eq!(got.await, Ok(vec![(id, 2)]), "the load from behind was not stored");
+    }
 
     #[tokio::test]
     async fn concurrent_misses_load_once_and_absence_is_remembered() {

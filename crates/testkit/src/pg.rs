@@ -61,6 +61,18 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
+/// A directory PostgreSQL may write to, its data directory's path, and a free port.
+fn new_server_dir() -> (TempDir, PathBuf, u16) {
+    let dir = TempDir::new();
+    if is_root() {
+        let ok = Command::new("chown").args(["-R", "postgres"]).arg(&dir.0).status().unwrap().success();
+        assert!(ok, "chown");
+    }
+    let data = dir.0.join("pg");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    (dir, data, port)
+}
+
 impl PrivatePostgres {
     /// initdb + start on a free port.
     pub fn start() -> Self {
@@ -68,13 +80,7 @@ impl PrivatePostgres {
             std::env::var("WALLETD_TEST_PG_BIN")
                 .unwrap_or_else(|_| panic!("WALLETD_TEST_PG_BIN is not set: run the suite with scripts/test.sh")),
         );
-        let dir = TempDir::new();
-        if is_root() {
-            let ok = Command::new("chown").args(["-R", "postgres"]).arg(&dir.0).status().unwrap().success();
-            assert!(ok, "chown");
-        }
-        let data = dir.0.join("pg");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (dir, data, port) = new_server_dir();
         let out = as_postgres(bin.join("initdb").to_str().unwrap())
             .args(["-U", "postgres", "-A", "trust", "--no-sync", "-D"])
             .arg(&data)
@@ -92,13 +98,7 @@ impl PrivatePostgres {
 
     /// A streaming replica of this server (`pg_basebackup -R`), started, on a port of its own.
     pub fn replica(&self) -> Self {
-        let dir = TempDir::new();
-        if is_root() {
-            let ok = Command::new("chown").args(["-R", "postgres"]).arg(&dir.0).status().unwrap().success();
-            assert!(ok, "chown");
-        }
-        let data = dir.0.join("pg");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (dir, data, port) = new_server_dir();
         let out = as_postgres(self.bin.join("pg_basebackup").to_str().unwrap())
             .args([
                 "-h",
