@@ -77,18 +77,19 @@ epoch_ms() { date +%s%3N; }
 # --- binaries ----------------------------------------------------------------------------------
 
 binaries() {
+  # Release when built already (its figures are the ones to quote), else debug; MR_PROFILE chooses.
+  # Always through cargo, which rebuilds what changed (and does nothing otherwise), so a drill never
+  # runs an old binary.
   local profile="${MR_PROFILE:-}"
   if [ -z "$profile" ]; then
     if [ -x "$TARGET/release/walletd" ]; then profile=release; else profile=debug; fi
   fi
+  local flag=()
+  [ "$profile" = release ] && flag=(--release)
+  say "building walletd and the drill tools ($profile)"
+  (cd "$REPO" && CARGO_TARGET_DIR="$TARGET" cargo build "${flag[@]}" -q -p walletd -p bench \
+    --bin walletd --bin walletd-drill --bin delay-proxy)
   local dir="$TARGET/$profile"
-  if [ ! -x "$dir/walletd" ] || [ ! -x "$dir/walletd-drill" ] || [ ! -x "$dir/delay-proxy" ]; then
-    say "building walletd and the drill tools ($profile)"
-    local flag=()
-    [ "$profile" = release ] && flag=(--release)
-    (cd "$REPO" && CARGO_TARGET_DIR="$TARGET" cargo build "${flag[@]}" -q -p walletd -p bench \
-      --bin walletd --bin walletd-drill --bin delay-proxy)
-  fi
   WALLETD="$dir/walletd"
   DRILL="$dir/walletd-drill"
   PROXY="$dir/delay-proxy"
@@ -298,6 +299,8 @@ cmd_up() {
   [ -f "$STATE" ] && die "already up ($MR_DIR); run: $0 down"
   command -v haproxy >/dev/null || apt_install haproxy
   command -v socat >/dev/null || apt_install socat
+  command -v jq >/dev/null || apt_install jq
+  command -v curl >/dev/null || apt_install curl
   command -v redis-server >/dev/null || apt_install redis-server
   pg_bindir >/dev/null || apt_install postgresql
   if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then

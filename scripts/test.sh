@@ -2,7 +2,8 @@
 # The whole test suite: starts PostgreSQL and Redis on private ports (installing them if missing),
 # runs every test with cargo nextest on both storage backends, then (for the whole suite, not a
 # filtered run) the offline checks of deploy/ (scripts/check-deploy.sh: promtool) and the schemathesis
-# contract fuzzer on both backends (scripts/fuzz-api.sh), and stops
+# contract fuzzer on both backends (scripts/fuzz-api.sh) and the multi-region drills
+# (scripts/multiregion.sh), and stops
 # everything afterwards, also when tests fail. Extra arguments go to nextest (e.g. a test-name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +22,13 @@ cargo nextest run --workspace --profile "$profile" "$@"
 if [ $# -eq 0 ]; then
   scripts/check-deploy.sh
   scripts/fuzz-api.sh
+  # The multi-region drills (README "Multi-region"), on a harness of their own, torn down also when
+  # a drill fails.
+  # Debug binaries, which the tests built already (a release build would take minutes more).
+  MR_DIR="$(mktemp -u /tmp/walletd-multiregion.XXXXXX)" MR_PROFILE=debug
+  export MR_DIR MR_PROFILE
+  trap 'scripts/multiregion.sh down || true; stop_test_infra' EXIT
+  scripts/multiregion.sh up
+  scripts/multiregion.sh drill all
+  scripts/multiregion.sh down
 fi
