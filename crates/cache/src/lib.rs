@@ -314,9 +314,12 @@ impl Cache {
         if !using.store {
             return load().await;
         }
+        // Loads from a replica fly apart from the primary's: a read that must see the primary (a
+        // change's pre-check) never takes a replica's answer.
+        let flight_key = if using.fresh_as_of.is_some() { format!("{key}\0replica") } else { key.clone() };
         let flight: Flight = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            flights.entry(key.clone()).or_default().clone()
+            flights.entry(flight_key.clone()).or_default().clone()
         };
         let loaded = flight
             .get_or_try_init(|| async {
@@ -334,8 +337,8 @@ impl Cache {
             .cloned();
         {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                flights.remove(&key);
+            if flights.get(&flight_key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                flights.remove(&flight_key);
             }
         }
         match loaded? {

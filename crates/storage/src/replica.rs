@@ -152,54 +152,52 @@ impl Replica {
         &self.name
     }
 
-    /// The primary's position now, for a write's token (after its commit).
+    /// The primary's position now.
     pub async fn primary_position(&self) -> anyhow::Result<Position> {
-        let client = self.primary.get().await.context("connecting to the primary")?;
-        let row = client
-            .query_one(
-                "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8, (SELECT system_identifier FROM pg_control_system())",
-                &[],
-            )
-            .await
-            .context("reading the primary's WAL position")?;
-        let system = row.get::<_, i64>(1) as u64;
-        self.system.store(system, Ordering::Relaxed);
-        Ok(Position { system, lsn: row.get::<_, i64>(0) as u64 })
+        position(&self.primary).await
     }
 
-    /// The replica's replay position and its lag in seconds.
-    async fn replayed(&self) -> anyhow::Result<(u64, f64)> {
+    /// The replica's replay position, its cluster, and how long ago it replayed its last commit.
+    async fn replayed(&self) -> anyhow::Result<(u64, u64, f64)> {
         let client = self.replica.get().await.context("connecting to the replica")?;
-        // A replica that was promoted is a primary now: everything it has is "replayed".
+        // A replica that was promoted is a primary now: everything it has is "replayed" (the
+        // primary URL, which follows a promotion, reaches the same server then).
         let row = client
             .query_one(
                 "SELECT CASE WHEN pg_is_in_recovery() THEN (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8
-                        ELSE (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8 END,
-                    CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-                        ELSE COALESCE(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END::float8,
-                    (SELECT system_identifier FROM pg_control_system())",
+                        ELSE (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8 END,
+                    (SELECT system_identifier FROM pg_control_system()),
+                    CASE WHEN pg_is_in_recovery()
+                        THEN COALESCE(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) ELSE 0 END::float8",
                 &[],
             )
             .await
             .context("reading the replica's replay position")?;
-        self.system.store(row.get::<_, i64>(2) as u64, Ordering::Relaxed);
-        Ok((row.get::<_, Option<i64>>(0).unwrap_or(0) as u64, row.get(1)))
+        Ok((row.get::<_, Option<i64>>(0).unwrap_or(0) as u64, row.get::<_, i64>(1) as u64, row.get(2)))
     }
 
-    /// Reads the replica's replay position and, for the lag, the primary's just before.
+    /// Reads the replica's replay position and, for the lag, the primary's just before. A replica
+    /// of another cluster is refused (it would answer with unrelated data).
     async fn look(&self) -> anyhow::Result<Observed> {
         let invalidations = INVALIDATIONS.load(Ordering::SeqCst);
         let primary = self.primary_position().await.ok();
-        let (replayed, lag) = self.replayed().await?;
+        let (replayed, system, since_last_replay) = self.replayed().await?;
         let labels = [("replica", self.name.clone())];
-        metrics::gauge!("db_replica_lag_seconds", &labels).set(lag);
         let caught_up = match primary {
-            Some(p) if p.system == self.system.load(Ordering::Relaxed) => {
+            Some(p) if p.system != system => anyhow::bail!(
+                "the read replica is not a replica of the primary: their system identifiers differ ({system:x}, {:x})",
+                p.system
+            ),
+            Some(p) => {
+                self.system.store(system, Ordering::Relaxed);
                 metrics::gauge!("db_replica_lag_bytes", &labels).set(p.lsn.saturating_sub(replayed) as f64);
                 replayed >= p.lsn
             }
-            _ => false,
+            None => false,
         };
+        // Behind the primary: the age of its last replayed commit (also when it no longer
+        // receives anything, which its own receive and replay positions would not show).
+        metrics::gauge!("db_replica_lag_seconds", &labels).set(if caught_up { 0.0 } else { since_last_replay });
         Ok(Observed { up: true, replayed, caught_up, invalidations })
     }
 
@@ -209,19 +207,44 @@ impl Replica {
         // A token from another cluster, or before the replica was ever seen: the primary is exact.
         let Some(lsn) = token.lsn_of(system).filter(|_| system != 0) else { return false };
         let mut seen = self.observed.subscribe();
-        if seen.borrow().replayed >= lsn {
+        let (up, replayed) = {
+            let o = seen.borrow();
+            (o.up, o.replayed)
+        };
+        if !up {
+            return false;
+        }
+        if replayed >= lsn {
             return true;
         }
+        let deadline = tokio::time::Instant::now() + self.wait;
         // Ask the replica now rather than wait for the next look: the write is usually replayed
         // by the time its client reads.
-        if let Ok((replayed, _)) = self.replayed().await {
+        if let Ok(Ok((replayed, of, _))) = tokio::time::timeout(self.wait, self.replayed()).await
+            && of == system
+        {
             self.observed.send_modify(|o| o.replayed = o.replayed.max(replayed));
             if replayed >= lsn {
                 return true;
             }
         }
-        tokio::time::timeout(self.wait, seen.wait_for(|o| o.replayed >= lsn)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout_at(deadline, seen.wait_for(|o| o.up && o.replayed >= lsn)).await.is_ok_and(|r| r.is_ok())
     }
+}
+
+/// The position of the primary behind `pool` now: after a write's commit, one that covers it
+/// (the insert position: a commit that returned has its record inserted, whatever
+/// `synchronous_commit` says).
+pub async fn position(pool: &Pool) -> anyhow::Result<Position> {
+    let client = pool.get().await.context("connecting to the primary")?;
+    let row = client
+        .query_one(
+            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8, (SELECT system_identifier FROM pg_control_system())",
+            &[],
+        )
+        .await
+        .context("reading the primary's WAL position")?;
+    Ok(Position { system: row.get::<_, i64>(1) as u64, lsn: row.get::<_, i64>(0) as u64 })
 }
 
 /// Looks at the replica every [`POLL`] until its handle is dropped; logs when it stops or starts

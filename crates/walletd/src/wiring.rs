@@ -57,7 +57,7 @@ pub async fn build_with_clock(
     // next second's requests answer 503 at once.
     let breaker = web::breaker::DbBreaker::new(5, std::time::Duration::from_secs(1));
     let services_http = (wired.routes, wired.chains);
-    let consistency = web::consistency::Consistency::new(replicas.distinct());
+    let consistency = web::consistency::Consistency::new(databases.read_primaries(services));
     let app = http_app(
         &settings,
         (&database, consistency),
@@ -117,6 +117,19 @@ impl Databases {
     /// The database of `service` (the main one for a service this process does not run).
     pub fn of(&self, service: ServiceName) -> &Database {
         self.services.iter().find(|(s, _)| *s == service).map_or(&self.main, |(_, db)| db)
+    }
+
+    /// The distinct PostgreSQL databases of the services whose plain reads may go to a replica
+    /// (here or in another region): a write to one answers with a consistency token.
+    fn read_primaries(&self, services: &[ServiceName]) -> Vec<Database> {
+        let mut out: Vec<Database> = Vec::new();
+        for s in [ServiceName::Supply, ServiceName::Order, ServiceName::Claim] {
+            let db = self.of(s);
+            if services.contains(&s) && !out.iter().any(|o| o.same_as(db)) {
+                out.push(db.clone());
+            }
+        }
+        out
     }
 
     /// Every distinct database: each has its own outbox, and so its own relay.
@@ -189,17 +202,6 @@ impl Replicas {
     /// The replica `service` reads from, if any.
     fn of(&self, service: ServiceName) -> Option<(&Database, Arc<storage::replica::Replica>)> {
         self.0.iter().find(|(s, _, _)| *s == service).map(|(_, db, r)| (db, r.clone()))
-    }
-
-    /// Each replica once.
-    fn distinct(&self) -> Vec<Arc<storage::replica::Replica>> {
-        let mut out: Vec<Arc<storage::replica::Replica>> = Vec::new();
-        for (_, _, r) in &self.0 {
-            if !out.iter().any(|o| Arc::ptr_eq(o, r)) {
-                out.push(r.clone());
-            }
-        }
-        out
     }
 }
 
