@@ -147,16 +147,6 @@ impl Replica {
         me
     }
 
-    /// The services reading from it.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The primary's position now.
-    pub async fn primary_position(&self) -> anyhow::Result<Position> {
-        position(&self.primary).await
-    }
-
     /// The replica's replay position, its cluster, and how long ago it replayed its last commit.
     async fn replayed(&self) -> anyhow::Result<(u64, u64, f64)> {
         let client = self.replica.get().await.context("connecting to the replica")?;
@@ -180,7 +170,7 @@ impl Replica {
     /// of another cluster is refused (it would answer with unrelated data).
     async fn look(&self) -> anyhow::Result<Observed> {
         let invalidations = INVALIDATIONS.load(Ordering::SeqCst);
-        let primary = self.primary_position().await.ok();
+        let primary = position(&self.primary).await.ok();
         let (replayed, system, since_last_replay) = self.replayed().await?;
         let labels = [("replica", self.name.clone())];
         let caught_up = match primary {
