@@ -49,8 +49,11 @@ impl wallet_service_server::WalletService for Rpc {
     async fn list_entries(&self, req: Request<ListEntriesRequest>) -> Result<Response<ListEntriesResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
-        let (items, next_cursor) =
-            self.0.entries(&who, r.currency.as_deref(), r.limit, r.cursor.as_deref()).await.map_err(rpc::status)?;
+        let (items, next_cursor) = self
+            .0
+            .entries(&who, None, r.currency.as_deref(), r.limit, r.cursor.as_deref())
+            .await
+            .map_err(rpc::status)?;
         let items = items.iter().map(|e| message(&self.0.entry_view(e))).collect::<Result<_, _>>()?;
         Ok(Response::new(ListEntriesResponse { items, next_cursor }))
     }
@@ -59,7 +62,7 @@ impl wallet_service_server::WalletService for Rpc {
         let who = principal(&req)?;
         let r = req.into_inner();
         let (items, next_cursor) =
-            self.0.holds(&who, r.status.as_deref(), r.limit, r.cursor.as_deref()).await.map_err(rpc::status)?;
+            self.0.holds(&who, None, r.status.as_deref(), r.limit, r.cursor.as_deref()).await.map_err(rpc::status)?;
         let items = items.iter().map(|h| message(&self.0.hold_view(h))).collect::<Result<_, _>>()?;
         Ok(Response::new(ListHoldsResponse { items, next_cursor }))
     }

@@ -48,6 +48,8 @@ pub struct AccountsQuery {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct EntriesQuery {
+    /// Admins: another owner (a user id, or `@world`).
+    pub user_id: Option<String>,
     pub currency: Option<String>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
@@ -56,6 +58,8 @@ pub struct EntriesQuery {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct HoldsQuery {
+    /// Admins: another user.
+    pub user_id: Option<String>,
     /// `pending`, `posted` or `voided`.
     pub status: Option<String>,
     pub limit: Option<i64>,
@@ -116,7 +120,7 @@ async fn get_account(
     Ok(Json(svc.account_view(&svc.account(&who, &currency).await?)))
 }
 
-/// Your ledger entries, newest first.
+/// Your ledger entries, newest first (admins: `?user_id=`).
 #[utoipa::path(get, path = "/v1/wallet/entries", tag = "wallet", security(("bearer" = [])), params(EntriesQuery),
     responses((status = 200, body = EntryList), (status = 422, body = Problem)))]
 async fn list_entries(
@@ -124,11 +128,12 @@ async fn list_entries(
     who: Principal,
     ApiQuery(q): ApiQuery<EntriesQuery>,
 ) -> Result<Json<EntryList>, ApiError> {
-    let (items, next_cursor) = svc.entries(&who, q.currency.as_deref(), q.limit, q.cursor.as_deref()).await?;
+    let (items, next_cursor) =
+        svc.entries(&who, q.user_id.as_deref(), q.currency.as_deref(), q.limit, q.cursor.as_deref()).await?;
     Ok(Json(EntryList { items: items.iter().map(|e| svc.entry_view(e)).collect(), next_cursor }))
 }
 
-/// Your holds, newest first.
+/// Your holds, newest first (admins: `?user_id=`).
 #[utoipa::path(get, path = "/v1/wallet/holds", tag = "wallet", security(("bearer" = [])), params(HoldsQuery),
     responses((status = 200, body = HoldList), (status = 422, body = Problem)))]
 async fn list_holds(
@@ -136,7 +141,8 @@ async fn list_holds(
     who: Principal,
     ApiQuery(q): ApiQuery<HoldsQuery>,
 ) -> Result<Json<HoldList>, ApiError> {
-    let (items, next_cursor) = svc.holds(&who, q.status.as_deref(), q.limit, q.cursor.as_deref()).await?;
+    let (items, next_cursor) =
+        svc.holds(&who, q.user_id.as_deref(), q.status.as_deref(), q.limit, q.cursor.as_deref()).await?;
     Ok(Json(HoldList { items: items.iter().map(|h| svc.hold_view(h)).collect(), next_cursor }))
 }
 

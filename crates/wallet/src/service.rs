@@ -526,11 +526,7 @@ impl WalletService {
 
     /// The caller's accounts, one per registered asset (admins: anyone's, `@world` included).
     pub async fn accounts(&self, who: &Principal, user_id: Option<&str>) -> Result<Vec<Account>, ApiError> {
-        let owner = match user_id {
-            Some(u) if who.is_admin() => u.to_string(),
-            Some(u) if u != who.user_id.to_string() => return Err(ApiError::forbidden("users see their own accounts")),
-            _ => who.user_id.to_string(),
-        };
+        let owner = owner_of(who, user_id)?;
         let stored = self.stored_accounts(&owner).await?;
         let now = clock::now();
         let mut codes: Vec<String> = self.assets.codes().into_iter().map(str::to_string).collect();
@@ -557,9 +553,11 @@ impl WalletService {
             .unwrap_or_else(|| Account::empty(&owner, &asset.code, clock::now())))
     }
 
+    /// The caller's ledger entries, newest first (admins: anyone's, with `user_id`).
     pub async fn entries(
         &self,
         who: &Principal,
+        user_id: Option<&str>,
         currency: Option<&str>,
         limit: Option<i64>,
         cursor_text: Option<&str>,
@@ -569,16 +567,19 @@ impl WalletService {
         if let Some(c) = currency {
             self.asset("currency", c)?;
         }
-        let mut items = self.store.entries(&who.user_id.to_string(), currency, before, limit + 1).await?;
+        let owner = owner_of(who, user_id)?;
+        let mut items = self.store.entries(&owner, currency, before, limit + 1).await?;
         let mut ids: Vec<Uuid> = items.iter().map(|e| e.id).collect();
         let next = cursor::next_page(&mut ids, limit);
         items.truncate(ids.len());
         Ok((items, next))
     }
 
+    /// The caller's holds, newest first (admins: a user's, with `user_id`).
     pub async fn holds(
         &self,
         who: &Principal,
+        user_id: Option<&str>,
         status: Option<&str>,
         limit: Option<i64>,
         cursor_text: Option<&str>,
@@ -592,7 +593,11 @@ impl WalletService {
                 })
             })
             .transpose()?;
-        let mut items = self.store.holds(who.user_id, status, before, limit + 1).await?;
+        // Holds belong to users, never to system accounts.
+        let owner = owner_of(who, user_id)?.parse::<Uuid>().map_err(|_| {
+            ApiError::validation(vec![FieldError::new("user_id", "must be a user id (holds belong to users)")])
+        })?;
+        let mut items = self.store.holds(owner, status, before, limit + 1).await?;
         let mut ids: Vec<Uuid> = items.iter().map(|h| h.id).collect();
         let next = cursor::next_page(&mut ids, limit);
         items.truncate(ids.len());
@@ -675,5 +680,14 @@ impl WalletService {
             transaction_id: d.transaction_id,
             created_at: d.created_at,
         }
+    }
+}
+
+/// Whose wallet a read is about: the caller's own, or (admins only) the `user_id` asked for.
+fn owner_of(who: &Principal, user_id: Option<&str>) -> Result<String, ApiError> {
+    match user_id {
+        Some(u) if who.is_admin() => Ok(u.to_string()),
+        Some(u) if u != who.user_id.to_string() => Err(ApiError::forbidden("users see their own wallet")),
+        _ => Ok(who.user_id.to_string()),
     }
 }

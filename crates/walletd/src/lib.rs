@@ -9,6 +9,7 @@
 pub mod adapters;
 pub mod admin;
 pub mod cleanup;
+pub mod console;
 pub mod reconcile;
 pub mod remote;
 pub mod server;

@@ -613,8 +613,18 @@ fn http_app(
     if let Some(c) = chains {
         readiness = readiness.with_detail("chains", c);
     }
+    let health = health::router(readiness);
+    // The operator console reads the REST API and health as any client does (in process).
+    let console = match crate::console::router(api.clone().merge(health.clone())) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "the operator console is off");
+            Router::new()
+        }
+    };
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
-        .merge(health::router(readiness))
+        .merge(health)
+        .merge(console)
         .fallback(|| async { ApiError::not_found("route").into_response() })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(observe::catch_panic())
