@@ -204,7 +204,7 @@ class Browser:
         self.address = address_of(private_key_hex)
         #: Every URL the browser asked for, in order (pages, fetches, images, sockets, ...).
         self.requests: list[str] = []
-        #: Messages of uncaught page errors and console.error calls.
+        #: Uncaught page errors and console errors (not Chromium's notes of 4xx/5xx answers).
         self.errors: list[str] = []
         #: Messages signed through personal_sign, in order.
         self.signed: list[bytes] = []
@@ -225,10 +225,16 @@ class Browser:
             self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
             self.page.on("websocket", lambda ws: self.requests.append(ws.url))
             self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-            self.page.on("console", lambda m: m.type == "error" and self.errors.append(f"console: {m.text}"))
+            self.page.on("console", self._console)
         except BaseException:
             self.close()
             raise
+
+    def _console(self, message) -> None:
+        # Chromium logs every 4xx/5xx answer as an error ("Failed to load resource"): a scenario
+        # checks statuses itself (a 403 may be the point), and /favicon.ico is Chromium's own ask.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.errors.append(f"console: {message.text} ({(message.location or {}).get('url', '')})")
 
     def _personal_sign(self, message: str, signer: str) -> dict:
         if self.reject_signatures:
