@@ -114,6 +114,22 @@ start_test_infra() {
   WALLETD_TEST_TOKEN_BIN="$(ls "$contracts"/*TestToken.bin)"
   export WALLETD_TEST_TOKEN_BIN
 
+  # Headless Chromium (Debian's) and, once, a venv outside the repository with Playwright (its driver
+  # only: it drives /usr/bin/chromium) and the secp256k1 and keccak packages the injected wallet signs
+  # with, for the browser tests (crates/walletd/tests/browser.rs).
+  [ -x /usr/bin/chromium ] || apt_install chromium chromium-driver
+  local venv="${WALLETD_BROWSER_VENV:-$HOME/.cache/walletd-browser-venv}"
+  local browser_pkgs="playwright==1.65.3 greenlet==3.5.6 coincurve==21.0.0 pycryptodome==4.5.0"
+  if [ "$(cat "$venv/.walletd-packages" 2>/dev/null)" != "$browser_pkgs" ]; then
+    log "installing $browser_pkgs into $venv"
+    python3 -m venv "$venv" >&2 || { apt_install python3-venv && python3 -m venv "$venv" >&2; }
+    # shellcheck disable=SC2086 # one word per package
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $browser_pkgs >&2
+    echo "$browser_pkgs" >"$venv/.walletd-packages"
+  fi
+  log "browser: $(/usr/bin/chromium --version 2>/dev/null | head -1), $browser_pkgs"
+  export WALLETD_TEST_BROWSER_PYTHON="$venv/bin/python" WALLETD_TEST_CHROMIUM=/usr/bin/chromium
+
   export WALLETD_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
   export WALLETD_TEST_PG_BIN="$PG_BIN"
   export WALLETD_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
