@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use base::clock;
@@ -161,7 +162,11 @@ pub async fn run(
         if lease.is_some() && last_redrive.is_none_or(|t| t.elapsed() >= REDRIVE_EVERY) {
             last_redrive = Some(std::time::Instant::now());
             if let Err(e) = redrive_pending(&db, handler.as_ref(), &opts, &source).await {
-                tracing::warn!(consumer.group = group, error = format!("{e:#}"), "cannot redrive parked events; retrying");
+                tracing::warn!(
+                    consumer.group = group,
+                    error = format!("{e:#}"),
+                    "cannot redrive parked events; retrying"
+                );
             }
         }
         let pass = async {
@@ -612,8 +617,7 @@ pub async fn request_redrive(
                 use rusqlite::OptionalExtension;
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let id = event_id.to_string();
-                let marked =
-                    tx.execute(&sql::for_sqlite(MARK), rusqlite::params![group, id, clock::to_text(now)])? > 0;
+                let marked = tx.execute(&sql::for_sqlite(MARK), rusqlite::params![group, id, clock::to_text(now)])? > 0;
                 let row = tx
                     .query_row(&sql::for_sqlite(&select), rusqlite::params![group, id], |r| Ok(parked_sqlite(r)))
                     .optional()?
@@ -640,19 +644,17 @@ pub async fn request_redrive(
 
 /// Where a redrive finds the envelope of a parked event: the outbox (the embedded log), or the
 /// group's dead-letter topic (Kafka).
-#[async_trait]
 pub trait EventSource: Send + Sync {
     /// The envelope of `group`'s parked event `event_id`; `None` when it is nowhere to be found.
-    async fn find(&self, group: &str, event_id: Uuid) -> anyhow::Result<Option<EventEnvelope>>;
+    fn find<'a>(&'a self, group: &'a str, event_id: Uuid) -> BoxFuture<'a, anyhow::Result<Option<EventEnvelope>>>;
 }
 
 /// The embedded log's events: the outbox, by id.
 pub struct OutboxSource(pub Database);
 
-#[async_trait]
 impl EventSource for OutboxSource {
-    async fn find(&self, _group: &str, event_id: Uuid) -> anyhow::Result<Option<EventEnvelope>> {
-        outbox::get_by_id(&self.0, event_id).await
+    fn find<'a>(&'a self, _group: &'a str, event_id: Uuid) -> BoxFuture<'a, anyhow::Result<Option<EventEnvelope>>> {
+        Box::pin(outbox::get_by_id(&self.0, event_id))
     }
 }
 
