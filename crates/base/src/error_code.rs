@@ -55,6 +55,7 @@ error_codes! {
     DepositReferenceConflict = 409, "DEPOSIT_REFERENCE_CONFLICT";
     ClaimNotPending = 409, "CLAIM_NOT_PENDING";
     IdempotencyKeyInUse = 409, "IDEMPOTENCY_KEY_IN_USE";
+    RedrivePending = 409, "REDRIVE_PENDING";
     VersionMismatch = 412, "VERSION_MISMATCH";
     PayloadTooLarge = 413, "PAYLOAD_TOO_LARGE";
     UnsupportedMediaType = 415, "UNSUPPORTED_MEDIA_TYPE";

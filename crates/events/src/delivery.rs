@@ -12,12 +12,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use base::clock;
 use storage::{Database, Lease};
+use time::OffsetDateTime;
 
-use crate::outbox::{self, EventEnvelope};
+use crate::outbox::{self, EventContext, EventEnvelope, NewEvent};
+use crate::sql::{self, Param};
 
 /// The clean-up job forgets handled event ids after the inbox retention (a redelivery older than
 /// that is handled again, which idempotent handlers allow).
@@ -99,6 +102,10 @@ pub struct ParkedEvent {
     pub event_type: String,
     pub attempts: i32,
     pub last_error: String,
+    /// When an admin asked for it to be sent back through its group (null when not asked, or once
+    /// the redrive parked it again).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub redrive_requested_at: Option<OffsetDateTime>,
 }
 
 /// Runs a consumer until `shutdown` turns true, finishing the event in hand first.
@@ -115,6 +122,8 @@ pub async fn run(
     // A durable group runs in one process at a time: several would work the same batches.
     let lease = (!handler.ephemeral()).then(|| Lease::new(db.clone(), format!("consumer:{group}"), opts.lease));
     let mut holding = false;
+    let source = OutboxSource(db.clone());
+    let mut last_redrive: Option<std::time::Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
@@ -149,6 +158,17 @@ pub async fn run(
         let woken = outbox::written();
         tokio::pin!(woken);
         woken.as_mut().enable();
+        // Requested redrives, under the group's lease (an ephemeral group parks nothing to redrive).
+        if lease.is_some() && last_redrive.is_none_or(|t| t.elapsed() >= REDRIVE_EVERY) {
+            last_redrive = Some(std::time::Instant::now());
+            if let Err(e) = redrive_pending(&db, handler.as_ref(), &opts, &source).await {
+                tracing::warn!(
+                    consumer.group = group,
+                    error = format!("{e:#}"),
+                    "cannot redrive parked events; retrying"
+                );
+            }
+        }
         let pass = async {
             if !handler.ephemeral() {
                 return drain_once(&db, handler.as_ref(), &opts).await;
@@ -426,6 +446,8 @@ async fn mark_handled(db: &Database, group: &str, event: &EventEnvelope) -> anyh
     Ok(())
 }
 
+/// Parks `event` for the group (again, after a redrive: the new attempts and error, and the request
+/// cleared).
 async fn park(db: &Database, group: &str, event: &EventEnvelope, attempts: u32, error: &str) -> anyhow::Result<()> {
     let (now, attempts) = (clock::now(), attempts as i32);
     let error: String = error.chars().take(2000).collect();
@@ -435,7 +457,9 @@ async fn park(db: &Database, group: &str, event: &EventEnvelope, attempts: u32, 
                 .await?
                 .execute(
                     "INSERT INTO parked_events (group_name, event_id, seq, event_type, attempts, last_error, parked_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (group_name, event_id) DO UPDATE SET attempts = EXCLUDED.attempts,
+                        last_error = EXCLUDED.last_error, parked_at = EXCLUDED.parked_at, redrive_requested_at = NULL",
                     &[&group, &event.id, &event.seq, &event.event_type, &attempts, &error, &now],
                 )
                 .await?;
@@ -445,7 +469,9 @@ async fn park(db: &Database, group: &str, event: &EventEnvelope, attempts: u32, 
             pool.call(move |c| {
                 c.execute(
                     "INSERT INTO parked_events (group_name, event_id, seq, event_type, attempts, last_error, parked_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (group_name, event_id) DO UPDATE SET attempts = excluded.attempts,
+                        last_error = excluded.last_error, parked_at = excluded.parked_at, redrive_requested_at = NULL",
                     rusqlite::params![group, id, seq, ty, attempts, error, clock::to_text(now)],
                 )?;
                 Ok::<_, anyhow::Error>(())
@@ -459,40 +485,237 @@ async fn park(db: &Database, group: &str, event: &EventEnvelope, attempts: u32, 
 
 /// Every parked event, oldest first.
 pub async fn parked(db: &Database) -> anyhow::Result<Vec<ParkedEvent>> {
-    const SQL: &str =
-        "SELECT group_name, event_id, seq, event_type, attempts, last_error FROM parked_events ORDER BY seq LIMIT 1000";
+    read_parked(db, "TRUE", Vec::new()).await
+}
+
+/// The parked events of one group, oldest first.
+pub async fn parked_in(db: &Database, group: &str) -> anyhow::Result<Vec<ParkedEvent>> {
+    read_parked(db, "group_name = $1", vec![Param::Text(group.to_string())]).await
+}
+
+/// One parked event.
+pub async fn parked_event(db: &Database, group: &str, event_id: Uuid) -> anyhow::Result<Option<ParkedEvent>> {
+    let params = vec![Param::Text(group.to_string()), Param::Uuid(event_id)];
+    Ok(read_parked(db, "group_name = $1 AND event_id = $2", params).await?.into_iter().next())
+}
+
+const PARKED_COLS: &str = "group_name, event_id, seq, event_type, attempts, last_error, redrive_requested_at";
+
+fn parked_pg(r: &tokio_postgres::Row) -> ParkedEvent {
+    ParkedEvent {
+        group: r.get(0),
+        event_id: r.get(1),
+        seq: r.get(2),
+        event_type: r.get(3),
+        attempts: r.get(4),
+        last_error: r.get(5),
+        redrive_requested_at: r.get(6),
+    }
+}
+
+fn parked_sqlite(r: &rusqlite::Row<'_>) -> anyhow::Result<ParkedEvent> {
+    Ok(ParkedEvent {
+        group: r.get(0)?,
+        event_id: r.get::<_, String>(1)?.parse()?,
+        seq: r.get(2)?,
+        event_type: r.get(3)?,
+        attempts: r.get(4)?,
+        last_error: r.get(5)?,
+        redrive_requested_at: r.get::<_, Option<String>>(6)?.map(|t| clock::from_text(&t)).transpose()?,
+    })
+}
+
+/// The parked events where `condition` holds, oldest first (at most 1000).
+async fn read_parked(db: &Database, condition: &str, params: Vec<Param>) -> anyhow::Result<Vec<ParkedEvent>> {
+    let query = format!("SELECT {PARKED_COLS} FROM parked_events WHERE {condition} ORDER BY seq LIMIT 1000");
     match db {
-        Database::Postgres(pool) => Ok(pool
-            .get()
-            .await?
-            .query(SQL, &[])
-            .await?
-            .iter()
-            .map(|r| ParkedEvent {
-                group: r.get(0),
-                event_id: r.get(1),
-                seq: r.get(2),
-                event_type: r.get(3),
-                attempts: r.get(4),
-                last_error: r.get(5),
-            })
-            .collect()),
+        Database::Postgres(pool) => {
+            let bound: Vec<_> = params.iter().map(Param::pg).collect();
+            Ok(pool.get().await?.query(&query, &bound).await?.iter().map(parked_pg).collect())
+        }
         Database::Sqlite(pool) => {
-            pool.call(|c| {
-                let mut st = c.prepare(SQL)?;
-                let rows = st.query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-                })?;
+            let query = sql::for_sqlite(&query);
+            let params: Vec<_> = params.into_iter().map(Param::sqlite).collect();
+            pool.call(move |c| {
+                let mut st = c.prepare(&query)?;
+                let mut rows = st.query(rusqlite::params_from_iter(params))?;
                 let mut out = Vec::new();
-                for row in rows {
-                    let (group, id, seq, event_type, attempts, last_error) = row?;
-                    out.push(ParkedEvent { group, event_id: id.parse()?, seq, event_type, attempts, last_error });
+                while let Some(r) = rows.next()? {
+                    out.push(parked_sqlite(r)?);
                 }
                 Ok::<_, anyhow::Error>(out)
             })
             .await
         }
     }
+}
+
+/// The topic of the operators' own events (`event.redrive_requested`).
+pub const ADMIN_TOPIC: &str = "admin-events";
+
+/// How often a consumer looks for requested redrives.
+const REDRIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// What became of an admin's request to redrive a parked event.
+#[derive(Debug, Clone)]
+pub enum RedriveRequest {
+    /// Marked, and the audit event written: the group's consumer will redrive it.
+    Requested(ParkedEvent),
+    /// A redrive was asked for already and has not finished.
+    AlreadyRequested(ParkedEvent),
+    /// The group has no such parked event.
+    NotFound,
+}
+
+/// The audit event of a redrive request.
+#[derive(serde::Serialize)]
+struct RedriveRequested<'a> {
+    group: &'a str,
+    event_id: Uuid,
+    seq: i64,
+    event_type: &'a str,
+}
+
+fn redrive_event(p: &ParkedEvent) -> anyhow::Result<NewEvent> {
+    let data = RedriveRequested { group: &p.group, event_id: p.event_id, seq: p.seq, event_type: &p.event_type };
+    NewEvent::of("event.redrive_requested", 1, ADMIN_TOPIC, p.event_id, &data)
+}
+
+/// Asks for a parked event to be sent back through its consumer group: marks the row (the group's
+/// consumer picks it up) and writes `event.redrive_requested` (the audit trail: `ctx` says who and
+/// which request), in one transaction.
+pub async fn request_redrive(
+    db: &Database,
+    group: &str,
+    event_id: Uuid,
+    ctx: &EventContext,
+) -> anyhow::Result<RedriveRequest> {
+    const MARK: &str = "UPDATE parked_events SET redrive_requested_at = $3
+                        WHERE group_name = $1 AND event_id = $2 AND redrive_requested_at IS NULL";
+    let select = format!("SELECT {PARKED_COLS} FROM parked_events WHERE group_name = $1 AND event_id = $2");
+    let now = clock::now();
+    let outcome = match db {
+        Database::Postgres(pool) => {
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            // The row lock orders two requests: the second sees the first's mark.
+            let marked = tx.execute(MARK, &[&group, &event_id, &now]).await? > 0;
+            let row = tx.query_opt(&select, &[&group, &event_id]).await?.map(|r| parked_pg(&r));
+            match row {
+                None => RedriveRequest::NotFound,
+                Some(p) if !marked => RedriveRequest::AlreadyRequested(p),
+                Some(p) => {
+                    outbox::insert_pg(&tx, ctx, &redrive_event(&p)?).await?;
+                    tx.commit().await?;
+                    RedriveRequest::Requested(p)
+                }
+            }
+        }
+        Database::Sqlite(pool) => {
+            let (group, ctx) = (group.to_string(), ctx.clone());
+            pool.call(move |c| {
+                use rusqlite::OptionalExtension;
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let id = event_id.to_string();
+                let marked = tx.execute(&sql::for_sqlite(MARK), rusqlite::params![group, id, clock::to_text(now)])? > 0;
+                let row = tx
+                    .query_row(&sql::for_sqlite(&select), rusqlite::params![group, id], |r| Ok(parked_sqlite(r)))
+                    .optional()?
+                    .transpose()?;
+                Ok::<_, anyhow::Error>(match row {
+                    None => RedriveRequest::NotFound,
+                    Some(p) if !marked => RedriveRequest::AlreadyRequested(p),
+                    Some(p) => {
+                        outbox::insert_sqlite(&tx, &ctx, &redrive_event(&p)?)?;
+                        tx.commit()?;
+                        RedriveRequest::Requested(p)
+                    }
+                })
+            })
+            .await?
+        }
+    };
+    if let RedriveRequest::Requested(p) = &outcome {
+        tracing::info!(consumer.group = %p.group, event.id = %p.event_id, event.type = %p.event_type, "redrive of a parked event requested");
+        outbox::notify_written();
+    }
+    Ok(outcome)
+}
+
+/// Where a redrive finds the envelope of a parked event: the outbox (the embedded log), or the
+/// group's dead-letter topic (Kafka).
+pub trait EventSource: Send + Sync {
+    /// The envelope of `group`'s parked event `event_id`; `None` when it is nowhere to be found.
+    fn find<'a>(&'a self, group: &'a str, event_id: Uuid) -> BoxFuture<'a, anyhow::Result<Option<EventEnvelope>>>;
+}
+
+/// The embedded log's events: the outbox, by id.
+pub struct OutboxSource(pub Database);
+
+impl EventSource for OutboxSource {
+    fn find<'a>(&'a self, _group: &'a str, event_id: Uuid) -> BoxFuture<'a, anyhow::Result<Option<EventEnvelope>>> {
+        Box::pin(outbox::get_by_id(&self.0, event_id))
+    }
+}
+
+/// Sends the group's parked events that an admin asked to redrive back through the handler, as
+/// [`deliver_once`] delivers any event (retries, backoff, parking). Handled: the parked row goes.
+/// Parked again: the row keeps the new attempts and error, and the request is cleared. The request
+/// stays until its outcome is recorded, so a crash midway redrives it again (handlers are
+/// idempotent). Returns how many it redrove. The caller runs it where only one process works the
+/// group (its lease).
+pub async fn redrive_pending(
+    db: &Database,
+    handler: &dyn EventHandler,
+    opts: &ConsumerOptions,
+    source: &dyn EventSource,
+) -> anyhow::Result<usize> {
+    if handler.ephemeral() {
+        return Ok(0);
+    }
+    let group = handler.group();
+    let requested =
+        read_parked(db, "group_name = $1 AND redrive_requested_at IS NOT NULL", vec![Param::Text(group.into())])
+            .await?;
+    let key = |p: &ParkedEvent| vec![Param::Text(p.group.clone()), Param::Uuid(p.event_id)];
+    for p in &requested {
+        let Some(event) = source.find(group, p.event_id).await? else {
+            tracing::error!(
+                consumer.group = group, event.id = %p.event_id, event.type = %p.event_type,
+                "cannot redrive a parked event: it is in neither the dead-letter topic nor the log; it stays parked"
+            );
+            let note = "redrive failed: the event was not found in the dead-letter topic or the log".to_string();
+            sql::execute(
+                db,
+                "UPDATE parked_events SET redrive_requested_at = NULL, last_error = $3 WHERE group_name = $1 AND event_id = $2",
+                [key(p), vec![Param::Text(note)]].concat(),
+            )
+            .await?;
+            metrics::counter!("events_redriven_total", "group" => group, "outcome" => "parked").increment(1);
+            continue;
+        };
+        // Parking put the event in the inbox (so a re-read batch skips it): take it out, or the
+        // delivery would find it done.
+        sql::execute(db, "DELETE FROM inbox WHERE group_name = $1 AND event_id = $2", key(p)).await?;
+        match deliver_once(db, handler, opts, &event).await? {
+            Delivery::Parked(error) => {
+                tracing::warn!(
+                    consumer.group = group, event.id = %p.event_id, event.type = %p.event_type, error,
+                    "parked event redriven and parked again"
+                );
+                metrics::counter!("events_redriven_total", "group" => group, "outcome" => "parked").increment(1);
+            }
+            Delivery::Handled | Delivery::Duplicate => {
+                sql::execute(db, "DELETE FROM parked_events WHERE group_name = $1 AND event_id = $2", key(p)).await?;
+                tracing::info!(
+                    consumer.group = group, event.id = %p.event_id, event.type = %p.event_type,
+                    "parked event redriven and handled"
+                );
+                metrics::counter!("events_redriven_total", "group" => group, "outcome" => "handled").increment(1);
+            }
+        }
+    }
+    Ok(requested.len())
 }
 
 /// Rewinds a group to `from` for a replay. With `forget_handled`, its inbox is cleared too, so

@@ -7,8 +7,9 @@
 
 pub mod delivery;
 pub mod outbox;
+mod sql;
 
-pub use delivery::{ConsumerOptions, Delivery, EventHandler, ParkedEvent};
+pub use delivery::{ConsumerOptions, Delivery, EventHandler, EventSource, ParkedEvent, RedriveRequest};
 pub use outbox::{EventContext, EventEnvelope, NewEvent};
 
 storage::migrations!(pub MIGRATIONS, "platform");

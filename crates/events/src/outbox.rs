@@ -10,6 +10,8 @@ use uuid::Uuid;
 use base::clock;
 use storage::Database;
 
+use crate::sql::{self, Param};
+
 /// An event about to be written with the change that caused it.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -287,6 +289,39 @@ pub async fn mark_published(db: &Database, seqs: Vec<i64>) -> anyhow::Result<()>
     Ok(())
 }
 
+/// What the admin's event log may be narrowed to.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// One aggregate's events (a claim, an order...).
+    pub aggregate_id: Option<Uuid>,
+    /// The events one request caused (its `X-Request-Id`).
+    pub correlation_id: Option<String>,
+}
+
+/// Reads the log in order after position `after`, up to the settled position (as [`list`]), keeping
+/// only the events that match `filter`.
+pub async fn search(db: &Database, filter: &EventFilter, after: i64, limit: i64) -> anyhow::Result<Vec<EventEnvelope>> {
+    let Some(upto) = settled(db).await? else { return Ok(Vec::new()) };
+    let mut sql = "seq > $1 AND seq <= $2".to_string();
+    let mut params = vec![Param::Int(after), Param::Int(upto)];
+    if let Some(a) = filter.aggregate_id {
+        params.push(Param::Uuid(a));
+        sql.push_str(&format!(" AND aggregate_id = ${}", params.len()));
+    }
+    if let Some(c) = &filter.correlation_id {
+        params.push(Param::Text(c.clone()));
+        sql.push_str(&format!(" AND correlation_id = ${}", params.len()));
+    }
+    params.push(Param::Int(limit));
+    sql.push_str(&format!(" ORDER BY seq LIMIT ${}", params.len()));
+    select(db, &sql, params).await
+}
+
+/// The event with this id, wherever it is in the log.
+pub async fn get_by_id(db: &Database, id: Uuid) -> anyhow::Result<Option<EventEnvelope>> {
+    Ok(select(db, "id = $1", vec![Param::Uuid(id)]).await?.into_iter().next())
+}
+
 /// Events where `{condition}{after}` holds, in order.
 async fn query(
     db: &Database,
@@ -295,16 +330,18 @@ async fn query(
     upto: i64,
     limit: i64,
 ) -> anyhow::Result<Vec<EventEnvelope>> {
+    let sql = format!("{condition}$1 AND seq <= $3 ORDER BY seq LIMIT $2");
+    select(db, &sql, vec![Param::Int(after), Param::Int(limit), Param::Int(upto)]).await
+}
+
+/// The events where `condition` (PostgreSQL's `$n` placeholders; SQLite gets `?n`) holds.
+async fn select(db: &Database, condition: &str, params: Vec<Param>) -> anyhow::Result<Vec<EventEnvelope>> {
     const COLS: &str = "seq, id, event_type, version, topic, aggregate_id, occurred_at, region, correlation_id, data, actor_id, traceparent";
     match db {
         Database::Postgres(pool) => {
             let client = pool.get().await?;
-            let rows = client
-                .query(
-                    &format!("SELECT {COLS} FROM outbox WHERE {condition}$1 AND seq <= $3 ORDER BY seq LIMIT $2"),
-                    &[&after, &limit, &upto],
-                )
-                .await?;
+            let bound: Vec<_> = params.iter().map(Param::pg).collect();
+            let rows = client.query(&format!("SELECT {COLS} FROM outbox WHERE {condition}"), &bound).await?;
             Ok(rows
                 .iter()
                 .map(|r| EventEnvelope {
@@ -324,11 +361,11 @@ async fn query(
                 .collect())
         }
         Database::Sqlite(pool) => {
+            let sql = sql::for_sqlite(&format!("SELECT {COLS} FROM outbox WHERE {condition}"));
+            let params: Vec<_> = params.into_iter().map(Param::sqlite).collect();
             pool.call(move |conn| {
-                let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {COLS} FROM outbox WHERE {condition}?1 AND seq <= ?3 ORDER BY seq LIMIT ?2"
-                ))?;
-                let rows = stmt.query_map(rusqlite::params![after, limit, upto], |r| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, String>(1)?,

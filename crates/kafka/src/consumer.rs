@@ -7,15 +7,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use base::clock;
-use events::delivery::{ConsumerOptions, Delivery, EventHandler, deliver_once};
-use events::outbox::EventEnvelope;
-use storage::Database;
+use events::delivery::{self, ConsumerOptions, Delivery, EventHandler, EventSource, deliver_once};
+use events::outbox::{self, EventEnvelope};
+use storage::{Database, Lease};
 
 use crate::admin::group_client;
 use crate::{KafkaSettings, Topics};
@@ -112,6 +112,12 @@ pub async fn consume(
         .create()
         .context("creating the dead-letter producer")?;
     let stopping = Arc::new(AtomicBool::new(false));
+    // Redrives requested by admins: one member of the group at a time (a lease), the envelope from
+    // the group's dead letters.
+    let redrives = (!ephemeral).then(|| {
+        let source = DeadLetters { settings: settings.clone(), topics, group: group.clone(), db: db.clone() };
+        tokio::spawn(redrive(db.clone(), handler.clone(), opts.clone(), source, shutdown.clone()))
+    });
     let worker = PartitionWorker {
         consumer: consumer.clone(),
         db,
@@ -156,6 +162,9 @@ pub async fn consume(
     // A process-local consumer commits nothing: the broker keeps no group for it.
     if !ephemeral && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(consumer.group = %group, error = %e, "no offsets to commit at stop");
+    }
+    if let Some(redrives) = redrives {
+        let _ = redrives.await;
     }
     tracing::info!(consumer.group = %group, "Kafka consumer stopped");
     Ok(())
@@ -240,6 +249,160 @@ impl PartitionWorker {
             Err((e, _)) => tracing::error!(topic, error = %e, "could not dead-letter an event; it stays parked"),
         }
     }
+}
+
+/// Performs the redrives admins request for the handler's group, about once a second, while this
+/// process holds the group's redrive lease, until `shutdown`.
+async fn redrive(
+    db: Database,
+    handler: Arc<dyn EventHandler>,
+    opts: ConsumerOptions,
+    source: DeadLetters,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let group = handler.group();
+    let lease = Lease::new(db.clone(), format!("redrive:{group}"), opts.lease);
+    let mut holding;
+    loop {
+        let woken = outbox::written();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        match lease.take().await {
+            Ok(true) => {
+                holding = true;
+                if let Err(e) = delivery::redrive_pending(&db, handler.as_ref(), &opts, &source).await {
+                    tracing::warn!(
+                        consumer.group = group,
+                        error = format!("{e:#}"),
+                        "cannot redrive parked events; retrying"
+                    );
+                }
+            }
+            Ok(false) => holding = false,
+            Err(e) => {
+                holding = false;
+                tracing::warn!(
+                    consumer.group = group,
+                    error = format!("{e:#}"),
+                    "cannot take the redrive lease; retrying"
+                );
+            }
+        }
+        // A request in this process wakes it at once; another's is seen within a second.
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            () = woken => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    if holding && let Err(e) = lease.release().await {
+        tracing::debug!(
+            consumer.group = group,
+            error = format!("{e:#}"),
+            "could not give up the redrive lease; it lapses"
+        );
+    }
+}
+
+/// A Kafka group's parked events as it dead-lettered them: the message on `<topic>.dlq` whose
+/// `consumer_group` header is the group's and whose envelope has the event's id; the outbox when
+/// dead-lettering failed (the event stayed parked without a copy there).
+struct DeadLetters {
+    settings: KafkaSettings,
+    topics: Topics,
+    /// The group as Kafka knows it (`{prefix}.{group}`), as the `consumer_group` header says.
+    group: String,
+    db: Database,
+}
+
+impl EventSource for DeadLetters {
+    fn find<'a>(
+        &'a self,
+        group: &'a str,
+        event_id: uuid::Uuid,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<Option<EventEnvelope>>> {
+        Box::pin(async move {
+            let (settings, topics, kafka_group) = (self.settings.clone(), self.topics, self.group.clone());
+            let found =
+                tokio::task::spawn_blocking(move || find_dead_letter(&settings, topics, &kafka_group, event_id))
+                    .await??;
+            if found.is_some() {
+                return Ok(found);
+            }
+            tracing::warn!(
+                consumer.group = group, event.id = %event_id,
+                "the parked event is not in the dead-letter topics; redriving it from the outbox"
+            );
+            outbox::get_by_id(&self.db, event_id).await
+        })
+    }
+}
+
+/// Reads every `<topic>.dlq` partition from its start to its end (an assigned consumer, no group
+/// offsets) for the envelope of `event_id` that `group` dead-lettered.
+fn find_dead_letter(
+    settings: &KafkaSettings,
+    topics: Topics,
+    group: &str,
+    event_id: uuid::Uuid,
+) -> anyhow::Result<Option<EventEnvelope>> {
+    const WAIT: Duration = Duration::from_secs(10);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", format!("{}.redrive-scan", settings.group_prefix))
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating a Kafka client")?;
+    let mut start = TopicPartitionList::new();
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    for topic in topics {
+        let dlq = format!("{topic}.dlq");
+        let metadata = consumer.fetch_metadata(Some(&dlq), WAIT).context("reading topic metadata")?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (low, high) =
+                    consumer.fetch_watermarks(&dlq, p.id(), WAIT).context("reading dead-letter partition ends")?;
+                if high > low {
+                    start.add_partition_offset(&dlq, p.id(), Offset::Offset(low))?;
+                    ends.insert((dlq.clone(), p.id()), high);
+                }
+            }
+        }
+    }
+    if ends.is_empty() {
+        return Ok(None);
+    }
+    consumer.assign(&start).context("assigning the dead-letter partitions")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the dead-letter topics were not read to their end in time"
+        );
+        let m = match consumer.poll(Duration::from_millis(500)) {
+            None => continue,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "reading the dead-letter topics");
+                continue;
+            }
+            Some(Ok(m)) => m,
+        };
+        let at = (m.topic().to_string(), m.partition());
+        if ends.get(&at).is_some_and(|end| m.offset() + 1 >= *end) {
+            ends.remove(&at);
+        }
+        let ours = m
+            .headers()
+            .is_some_and(|h| h.iter().any(|x| x.key == "consumer_group" && x.value == Some(group.as_bytes())));
+        if !ours {
+            continue;
+        }
+        let envelope: Option<EventEnvelope> = m.payload().and_then(|p| serde_json::from_slice(p).ok());
+        if let Some(e) = envelope.filter(|e| e.id == event_id) {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
 }
 
 /// Every partition of the event topics at its first event written at or after `since_ms` (Unix

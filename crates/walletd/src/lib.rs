@@ -84,9 +84,15 @@ pub fn parse_services(list: &str) -> anyhow::Result<Vec<ServiceName>> {
     Ok(out)
 }
 
-/// The event topics (DESIGN D4), as each service declares its own.
-pub const TOPICS: kafka::Topics =
-    &[supply::service::TOPIC, order::service::TOPIC, claim::service::TOPIC, wallet::service::TOPIC];
+/// The event topics (DESIGN D4), as each service declares its own, and the operators' own
+/// (`admin-events`: redrive requests).
+pub const TOPICS: kafka::Topics = &[
+    supply::service::TOPIC,
+    order::service::TOPIC,
+    claim::service::TOPIC,
+    wallet::service::TOPIC,
+    events::delivery::ADMIN_TOPIC,
+];
 
 /// Every service this build has.
 pub fn all_services() -> Vec<ServiceName> {

@@ -125,6 +125,9 @@ enum EventsCommand {
     },
     /// Show each consumer group's position, the head of the log, and parked events.
     Status,
+    /// Send a parked event back through its consumer group (as `POST
+    /// /v1/admin/parked-events/{group}/{event_id}/redrive`): a running walletd redelivers it.
+    Redrive { group: String, event_id: uuid::Uuid },
     /// Print events as they reach a topic (Kafka's, or the embedded log's), one JSON object per line,
     /// until interrupted.
     Tail {
@@ -191,6 +194,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             events_replay(settings, &group, from, forget_handled).await
         }
         Command::Events { command: EventsCommand::Status } => events_status(settings).await,
+        Command::Events { command: EventsCommand::Redrive { group, event_id } } => {
+            events_redrive(settings, &group, event_id).await
+        }
         Command::Events { command: EventsCommand::Tail { topic, from_beginning } } => {
             events_tail(settings, &topic, from_beginning).await
         }
@@ -306,6 +312,22 @@ async fn events_replay(settings: Settings, group: &str, from: i64, forget_handle
     Ok(())
 }
 
+async fn events_redrive(settings: Settings, group: &str, event_id: uuid::Uuid) -> anyhow::Result<()> {
+    let db = walletd::open_database(&settings).await?;
+    let ctx = events::EventContext { region: settings.region.clone(), ..Default::default() };
+    match delivery::request_redrive(&db, group, event_id, &ctx).await? {
+        events::RedriveRequest::Requested(p) => {
+            println!(
+                "redrive of {} ({}, seq {}) requested; {group}'s consumer redelivers it",
+                p.event_id, p.event_type, p.seq
+            );
+            Ok(())
+        }
+        events::RedriveRequest::AlreadyRequested(_) => anyhow::bail!("a redrive of {event_id} is already pending"),
+        events::RedriveRequest::NotFound => anyhow::bail!("{group} has no parked event {event_id}"),
+    }
+}
+
 async fn wallet_verify(settings: Settings) -> anyhow::Result<()> {
     let db = walletd::open_database(&settings).await?;
     let users = Arc::new(walletd::adapters::Users(IdentityStore::new(db.clone(), clock::system())));
@@ -341,9 +363,16 @@ async fn events_status(settings: Settings) -> anyhow::Result<()> {
         }
     }
     for p in delivery::parked(&db).await? {
+        let redrive = p.redrive_requested_at.map(|t| format!(" redrive_requested_at={}", clock::to_text(t)));
         println!(
-            "parked: group={} seq={} type={} attempts={} error={}",
-            p.group, p.seq, p.event_type, p.attempts, p.last_error
+            "parked: group={} id={} seq={} type={} attempts={} error={}{}",
+            p.group,
+            p.event_id,
+            p.seq,
+            p.event_type,
+            p.attempts,
+            p.last_error,
+            redrive.unwrap_or_default()
         );
     }
     Ok(())

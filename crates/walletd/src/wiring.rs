@@ -582,7 +582,7 @@ fn http_app(
     // Layers wrap what is above them: the token is checked first, then the principal's limit, then
     // the Idempotency-Key.
     let protected = identity::http::protected_router(auth.clone())
-        .merge(admin::router(database.clone()))
+        .merge(admin::router(database.clone(), settings.region.clone()))
         .merge(services)
         .layer(from_fn_with_state(database.clone(), idempotency::layer))
         .layer(from_fn_with_state(limiter.clone(), ratelimit::per_principal))

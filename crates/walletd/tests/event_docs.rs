@@ -97,7 +97,25 @@ async fn every_event(backend: Backend) -> Vec<outbox::EventEnvelope> {
     let address = send(first.get("/v1/wallet/deposit-addresses/local", &buyer.access), 200).await;
     let address = address["address"].as_str().unwrap().parse().unwrap();
     funder.send_tokens(token, address, alloy::primitives::U256::from(1_000_000u64)).await;
+    // An operator redrives a parked event (of a group that no process here runs, so it stays parked).
     let url = first.settings.database_url();
+    let db = Database::connect(&url, &first.settings.db_options()).await.unwrap();
+    let claimed =
+        outbox::list(&db, 0, 10_000).await.unwrap().into_iter().find(|e| e.event_type == "order.claimed").unwrap();
+    let (id, seq) = (claimed.id, claimed.seq);
+    let park = "INSERT INTO parked_events (group_name, event_id, seq, event_type, attempts, last_error, parked_at)
+                VALUES ('docs', $1, $2, 'order.claimed', 5, 'docs', '2026-01-01T00:00:00Z')";
+    match &db {
+        Database::Postgres(pool) => {
+            let park = park.replace("'2026-01-01T00:00:00Z'", "now()");
+            pool.get().await.unwrap().execute(&park, &[&id, &seq]).await.unwrap();
+        }
+        Database::Sqlite(pool) => {
+            let park = park.replace('$', "?");
+            pool.call(move |c| c.execute(&park, (id.to_string(), seq)).map_err(anyhow::Error::from)).await.unwrap();
+        }
+    }
+    send(first.post(&format!("/v1/admin/parked-events/docs/{}/redrive", claimed.id), &admin), 202).await;
     let _data = first.stop().await;
 
     // Processing.

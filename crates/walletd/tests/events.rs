@@ -13,7 +13,7 @@ use events::outbox::{self, EventContext, EventEnvelope, NewEvent};
 use rstest::rstest;
 use serde_json::json;
 use storage::Database;
-use testkit::{Backend, TempDir};
+use testkit::{Backend, TempDir, wait_until};
 use uuid::Uuid;
 
 struct Flaky {
@@ -217,4 +217,264 @@ async fn writers_commit_in_parallel_and_a_reader_never_skips_an_event_that_commi
     assert_eq!(names, ["early", "late"]);
     assert!(seen[0].seq < seen[1].seq);
     assert_eq!(outbox::head(&db).await.unwrap(), seen[1].seq);
+}
+
+/// Makes every update of the claim of `order` fail (a trigger that raises: an error of the event's,
+/// not an unreachable database), or, with `refuse = false`, lifts that again.
+async fn refuse_claim_updates(db: &Database, order: &str, refuse: bool) {
+    match db {
+        Database::Postgres(pool) => {
+            let sql = if refuse {
+                format!(
+                    "CREATE FUNCTION refuse_claim() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by test trigger'; END $$;
+                     CREATE TRIGGER refuse BEFORE UPDATE ON claims FOR EACH ROW WHEN (OLD.order_id = '{order}') EXECUTE FUNCTION refuse_claim();"
+                )
+            } else {
+                "DROP TRIGGER refuse ON claims".to_string()
+            };
+            pool.get().await.unwrap().batch_execute(&sql).await.unwrap();
+        }
+        Database::Sqlite(pool) => {
+            let sql = if refuse {
+                format!(
+                    "CREATE TRIGGER refuse BEFORE UPDATE ON claims FOR EACH ROW WHEN OLD.order_id = '{order}'
+                     BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END;"
+                )
+            } else {
+                "DROP TRIGGER refuse".to_string()
+            };
+            pool.call(move |c| c.execute_batch(&sql).map_err(anyhow::Error::from)).await.unwrap();
+        }
+    }
+}
+
+async fn json(res: reqwest::Response, status: u16) -> serde_json::Value {
+    let got = res.status().as_u16();
+    let body: serde_json::Value = res.json().await.unwrap_or_default();
+    assert_eq!(got, status, "{body}");
+    body
+}
+
+/// A claim's processing fails for a reason an operator can fix (a trigger refuses its update): the
+/// event is parked; once the cause is gone an admin redrives it and the claim is processed. The
+/// request is audited (`event.redrive_requested` with the admin and the request id), a second one
+/// while pending is refused, and the event log lists one aggregate's or one request's events.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn an_admin_redrives_a_parked_event_once_its_cause_is_fixed(#[case] backend: Backend) {
+    use serde_json::Value;
+    let app = testkit::TestApp::spawn_with(backend, |s| {
+        s.event_max_attempts = 3;
+        s.event_retry_backoff = Duration::from_millis(20);
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let db = Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
+    let admin_id = identity::IdentityStore::new(db.clone(), base::clock::system())
+        .upsert_user(testkit::admin_address())
+        .await
+        .unwrap()
+        .id;
+    let (buyer, shopper) = (app.new_user().await, app.new_user().await);
+    app.create_supply(&shopper.access, "USDC", "10").await;
+    let body =
+        json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "n", "price": "2", "quantity": 1}]});
+    let order = json(app.post("/v1/orders", &buyer.access).json(&body).send().await.unwrap(), 201).await;
+    let oid = order["id"].as_str().unwrap().to_string();
+    refuse_claim_updates(&db, &oid, true).await;
+    let claim = json(app.post(&format!("/v1/orders/{oid}/claim"), &shopper.access).send().await.unwrap(), 201).await;
+    let claim_path = format!("/v1/claims/{}", claim["id"].as_str().unwrap());
+
+    // The order's events, in log order; the claim's event is the one that parks.
+    let order_events =
+        json(app.get(&format!("/v1/admin/events?aggregate_id={oid}"), &admin).send().await.unwrap(), 200).await;
+    let items = order_events["items"].as_array().unwrap();
+    assert!(items.iter().all(|e| e["aggregate_id"] == oid.as_str()), "{order_events}");
+    assert!(items.windows(2).all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()));
+    let claimed = items.iter().find(|e| e["type"] == "order.claimed").expect("order.claimed listed by aggregate");
+    let event_id = claimed["id"].as_str().unwrap().to_string();
+    let page =
+        json(app.get(&format!("/v1/admin/events?aggregate_id={oid}&limit=1"), &admin).send().await.unwrap(), 200).await;
+    let rest = json(
+        app.get(
+            &format!("/v1/admin/events?aggregate_id={oid}&after={}", page["next_cursor"].as_str().unwrap()),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(page["items"].as_array().unwrap().len() + rest["items"].as_array().unwrap().len(), items.len());
+    let bad = json(app.get("/v1/admin/events?aggregate_id=nope", &admin).send().await.unwrap(), 422).await;
+    assert_eq!(bad["errors"][0]["field"], "aggregate_id", "{bad}");
+
+    let parked_item = || async {
+        let list =
+            json(app.get("/v1/admin/parked-events?group=claim-processor", &admin).send().await.unwrap(), 200).await;
+        list["items"].as_array().unwrap().iter().find(|p| p["event_id"] == event_id.as_str()).cloned()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || async { parked_item().await.is_some_and(|p| p["attempts"] == 3) }).await,
+        "the refused claim's event was not parked after 3 attempts"
+    );
+    let parked = parked_item().await.unwrap();
+    assert!(parked["last_error"].as_str().unwrap().contains("refused by test trigger"), "{parked}");
+    assert_eq!(parked["redrive_requested_at"], Value::Null);
+    assert_eq!(json(app.get(&claim_path, &shopper.access).send().await.unwrap(), 200).await["status"], "pending");
+
+    let redrive = format!("/v1/admin/parked-events/claim-processor/{event_id}/redrive");
+    json(app.post(&redrive, &buyer.access).send().await.unwrap(), 403).await;
+    let unknown = Uuid::now_v7();
+    let missing = json(
+        app.post(&format!("/v1/admin/parked-events/claim-processor/{unknown}/redrive"), &admin).send().await.unwrap(),
+        404,
+    )
+    .await;
+    assert_eq!(missing["code"], "NOT_FOUND");
+    let malformed =
+        json(app.post("/v1/admin/parked-events/claim-processor/nope/redrive", &admin).send().await.unwrap(), 422).await;
+    assert_eq!(malformed["errors"][0]["field"], "event_id");
+
+    // Fixed: the redrive goes through the claim processor again.
+    refuse_claim_updates(&db, &oid, false).await;
+    let res = app.post(&redrive, &admin).header("x-request-id", format!("redrive-{event_id}")).send().await.unwrap();
+    let accepted = json(res, 202).await;
+    assert_eq!(accepted["event_id"], event_id.as_str());
+    assert_eq!(accepted["event_type"], "order.claimed");
+    assert!(accepted["redrive_requested_at"].is_string(), "{accepted}");
+    let redriven = wait_until(Duration::from_secs(30), || async {
+        parked_item().await.is_none()
+            && json(app.get(&claim_path, &shopper.access).send().await.unwrap(), 200).await["status"] == "processed"
+    })
+    .await;
+    assert!(redriven, "the redriven event was not handled: parked {:?}", parked_item().await);
+    assert_eq!(app.metric("events_redriven_total", &["group=\"claim-processor\"", "outcome=\"handled\""]).await, 1.0);
+
+    // The audit trail, found by the request's id.
+    let audit = json(
+        app.get(&format!("/v1/admin/events?correlation_id=redrive-{event_id}"), &admin).send().await.unwrap(),
+        200,
+    )
+    .await;
+    let audit = audit["items"].as_array().unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["type"], "event.redrive_requested");
+    assert_eq!(audit[0]["topic"], "admin-events");
+    assert_eq!(audit[0]["actor_id"], admin_id.to_string());
+    assert_eq!(audit[0]["correlation_id"], format!("redrive-{event_id}"));
+    assert_eq!(
+        audit[0]["data"],
+        json!({"group": "claim-processor", "event_id": event_id, "seq": claimed["seq"], "event_type": "order.claimed"})
+    );
+
+    // A second request while one is pending is refused: a group no process runs keeps it pending.
+    let Some(other) = outbox::list(&db, 0, 1).await.unwrap().pop() else { panic!("an empty log") };
+    park_for(&db, "nobody-runs-this", &other).await;
+    let idle = format!("/v1/admin/parked-events/nobody-runs-this/{}/redrive", other.id);
+    json(app.post(&idle, &admin).send().await.unwrap(), 202).await;
+    let pending = json(app.post(&idle, &admin).send().await.unwrap(), 409).await;
+    assert_eq!(pending["code"], "REDRIVE_PENDING");
+    let listed =
+        json(app.get("/v1/admin/parked-events?group=nobody-runs-this", &admin).send().await.unwrap(), 200).await;
+    assert!(listed["items"][0]["redrive_requested_at"].is_string(), "{listed}");
+}
+
+/// Parks `event` for `group` as a consumer would have.
+async fn park_for(db: &Database, group: &'static str, event: &EventEnvelope) {
+    let (id, seq, ty) = (event.id, event.seq, event.event_type.clone());
+    match db {
+        Database::Postgres(pool) => {
+            pool.get()
+                .await
+                .unwrap()
+                .execute(
+                    "INSERT INTO parked_events (group_name, event_id, seq, event_type, attempts, last_error, parked_at)
+                     VALUES ($1, $2, $3, $4, 1, 'test', now())",
+                    &[&group, &id, &seq, &ty],
+                )
+                .await
+                .unwrap();
+        }
+        Database::Sqlite(pool) => {
+            pool.call(move |c| {
+                c.execute(
+                    "INSERT INTO parked_events (group_name, event_id, seq, event_type, attempts, last_error, parked_at)
+                     VALUES (?1, ?2, ?3, ?4, 1, 'test', '2026-01-01T00:00:00Z')",
+                    (group, id.to_string(), seq, ty),
+                )
+                .map_err(anyhow::Error::from)
+            })
+            .await
+            .unwrap();
+        }
+    }
+}
+
+/// The store's side of a redrive on both backends: the request marks the row once (a second is
+/// refused while pending), a failing redrive parks it again with the new error and clears the mark,
+/// and a successful one removes it.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_redrive_that_fails_again_stays_parked_and_one_that_passes_is_gone(#[case] backend: Backend) {
+    let dir = TempDir::new();
+    let url = testkit::fresh_database_url(backend, &dir).await;
+    let db = Database::connect(&url, &Default::default()).await.unwrap();
+    walletd::migrate(&db).await.unwrap();
+    write(&db, "test.c", "poison").await;
+    let handler = Flaky {
+        transient_failures: AtomicU32::new(0),
+        handled: Mutex::new(Vec::new()),
+        attempts_on_poison: AtomicU32::new(0),
+    };
+    let opts = ConsumerOptions { max_attempts: 2, backoff: Duration::from_millis(5), ..Default::default() };
+    let source = delivery::OutboxSource(db.clone());
+    delivery::drain_once(&db, &handler, &opts).await.unwrap();
+    let parked = delivery::parked(&db).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    let id = parked[0].event_id;
+    assert_eq!(delivery::redrive_pending(&db, &handler, &opts, &source).await.unwrap(), 0, "nothing requested");
+
+    let ctx = EventContext { region: "test".into(), ..Default::default() };
+    let first = delivery::request_redrive(&db, "test-group", id, &ctx).await.unwrap();
+    assert!(matches!(first, events::RedriveRequest::Requested(_)), "{first:?}");
+    let second = delivery::request_redrive(&db, "test-group", id, &ctx).await.unwrap();
+    assert!(matches!(second, events::RedriveRequest::AlreadyRequested(_)), "{second:?}");
+    let other = delivery::request_redrive(&db, "other-group", id, &ctx).await.unwrap();
+    assert!(matches!(other, events::RedriveRequest::NotFound), "{other:?}");
+
+    // Still poison: parked again, with this redrive's attempts, and no longer requested.
+    assert_eq!(delivery::redrive_pending(&db, &handler, &opts, &source).await.unwrap(), 1);
+    assert_eq!(handler.attempts_on_poison.load(Ordering::SeqCst), 4);
+    let again = delivery::parked(&db).await.unwrap();
+    assert_eq!((again.len(), again[0].attempts, again[0].redrive_requested_at), (1, 2, None));
+    assert!(again[0].last_error.contains("cannot digest"));
+
+    // Asked again with the cause gone (a handler that digests anything): handled, the row goes.
+    struct Healthy;
+    #[async_trait]
+    impl EventHandler for Healthy {
+        fn group(&self) -> &'static str {
+            "test-group"
+        }
+        fn wants(&self, _: &str) -> bool {
+            true
+        }
+        async fn handle(&self, _: &EventEnvelope) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+    assert!(matches!(
+        delivery::request_redrive(&db, "test-group", id, &ctx).await.unwrap(),
+        events::RedriveRequest::Requested(_)
+    ));
+    assert_eq!(delivery::redrive_pending(&db, &Healthy, &opts, &source).await.unwrap(), 1);
+    assert!(delivery::parked(&db).await.unwrap().is_empty());
+    let audits = outbox::list(&db, 0, 100).await.unwrap();
+    assert_eq!(audits.iter().filter(|e| e.event_type == "event.redrive_requested").count(), 2);
 }

@@ -667,3 +667,76 @@ async fn events_status_and_replay_work_on_kafka_consumer_groups() {
     let out = String::from_utf8(run(&["events", "status"]).stdout).unwrap();
     assert!(out.lines().any(|l| l.starts_with(&group) && !l.ends_with("lag 0")), "nothing rewound: {out}");
 }
+
+/// Over Kafka a parked event is dead-lettered, and a redrive takes it from the group's `.dlq` topic:
+/// its row is deleted from the outbox here, so only the dead letter can bring it back. A claim whose
+/// update a trigger refuses is parked; the trigger dropped and the event redriven, the claim is
+/// processed and nothing stays parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_event_is_redriven_from_its_dead_letter_topic() {
+    let brokers = brokers();
+    let app = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.kafka = Some(settings(&brokers));
+        s.event_max_attempts = 3;
+        s.event_retry_backoff = Duration::from_millis(20);
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let db = Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
+    let Database::Postgres(pool) = &db else { unreachable!() };
+    let (buyer, shopper) = (app.new_user().await, app.new_user().await);
+    app.create_supply(&shopper.access, "USDC", "10").await;
+    let oid = order(&app, &buyer.access, "3").await;
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE FUNCTION refuse_claim() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by test trigger'; END $$;
+             CREATE TRIGGER refuse BEFORE UPDATE ON claims FOR EACH ROW WHEN (OLD.order_id = '{oid}') EXECUTE FUNCTION refuse_claim();"
+        ))
+        .await
+        .unwrap();
+    let res = app.post(&format!("/v1/orders/{oid}/claim"), &shopper.access).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let claim = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+
+    let parked = wait_until(Duration::from_secs(60), || async {
+        let list = json_of(&app, "/v1/admin/parked-events?group=claim-processor", &admin).await;
+        list["items"].as_array().unwrap().iter().any(|p| p["event_type"] == "order.claimed" && p["attempts"] == 3)
+    })
+    .await;
+    assert!(parked, "the refused claim's event was not parked");
+    let dead =
+        read_topic(&brokers, "order-events.dlq", Duration::from_secs(30), |got| got.iter().any(|m| m.key == oid));
+    let dead = dead.iter().find(|m| m.key == oid).expect("the parked event reached order-events.dlq");
+    assert!(dead.headers["error"].contains("refused by test trigger"), "{:?}", dead.headers);
+    assert!(dead.headers["consumer_group"].ends_with(".claim-processor"), "{:?}", dead.headers);
+    let event_id = dead.payload["id"].as_str().unwrap().to_string();
+
+    // Only the dead letter holds the event now.
+    assert!(wait_until(Duration::from_secs(30), || async { unpublished(&app).await == 0 }).await);
+    let id: uuid::Uuid = event_id.parse().unwrap();
+    assert_eq!(pool.get().await.unwrap().execute("DELETE FROM outbox WHERE id = $1", &[&id]).await.unwrap(), 1);
+    pool.get().await.unwrap().batch_execute("DROP TRIGGER refuse ON claims").await.unwrap();
+
+    let res =
+        app.post(&format!("/v1/admin/parked-events/claim-processor/{event_id}/redrive"), &admin).send().await.unwrap();
+    assert_eq!(res.status(), 202);
+    let redriven = wait_until(Duration::from_secs(60), || async {
+        let list = json_of(&app, "/v1/admin/parked-events", &admin).await;
+        list["items"].as_array().unwrap().is_empty()
+            && json_of(&app, &format!("/v1/claims/{claim}"), &admin).await["status"] == "processed"
+    })
+    .await;
+    assert!(redriven, "not redriven: {}", json_of(&app, "/v1/admin/parked-events", &admin).await);
+    assert_eq!(app.metric("events_redriven_total", &["group=\"claim-processor\"", "outcome=\"handled\""]).await, 1.0);
+    // The audit event reached its topic too.
+    let audit = read_topic(&brokers, "admin-events", Duration::from_secs(30), |got| {
+        got.iter().any(|m| m.payload["data"]["event_id"] == event_id.as_str())
+    });
+    let audit = audit
+        .iter()
+        .find(|m| m.payload["data"]["event_id"] == event_id.as_str())
+        .expect("the audit event on admin-events");
+    assert_eq!(audit.headers["event_type"], "event.redrive_requested");
+}
