@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use identity::eth::{LocalWallet, to_checksum};
-use testkit::{Backend, TestApp};
+use serde_json::{Value, json};
+use testkit::{Backend, Session, TestApp, wait_until};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
@@ -51,9 +54,45 @@ fn run_streaming(mut command: Command) -> (bool, Vec<String>) {
     (status.success(), lines[lines.len().saturating_sub(40)..].to_vec())
 }
 
+/// Makes every update of the claims of `order` fail, the way a broken constraint would: an error of
+/// the event's (it parks), not an unreachable database (that waits). `refuse = false` lifts it.
+async fn refuse_claim_updates(db: &storage::Database, order: &str, refuse: bool) {
+    let storage::Database::Postgres(pool) = db else { panic!("PostgreSQL") };
+    let sql = if refuse {
+        format!(
+            "CREATE FUNCTION refuse_claim() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'claim refused by a broken constraint'; END $$;
+             CREATE TRIGGER refuse BEFORE UPDATE ON claims FOR EACH ROW WHEN (OLD.order_id = '{order}') EXECUTE FUNCTION refuse_claim();"
+        )
+    } else {
+        "DROP TRIGGER refuse ON claims; DROP FUNCTION refuse_claim();".to_string()
+    };
+    pool.get().await.unwrap().batch_execute(&sql).await.unwrap();
+}
+
+async fn json(res: reqwest::Response, status: u16) -> Value {
+    let got = res.status().as_u16();
+    let body: Value = res.json().await.unwrap_or_default();
+    assert_eq!(got, status, "{body}");
+    body
+}
+
+/// An order of 1 USDC by `buyer`, claimed by `shopper`: (order id, claim id).
+async fn order_and_claim(app: &TestApp, buyer: &Session, shopper: &Session) -> (String, String) {
+    let body = json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "Thing", "price": "1", "quantity": 1}]});
+    let order = json(app.post("/v1/orders", &buyer.access).json(&body).send().await.unwrap(), 201).await;
+    let order_id = order["id"].as_str().unwrap().to_string();
+    let claim =
+        json(app.post(&format!("/v1/orders/{order_id}/claim"), &shopper.access).send().await.unwrap(), 201).await;
+    (order_id, claim["id"].as_str().unwrap().to_string())
+}
+
 /// Multi-threaded: the scenario runs on a blocking thread while walletd serves on this runtime.
+///
+/// Before the browser opens: a processed claim to look up, and a claim whose processing failed for a
+/// reason since fixed (its event parked). While the browser runs: a claim load (an order claimed every
+/// 150 ms), which the overview must show. Afterwards: the redrive the browser asked for had its effect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_signs_in_an_admin_and_a_user_in_a_real_browser() {
+async fn an_operator_works_the_console_in_a_real_browser_and_a_user_is_refused() {
     let python = std::env::var("WALLETD_TEST_BROWSER_PYTHON").unwrap_or_else(|_| {
         panic!("WALLETD_TEST_BROWSER_PYTHON is not set: run the suite with scripts/test.sh, which installs Chromium and the Playwright venv")
     });
@@ -62,12 +101,71 @@ async fn the_console_signs_in_an_admin_and_a_user_in_a_real_browser() {
     let admin_address = to_checksum(&admin.address());
     let brokers = testkit::kafka::brokers();
     let listed = admin_address.clone();
-    let app = TestApp::spawn_with(Backend::Postgres, |s| {
-        s.admin_addresses.push(listed);
-        s.kafka = Some(testkit::kafka::settings(&brokers));
-        s.redis_url = Some(testkit::redis::server_url(8));
-    })
-    .await;
+    let app = Arc::new(
+        TestApp::spawn_with(Backend::Postgres, |s| {
+            s.admin_addresses.push(listed);
+            s.kafka = Some(testkit::kafka::settings(&brokers));
+            s.redis_url = Some(testkit::redis::server_url(8));
+            // Parks quickly; and access tokens short enough that the page must refresh during the run.
+            s.event_max_attempts = 3;
+            s.event_retry_backoff = Duration::from_millis(20);
+            s.access_token_ttl = Duration::from_secs(20);
+        })
+        .await,
+    );
+    let api_admin = app.admin_token().await;
+    let (buyer, shopper) = (app.new_user().await, app.new_user().await);
+    app.create_supply(&shopper.access, "USDC", "100000").await;
+
+    // A claim processed end to end, for the search.
+    let (_, claim_id) = order_and_claim(&app, &buyer, &shopper).await;
+    assert!(
+        wait_until(Duration::from_secs(60), || app.processing_done(&api_admin)).await,
+        "the first claim is processed"
+    );
+
+    // A claim whose processing fails: its event is parked; then the cause is fixed.
+    let db = storage::Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
+    let order = json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "Thing", "price": "1", "quantity": 1}]});
+    let parked_order = json(app.post("/v1/orders", &buyer.access).json(&order).send().await.unwrap(), 201).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    refuse_claim_updates(&db, &parked_order, true).await;
+    let parked_claim = json(
+        app.post(&format!("/v1/orders/{parked_order}/claim"), &shopper.access).send().await.unwrap(),
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let parked_event = || async {
+        let list = json(app.get("/v1/admin/parked-events", &api_admin).send().await.unwrap(), 200).await;
+        list["items"].as_array().unwrap().first().cloned()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || async { parked_event().await.is_some() }).await,
+        "the refused claim's event was not parked"
+    );
+    let parked = parked_event().await.unwrap();
+    refuse_claim_updates(&db, &parked_order, false).await;
+    println!("parked: {parked}");
+
+    // The claim load, until the scenario ends.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (app, stop, buyer, shopper) = (app.clone(), stop.clone(), buyer.clone(), shopper.clone());
+        async move {
+            let mut claims = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                order_and_claim(&app, &buyer, &shopper).await;
+                claims += 1;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            claims
+        }
+    });
 
     // A signature made here, which the scenario's own signing must reproduce byte for byte.
     let message = format!("walletd browser harness: {admin_address} signs this in Rust\nline two, ünïcode");
@@ -88,7 +186,30 @@ async fn the_console_signs_in_an_admin_and_a_user_in_a_real_browser() {
         .env("ADMIN_ADDRESS", &admin_address)
         .env("RUST_MESSAGE", &message)
         .env("RUST_SIGNATURE", &signature)
+        .env("CLAIM_ID", &claim_id)
+        .env("PARKED_GROUP", parked["group"].as_str().unwrap())
+        .env("PARKED_EVENT_ID", parked["event_id"].as_str().unwrap())
+        .env("BUYER_ID", buyer.user_id.to_string())
         .env("WALLETD_BROWSER_SCREENSHOTS", &screenshots);
     let (passed, tail) = tokio::task::spawn_blocking(move || run_streaming(command)).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let claims = load.await.unwrap();
+    println!("claim load: {claims} orders claimed while the browser ran");
     assert!(passed, "the browser scenario failed; its last lines:\n{}", tail.join("\n"));
+
+    // What the browser did, seen through the API: the redriven claim was processed, the redrive audited.
+    let status = json(app.get(&format!("/v1/claims/{parked_claim}"), &shopper.access).send().await.unwrap(), 200).await;
+    assert_eq!(status["status"], "processed", "the redriven claim: {status}");
+    let audit = json(
+        app.get(&format!("/v1/admin/events?aggregate_id={}", parked["event_id"].as_str().unwrap()), &api_admin)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let audited = audit["items"].as_array().unwrap().iter().find(|e| e["type"] == "event.redrive_requested");
+    assert!(audited.is_some_and(|e| e["actor_id"].is_string()), "no audit event of the redrive: {audit}");
+    assert!(wait_until(Duration::from_secs(60), || app.processing_done(&api_admin)).await);
+    app.assert_ledger_verifies(&api_admin).await;
 }

@@ -56,6 +56,7 @@ async fn fragments_follow_the_api_rules_and_the_overview_follows_the_claims(#[ca
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
     let (buyer, shopper) = (app.new_user().await, app.new_user().await);
+    app.create_supply(&shopper.access, "USDC", "100").await;
 
     // Without a token: the sign-in prompt; a user: the refusal page, on every page.
     assert_eq!(fragment(&app, "/admin/ui/overview", None).await.0, 401);

@@ -153,6 +153,8 @@
         e.detail.isError = false;
         if (code === 403) {
           // The refusal page replaces the whole page, not only the fragment asked for.
+          // A non-operator has no page to go to: the navigation goes too.
+          $("nav").hidden = true;
           e.detail.target = $("main");
           e.detail.swapOverride = "innerHTML";
         }

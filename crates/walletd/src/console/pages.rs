@@ -419,7 +419,7 @@ pub async fn events(State(c): State<Arc<Console>>, who: Caller, Query(p): Query<
                 thead { tr { th scope="col" { "Group" } th scope="col" { "Event" } th scope="col" { "Type" } th scope="col" { "Seq" } th scope="col" { "Attempts" } th scope="col" { "Last error" } th scope="col" { span.sr { "Action" } } } }
                 tbody {
                     @for e in &rows {
-                        tr data-event-id=(text(&e["event_id"])) {
+                        tr #(row_id(&text(&e["group"]), &text(&e["event_id"]))) data-event-id=(text(&e["event_id"])) {
                             td { (text(&e["group"])) }
                             td { code { (text(&e["event_id"])) } }
                             td { (text(&e["event_type"])) }
@@ -473,6 +473,11 @@ async fn find_parked(c: &Console, who: &Caller, key: &ParkedKey) -> Result<Optio
         .cloned())
 }
 
+/// The id of a parked event's row (group names and UUIDs are safe in an id).
+fn row_id(group: &str, event_id: &str) -> String {
+    format!("parked-{group}-{event_id}")
+}
+
 /// The confirmation step before a redrive.
 pub async fn redrive_confirm(State(c): State<Arc<Console>>, who: Caller, Query(key): Query<ParkedKey>) -> Page {
     let Some(e) = find_parked(&c, &who, &key).await? else {
@@ -519,9 +524,12 @@ pub async fn redrive(State(c): State<Arc<Console>>, who: Caller, Form(key): Form
 pub async fn redrive_status(State(c): State<Arc<Console>>, who: Caller, Query(key): Query<ParkedKey>) -> Page {
     let here = uri("/admin/ui/events/status", &[("group", &key.group), ("event_id", &key.event_id.to_string())]);
     ok(match find_parked(&c, &who, &key).await? {
-        None => {
-            html! { p #redrive-outcome.good data-outcome="handled" { span.badge.good { "handled" } " The group handled the event; it is no longer parked." } }
-        }
+        None => html! {
+            p #redrive-outcome.good data-outcome="handled" { span.badge.good { "handled" } " The group handled the event; it is no longer parked." }
+            // Out of band: the event's row leaves the parked table (a div: a lone <tr> would not
+            // survive the parsing of the fragment; a delete takes only the id).
+            div #(row_id(&key.group, &key.event_id.to_string())) hx-swap-oob="delete" {}
+        },
         Some(e) if e["redrive_requested_at"].is_string() => html! {
             p #redrive-outcome data-outcome="waiting" hx-get=(here) hx-trigger="load delay:1s" hx-swap="outerHTML" { span.badge.warn { "waiting" } " The group has not taken it yet…" }
         },

@@ -218,6 +218,8 @@ class Browser:
         try:
             self.context = _playwright().chromium.launch_persistent_context(
                 self._profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, viewport=DESKTOP,
+                # Not UTC, so that the console showing times in the viewer's zone can be seen to.
+                timezone_id="Asia/Tokyo",
             )
             self.context.on("request", lambda r: self.requests.append(r.url))
             self.context.expose_function("__walletdPersonalSign", self._personal_sign)
