@@ -406,3 +406,33 @@ pub fn problem_fields(body: &Value) -> Vec<String> {
         .map(|a| a.iter().filter_map(|e| e["field"].as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
+
+/// Makes every update of the claims of `order` fail with "refused by test trigger", as a broken
+/// constraint would: an error of the event's (its processing is parked), not an unreachable database
+/// (that would wait). `refuse = false` lifts it again, so an operator's redrive can succeed.
+pub async fn refuse_claim_updates(db: &storage::Database, order: &str, refuse: bool) {
+    match db {
+        storage::Database::Postgres(pool) => {
+            let sql = if refuse {
+                format!(
+                    "CREATE FUNCTION refuse_claim() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by test trigger'; END $$;
+                     CREATE TRIGGER refuse BEFORE UPDATE ON claims FOR EACH ROW WHEN (OLD.order_id = '{order}') EXECUTE FUNCTION refuse_claim();"
+                )
+            } else {
+                "DROP TRIGGER refuse ON claims; DROP FUNCTION refuse_claim();".to_string()
+            };
+            pool.get().await.unwrap().batch_execute(&sql).await.unwrap();
+        }
+        storage::Database::Sqlite(pool) => {
+            let sql = if refuse {
+                format!(
+                    "CREATE TRIGGER refuse BEFORE UPDATE ON claims FOR EACH ROW WHEN OLD.order_id = '{order}'
+                     BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END;"
+                )
+            } else {
+                "DROP TRIGGER refuse".to_string()
+            };
+            pool.call(move |c| c.execute_batch(&sql).map_err(anyhow::Error::from)).await.unwrap();
+        }
+    }
+}

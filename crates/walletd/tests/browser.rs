@@ -54,21 +54,6 @@ fn run_streaming(mut command: Command) -> (bool, Vec<String>) {
     (status.success(), lines[lines.len().saturating_sub(40)..].to_vec())
 }
 
-/// Makes every update of the claims of `order` fail, the way a broken constraint would: an error of
-/// the event's (it parks), not an unreachable database (that waits). `refuse = false` lifts it.
-async fn refuse_claim_updates(db: &storage::Database, order: &str, refuse: bool) {
-    let storage::Database::Postgres(pool) = db else { panic!("PostgreSQL") };
-    let sql = if refuse {
-        format!(
-            "CREATE FUNCTION refuse_claim() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'claim refused by a broken constraint'; END $$;
-             CREATE TRIGGER refuse BEFORE UPDATE ON claims FOR EACH ROW WHEN (OLD.order_id = '{order}') EXECUTE FUNCTION refuse_claim();"
-        )
-    } else {
-        "DROP TRIGGER refuse ON claims; DROP FUNCTION refuse_claim();".to_string()
-    };
-    pool.get().await.unwrap().batch_execute(&sql).await.unwrap();
-}
-
 async fn json(res: reqwest::Response, status: u16) -> Value {
     let got = res.status().as_u16();
     let body: Value = res.json().await.unwrap_or_default();
@@ -131,7 +116,7 @@ async fn an_operator_works_the_console_in_a_real_browser_and_a_user_is_refused()
         .as_str()
         .unwrap()
         .to_string();
-    refuse_claim_updates(&db, &parked_order, true).await;
+    testkit::refuse_claim_updates(&db, &parked_order, true).await;
     let parked_claim = json(
         app.post(&format!("/v1/orders/{parked_order}/claim"), &shopper.access).send().await.unwrap(),
         201,
@@ -149,7 +134,7 @@ async fn an_operator_works_the_console_in_a_real_browser_and_a_user_is_refused()
         "the refused claim's event was not parked"
     );
     let parked = parked_event().await.unwrap();
-    refuse_claim_updates(&db, &parked_order, false).await;
+    testkit::refuse_claim_updates(&db, &parked_order, false).await;
     println!("parked: {parked}");
 
     // The claim load, until the scenario ends.

@@ -219,35 +219,6 @@ async fn writers_commit_in_parallel_and_a_reader_never_skips_an_event_that_commi
     assert_eq!(outbox::head(&db).await.unwrap(), seen[1].seq);
 }
 
-/// Makes every update of the claim of `order` fail (a trigger that raises: an error of the event's,
-/// not an unreachable database), or, with `refuse = false`, lifts that again.
-async fn refuse_claim_updates(db: &Database, order: &str, refuse: bool) {
-    match db {
-        Database::Postgres(pool) => {
-            let sql = if refuse {
-                format!(
-                    "CREATE FUNCTION refuse_claim() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by test trigger'; END $$;
-                     CREATE TRIGGER refuse BEFORE UPDATE ON claims FOR EACH ROW WHEN (OLD.order_id = '{order}') EXECUTE FUNCTION refuse_claim();"
-                )
-            } else {
-                "DROP TRIGGER refuse ON claims".to_string()
-            };
-            pool.get().await.unwrap().batch_execute(&sql).await.unwrap();
-        }
-        Database::Sqlite(pool) => {
-            let sql = if refuse {
-                format!(
-                    "CREATE TRIGGER refuse BEFORE UPDATE ON claims FOR EACH ROW WHEN OLD.order_id = '{order}'
-                     BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END;"
-                )
-            } else {
-                "DROP TRIGGER refuse".to_string()
-            };
-            pool.call(move |c| c.execute_batch(&sql).map_err(anyhow::Error::from)).await.unwrap();
-        }
-    }
-}
-
 async fn json(res: reqwest::Response, status: u16) -> serde_json::Value {
     let got = res.status().as_u16();
     let body: serde_json::Value = res.json().await.unwrap_or_default();
@@ -283,7 +254,7 @@ async fn an_admin_redrives_a_parked_event_once_its_cause_is_fixed(#[case] backen
         json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "n", "price": "2", "quantity": 1}]});
     let order = json(app.post("/v1/orders", &buyer.access).json(&body).send().await.unwrap(), 201).await;
     let oid = order["id"].as_str().unwrap().to_string();
-    refuse_claim_updates(&db, &oid, true).await;
+    testkit::refuse_claim_updates(&db, &oid, true).await;
     let claim = json(app.post(&format!("/v1/orders/{oid}/claim"), &shopper.access).send().await.unwrap(), 201).await;
     let claim_path = format!("/v1/claims/{}", claim["id"].as_str().unwrap());
 
@@ -340,7 +311,7 @@ async fn an_admin_redrives_a_parked_event_once_its_cause_is_fixed(#[case] backen
     assert_eq!(malformed["errors"][0]["field"], "event_id");
 
     // Fixed: the redrive goes through the claim processor again.
-    refuse_claim_updates(&db, &oid, false).await;
+    testkit::refuse_claim_updates(&db, &oid, false).await;
     let res = app.post(&redrive, &admin).header("x-request-id", format!("redrive-{event_id}")).send().await.unwrap();
     let accepted = json(res, 202).await;
     assert_eq!(accepted["event_id"], event_id.as_str());

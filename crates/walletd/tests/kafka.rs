@@ -687,15 +687,7 @@ async fn a_parked_event_is_redriven_from_its_dead_letter_topic() {
     let (buyer, shopper) = (app.new_user().await, app.new_user().await);
     app.create_supply(&shopper.access, "USDC", "10").await;
     let oid = order(&app, &buyer.access, "3").await;
-    pool.get()
-        .await
-        .unwrap()
-        .batch_execute(&format!(
-            "CREATE FUNCTION refuse_claim() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by test trigger'; END $$;
-             CREATE TRIGGER refuse BEFORE UPDATE ON claims FOR EACH ROW WHEN (OLD.order_id = '{oid}') EXECUTE FUNCTION refuse_claim();"
-        ))
-        .await
-        .unwrap();
+    testkit::refuse_claim_updates(&db, &oid, true).await;
     let res = app.post(&format!("/v1/orders/{oid}/claim"), &shopper.access).send().await.unwrap();
     assert_eq!(res.status(), 201);
     let claim = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
@@ -717,7 +709,7 @@ async fn a_parked_event_is_redriven_from_its_dead_letter_topic() {
     assert!(wait_until(Duration::from_secs(30), || async { unpublished(&app).await == 0 }).await);
     let id: uuid::Uuid = event_id.parse().unwrap();
     assert_eq!(pool.get().await.unwrap().execute("DELETE FROM outbox WHERE id = $1", &[&id]).await.unwrap(), 1);
-    pool.get().await.unwrap().batch_execute("DROP TRIGGER refuse ON claims").await.unwrap();
+    testkit::refuse_claim_updates(&db, &oid, false).await;
 
     let res =
         app.post(&format!("/v1/admin/parked-events/claim-processor/{event_id}/redrive"), &admin).send().await.unwrap();

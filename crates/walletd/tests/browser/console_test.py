@@ -140,7 +140,7 @@ def redrive_a_parked_event(s: Scenario) -> None:
     event = env("PARKED_EVENT_ID")
     row = page.locator(f"#parked tr[data-event-id='{event}']")
     assert row.count() == 1, f"the parked event {event} is not listed"
-    assert "broken constraint" in row.locator(".error").text_content(), row.locator(".error").text_content()
+    assert "refused by test trigger" in row.locator(".error").text_content(), row.locator(".error").text_content()
     row.get_by_role("button").click()
     expect_visible(page, "#redrive-confirm", "the confirmation step")
     assert env("PARKED_GROUP") in page.text_content("#redrive-confirm")
