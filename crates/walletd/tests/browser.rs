@@ -127,7 +127,8 @@ async fn an_operator_works_the_console_in_a_real_browser_and_a_user_is_refused()
         .to_string();
     let parked_event = || async {
         let list = json(app.get("/v1/admin/parked-events", &api_admin).send().await.unwrap(), 200).await;
-        list["items"].as_array().unwrap().first().cloned()
+        let mine = |p: &&Value| p["group"] == "claim-processor" && p["event_type"] == "order.claimed";
+        list["items"].as_array().unwrap().iter().find(mine).cloned()
     };
     assert!(
         wait_until(Duration::from_secs(60), || async { parked_event().await.is_some() }).await,

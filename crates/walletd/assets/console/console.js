@@ -34,20 +34,25 @@
       address: tokens.user ? tokens.user.address : session && session.address,
     };
     clearTimeout(refreshTimer);
-    // Refresh a minute before expiry (or halfway, for short tokens).
-    const wait = Math.max(5000, Math.min(tokens.expires_in * 500, tokens.expires_in * 1000 - 60000));
+    // Refresh a minute before expiry; a token of two minutes or less, halfway through its life.
+    const life = tokens.expires_in;
+    const wait = Math.max(1000, life > 120 ? (life - 60) * 1000 : life * 500);
     refreshTimer = setTimeout(refresh, wait);
   }
 
-  async function refresh() {
-    if (!session) return false;
-    try {
-      keep(await postJson("/v1/auth/refresh", { refresh_token: session.refresh }));
-      return true;
-    } catch (e) {
-      signedOut(`Your session could not be renewed (${e.message}). Sign in again.`);
-      return false;
+  // One refresh at a time: the server treats a refresh token used twice as stolen and revokes the
+  // whole session, and the timer and several 401s can ask at once.
+  let refreshing = null;
+  function refresh() {
+    if (!session) return Promise.resolve(false);
+    if (!refreshing) {
+      const token = session.refresh;
+      refreshing = postJson("/v1/auth/refresh", { refresh_token: token })
+        .then((tokens) => { if (session && session.refresh === token) keep(tokens); return true; })
+        .catch((e) => { signedOut(`Your session could not be renewed (${e.message}). Sign in again.`); return false; })
+        .finally(() => { refreshing = null; });
     }
+    return refreshing;
   }
 
   async function signIn() {
@@ -141,11 +146,16 @@
     });
     // 4xx fragments (refusal, not found, bad input) are shown like any other.
     document.body.addEventListener("htmx:beforeSwap", (e) => {
-      const code = e.detail.xhr.status;
-      if (code === 401 && session) {
-        // The access token expired under us: renew it and let the poll or the next click retry.
+      // An answer to a request sent before signing out shows nothing.
+      if (!session) {
         e.detail.shouldSwap = false;
-        refresh();
+        return;
+      }
+      const code = e.detail.xhr.status;
+      if (code === 401) {
+        // The access token expired under us: renew it; polls retry by themselves, a click is asked again.
+        e.detail.shouldSwap = false;
+        refresh().then((ok) => { if (ok) status("Your session was renewed; if an action did not happen, do it again."); });
         return;
       }
       if (code >= 400 && code < 500) {

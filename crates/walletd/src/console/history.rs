@@ -12,7 +12,20 @@ pub const EVERY: Duration = Duration::from_secs(5);
 /// How far back the charts reach.
 pub const SPAN: Duration = Duration::from_secs(3600);
 
-/// One reading of every series: `name{labels}` to its value.
+/// The series the overview reads; the others are not kept.
+pub const SHOWN: &[&str] = &[
+    "claims_total",
+    "claims_processed_total",
+    "claim_processing_lag_seconds_sum",
+    "claim_processing_lag_seconds_count",
+    "outbox_unpublished",
+    "events_consumer_lag",
+    "db_breaker_open",
+    "cache_breaker_open",
+    "rpc_client_breaker_open",
+];
+
+/// One reading of the series the overview shows: `name{labels}` to its value.
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub at: Instant,
@@ -20,11 +33,13 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// Reads the Prometheus text format: every line that is not a comment is `series value`.
+    /// Reads the Prometheus text format: every line that is not a comment is `series value`. Only
+    /// the series the overview shows are kept ([`SHOWN`]): an hour of every histogram bucket of
+    /// every route would be far more than the charts need.
     pub fn parse(at: Instant, text: &str) -> Self {
         let values = text
             .lines()
-            .filter(|l| !l.starts_with('#'))
+            .filter(|l| !l.starts_with('#') && SHOWN.contains(&series_name(l.split(' ').next().unwrap_or(""))))
             .filter_map(|l| {
                 let (series, value) = l.rsplit_once(' ')?;
                 Some((series.trim().to_string(), value.parse::<f64>().ok()?))
@@ -84,21 +99,23 @@ pub struct History {
 }
 
 impl History {
-    /// The process's history, sampling from its first use on (metrics are process-wide, so is this).
+    /// The process's history, sampling from its first use on (metrics are process-wide, so is this),
+    /// on a thread of its own: it outlives any one runtime (tests run several in one process).
     pub fn get(handle: PrometheusHandle) -> &'static History {
         static HISTORY: OnceLock<&'static History> = OnceLock::new();
         HISTORY.get_or_init(|| {
             let history: &'static History =
                 Box::leak(Box::new(History { samples: Mutex::new(VecDeque::new()), handle }));
             history.take();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(EVERY);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let sampler = std::thread::Builder::new().name("console-metrics".into()).spawn(move || {
                 loop {
-                    tick.tick().await;
+                    std::thread::sleep(EVERY);
                     history.take();
                 }
             });
+            if let Err(e) = sampler {
+                tracing::warn!(error = %e, "no metrics sampler: the console's charts fill only while viewed");
+            }
             history
         })
     }
@@ -120,6 +137,10 @@ impl History {
 
     /// The kept samples and a fresh one at the end.
     pub fn with_now(&self) -> Vec<Sample> {
+        // Without its sampler (it could not start), the history fills while someone looks.
+        if self.samples.lock().unwrap_or_else(|e| e.into_inner()).back().is_none_or(|s| s.at.elapsed() > EVERY * 2) {
+            self.take();
+        }
         let mut all: Vec<Sample> = self.samples.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
         all.push(self.now());
         all
@@ -182,6 +203,8 @@ claim_processing_lag_seconds_count 3
         assert_eq!(s.sum("claims_total", &[]), 10.0);
         assert_eq!(s.sum("claims_total", &["outcome=\"won\""]), 7.0);
         assert_eq!(s.sum("claims", &[]), 0.0, "a prefix is not a series");
+        let unshown = Sample::parse(Instant::now(), "http_requests_total{route=\"/v1/orders\"} 3\n");
+        assert!(!unshown.has("http_requests_total"), "only the shown series are kept");
         assert_eq!(
             s.by_label("events_consumer_lag", "group"),
             vec![("cache-invalidator".to_string(), 0.0), ("claim-processor".to_string(), 4.0)]
@@ -205,9 +228,12 @@ claim_processing_lag_seconds_count 3
     #[test]
     fn histogram_means_per_interval() {
         let t0 = Instant::now();
-        let a = Sample::parse(t0, "lag_sum 1\nlag_count 2\n");
-        let b = Sample::parse(t0 + EVERY, "lag_sum 4\nlag_count 5\n");
-        let c = Sample::parse(t0 + EVERY * 2, "lag_sum 4\nlag_count 5\n");
-        assert_eq!(mean_per_interval(&[a, b, c], "lag"), vec![1.0, 0.0]);
+        let text = |sum: u32, count: u32| {
+            format!("claim_processing_lag_seconds_sum {sum}\nclaim_processing_lag_seconds_count {count}\n")
+        };
+        let a = Sample::parse(t0, &text(1, 2));
+        let b = Sample::parse(t0 + EVERY, &text(4, 5));
+        let c = Sample::parse(t0 + EVERY * 2, &text(4, 5));
+        assert_eq!(mean_per_interval(&[a, b, c], "claim_processing_lag_seconds"), vec![1.0, 0.0]);
     }
 }

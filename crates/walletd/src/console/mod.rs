@@ -65,8 +65,10 @@ pub fn router(api: Router) -> anyhow::Result<Router> {
         .route("/admin/ui/wallet/entries", get(pages::wallet_entries))
         .route("/admin/ui/wallet/holds", get(pages::wallet_holds))
         .route("/admin/ui/wallet/withdrawals", get(pages::withdrawals))
+        .route("/admin/ui/wallet/deposits", get(pages::deposits))
         .route("/admin/ui/wallet/verify", post(pages::verify))
         .fallback(|| async { fragment(StatusCode::NOT_FOUND, notice("Not found", "There is no such console page.")) })
+        .layer(axum::middleware::from_fn_with_state(console.clone(), operators_only))
         .layer(axum::middleware::map_response(|mut res: Response| async move {
             res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
@@ -136,6 +138,29 @@ async fn shell() -> Response {
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
+}
+
+/// Every console fragment is for operators: the API says who the caller is (`/v1/me`, with the roles
+/// the configuration gives the address now), and anyone else gets the refusal page.
+async fn operators_only(
+    axum::extract::State(c): axum::extract::State<Arc<Console>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let who = match Caller::from_request_parts(&mut parts, &()).await {
+        Ok(who) => who,
+        Err(refusal) => return refusal,
+    };
+    let me = c.call(&who, Method::GET, "/v1/me", None).await;
+    if !me.status.is_success() {
+        return refused(&me);
+    }
+    let admin = me.body["roles"].as_array().is_some_and(|roles| roles.iter().any(|r| r == "admin"));
+    if !admin {
+        return fragment(StatusCode::FORBIDDEN, refusal("admin role required"));
+    }
+    next.run(axum::extract::Request::from_parts(parts, body)).await
 }
 
 /// Who asks: the operator's `Authorization` header (forwarded to the API as it came) and request id.

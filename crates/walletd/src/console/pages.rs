@@ -17,9 +17,7 @@ type Page = Result<Response, Response>;
 // ---- Overview ------------------------------------------------------------------------------
 
 /// The overview's frame; its figures refresh every two seconds.
-pub async fn overview(State(c): State<Arc<Console>>, who: Caller) -> Page {
-    // The frame shows nothing yet, but a non-admin must get the refusal page, not an empty frame.
-    c.get(&who, "/v1/admin/consumers").await?;
+pub async fn overview() -> Page {
     ok(html! {
         section aria-labelledby="overview-title" {
             h1 #overview-title { "Overview" }
@@ -178,8 +176,7 @@ fn short(v: f64) -> String {
 // ---- Orders and claims -------------------------------------------------------------------------
 
 /// The search form.
-pub async fn claims(State(c): State<Arc<Console>>, who: Caller) -> Page {
-    c.get(&who, "/v1/admin/consumers").await?;
+pub async fn claims() -> Page {
     ok(html! {
         section aria-labelledby="claims-title" {
             h1 #claims-title { "Orders & claims" }
@@ -213,10 +210,14 @@ pub async fn claim_search(State(c): State<Arc<Console>>, who: Caller, Query(q): 
     if claim.status.is_success() {
         return timeline(&c, &who, &claim.body).await;
     }
-    if claim.status == StatusCode::FORBIDDEN || claim.status == StatusCode::UNAUTHORIZED {
+    // Only "no such claim" moves on to orders and users; any other failure is shown as it is.
+    if claim.status != StatusCode::NOT_FOUND {
         return Err(refused(&claim));
     }
     let order = c.call(&who, Method::GET, &format!("/v1/orders/{id}"), None).await;
+    if !order.status.is_success() && order.status != StatusCode::NOT_FOUND {
+        return Err(refused(&order));
+    }
     if order.status.is_success() {
         let its_claim = c.call(&who, Method::GET, &format!("/v1/orders/{id}/claim"), None).await;
         return ok(html! {
@@ -407,7 +408,7 @@ pub async fn events(State(c): State<Arc<Console>>, who: Caller, Query(p): Query<
     let consumers = c.get(&who, "/v1/admin/consumers").await?;
     let all = parked["items"].as_array().cloned().unwrap_or_default();
     let page = p.page.unwrap_or(0);
-    let rows: Vec<&Value> = all.iter().skip(page * PARKED_PAGE).take(PARKED_PAGE).collect();
+    let rows: Vec<&Value> = all.iter().skip(page.saturating_mul(PARKED_PAGE)).take(PARKED_PAGE).collect();
     let groups = consumers["items"].as_array().cloned().unwrap_or_default();
     ok(html! {
         section #events aria-labelledby="events-title" {
@@ -443,7 +444,7 @@ pub async fn events(State(c): State<Arc<Console>>, who: Caller, Query(p): Query<
             }
             nav.pager aria-label="Parked events pages" {
                 @if page > 0 { button type="button" hx-get=(format!("/admin/ui/events?page={}", page - 1)) hx-target="#main" { "Previous page" } }
-                @if (page + 1) * PARKED_PAGE < all.len() { button type="button" hx-get=(format!("/admin/ui/events?page={}", page + 1)) hx-target="#main" { "Next page" } }
+                @if page.saturating_add(1).saturating_mul(PARKED_PAGE) < all.len() { button type="button" hx-get=(format!("/admin/ui/events?page={}", page + 1)) hx-target="#main" { "Next page" } }
             }
             h2 { "Consumer groups" }
             table {
@@ -461,16 +462,23 @@ pub async fn events(State(c): State<Arc<Console>>, who: Caller, Query(p): Query<
 pub struct ParkedKey {
     group: String,
     event_id: uuid::Uuid,
+    /// How many times the status was asked already (the poll stops after [`STATUS_POLLS`]).
+    #[serde(default)]
+    n: u32,
 }
 
+/// A redrive is followed for about two minutes; after that the page says so and stops asking.
+const STATUS_POLLS: u32 = 120;
+
+/// The parked event, or `None` when it is not parked (any more).
 async fn find_parked(c: &Console, who: &Caller, key: &ParkedKey) -> Result<Option<Value>, Response> {
-    let parked = c.get(who, "/v1/admin/parked-events").await?;
-    Ok(parked["items"]
-        .as_array()
-        .and_then(|a| {
-            a.iter().find(|e| text(&e["group"]) == key.group && text(&e["event_id"]) == key.event_id.to_string())
-        })
-        .cloned())
+    let path = format!("/v1/admin/parked-events/{}/{}", enc(&key.group), key.event_id);
+    let reply = c.call(who, Method::GET, &path, None).await;
+    match reply.status {
+        s if s.is_success() => Ok(Some(reply.body)),
+        StatusCode::NOT_FOUND => Ok(None),
+        _ => Err(refused(&reply)),
+    }
 }
 
 /// The id of a parked event's row (group names and UUIDs are safe in an id).
@@ -522,13 +530,20 @@ pub async fn redrive(State(c): State<Arc<Console>>, who: Caller, Form(key): Form
 
 /// Where a redriven event stands; polls itself until the group is done with it.
 pub async fn redrive_status(State(c): State<Arc<Console>>, who: Caller, Query(key): Query<ParkedKey>) -> Page {
-    let here = uri("/admin/ui/events/status", &[("group", &key.group), ("event_id", &key.event_id.to_string())]);
+    let polls = key.n.saturating_add(1).to_string();
+    let here = uri(
+        "/admin/ui/events/status",
+        &[("group", &key.group), ("event_id", &key.event_id.to_string()), ("n", &polls)],
+    );
     ok(match find_parked(&c, &who, &key).await? {
         None => html! {
             p #redrive-outcome.good data-outcome="handled" { span.badge.good { "handled" } " The group handled the event; it is no longer parked." }
             // Out of band: the event's row leaves the parked table (a div: a lone <tr> would not
             // survive the parsing of the fragment; a delete takes only the id).
             div #(row_id(&key.group, &key.event_id.to_string())) hx-swap-oob="delete" {}
+        },
+        Some(e) if e["redrive_requested_at"].is_string() && key.n >= STATUS_POLLS => html! {
+            p #redrive-outcome data-outcome="pending" { span.badge.warn { "still pending" } " The group has not taken the event for two minutes: is a process running consumer group " (key.group) "? Reload the events page to look again." }
         },
         Some(e) if e["redrive_requested_at"].is_string() => html! {
             p #redrive-outcome data-outcome="waiting" hx-get=(here) hx-trigger="load delay:1s" hx-swap="outerHTML" { span.badge.warn { "waiting" } " The group has not taken it yet…" }
@@ -543,9 +558,10 @@ pub async fn redrive_status(State(c): State<Arc<Console>>, who: Caller, Query(ke
 
 /// The user look-up, the ledger verify, and the chain's queues.
 pub async fn wallet(State(c): State<Arc<Console>>, who: Caller) -> Page {
-    c.get(&who, "/v1/admin/consumers").await?;
-    let withdrawals = withdrawals_markup(&c, &who, None).await?;
-    let deposits = c.call(&who, Method::GET, "/v1/wallet/deposits?user_id=all&status=seen&limit=50", None).await;
+    let chain = match unfinished_withdrawals(&c, &who).await? {
+        None => None,
+        Some(open) => Some((open, withdrawals_markup(&c, &who, None).await?, deposits_markup(&c, &who, None).await?)),
+    };
     ok(html! {
         section aria-labelledby="wallet-title" {
             h1 #wallet-title { "Wallet" }
@@ -566,15 +582,19 @@ pub async fn wallet(State(c): State<Arc<Console>>, who: Caller) -> Page {
                 }
             }
             div #wallet-user aria-live="polite" {}
-            h2 { "Withdrawals, stuck first" }
-            (withdrawals)
-            h2 { "Deposits awaiting confirmations" }
-            @if deposits.status.is_success() {
-                (deposit_table(&deposits.body))
-            } @else if deposits.status == StatusCode::NOT_FOUND {
-                p { "No chain is configured in this process." }
-            } @else {
-                p.error { "The deposits could not be read (" (deposits.status.as_u16()) ")." }
+            @match chain {
+                None => {
+                    h2 { "Withdrawals and deposits" }
+                    p #withdrawals { "No chain is configured in this process." }
+                }
+                Some((open, all, deposits)) => {
+                    h2 { "Withdrawals under way, stuck first" }
+                    (open)
+                    h2 { "All withdrawals" }
+                    (all)
+                    h2 { "Deposits awaiting confirmations" }
+                    (deposits)
+                }
             }
         }
     })
@@ -611,40 +631,90 @@ pub async fn withdrawals(State(c): State<Arc<Console>>, who: Caller, Query(p): Q
     ok(withdrawals_markup(&c, &who, p.cursor.as_deref()).await?)
 }
 
-/// Withdrawals of every user, the ones not finished first (oldest first among them), a page at a time.
+pub async fn deposits(State(c): State<Arc<Console>>, who: Caller, Query(p): Query<CursorOnly>) -> Page {
+    ok(deposits_markup(&c, &who, p.cursor.as_deref()).await?)
+}
+
+/// An unfinished withdrawal whose last change is older than this is flagged as stuck.
+const STUCK_AFTER: time::Duration = time::Duration::minutes(10);
+
+fn parsed_time(v: &Value) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(v.as_str()?, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// The unfinished withdrawals of every user (requested, signed, broadcast), oldest change first, each
+/// flagged when it has not moved for [`STUCK_AFTER`]; `None` when no chain is configured.
+async fn unfinished_withdrawals(c: &Console, who: &Caller) -> Result<Option<Markup>, Response> {
+    let mut rows = Vec::new();
+    for status in ["requested", "signed", "broadcast"] {
+        let path = uri("/v1/wallet/withdrawals", &[("user_id", "all"), ("status", status), ("limit", "100")]);
+        let reply = c.call(who, Method::GET, &path, None).await;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !reply.status.is_success() {
+            return Err(refused(&reply));
+        }
+        rows.extend(reply.body["items"].as_array().cloned().unwrap_or_default());
+    }
+    rows.sort_by_key(|w| parsed_time(&w["updated_at"]));
+    let now = time::OffsetDateTime::now_utc();
+    let stuck = |w: &Value| parsed_time(&w["updated_at"]).is_some_and(|t| now - t > STUCK_AFTER);
+    Ok(Some(html! {
+        table #withdrawals-open {
+            caption.sr { "Unfinished withdrawals, the longest unchanged first" }
+            thead { tr { th scope="col" { "Withdrawal" } th scope="col" { "Status" } th scope="col" { "User" } th scope="col" { "Amount" } th scope="col" { "To" } th scope="col" { "Last change" } } }
+            tbody {
+                @for w in &rows {
+                    tr.open {
+                        td { code { (text(&w["id"])) } }
+                        td { (status_badge(&text(&w["status"]))) @if stuck(w) { " " span.badge.bad { "stuck" } } }
+                        td { code { (text(&w["user_id"])) } }
+                        td.num { (text(&w["amount"])) " " (text(&w["currency"])) }
+                        td { code { (text(&w["to_address"])) } }
+                        td { (when(&w["updated_at"])) }
+                    }
+                }
+                @if rows.is_empty() { tr { td colspan="6" { "No withdrawal is under way." } } }
+            }
+        }
+    }))
+}
+
+/// Every withdrawal of every user, newest first, a page at a time (the API's cursor).
 async fn withdrawals_markup(c: &Console, who: &Caller, cursor: Option<&str>) -> Result<Markup, Response> {
-    let reply =
-        c.call(who, Method::GET, &page_uri("/v1/wallet/withdrawals", &[("user_id", "all")], cursor), None).await;
-    if reply.status == StatusCode::NOT_FOUND {
-        return Ok(html! { p #withdrawals { "No chain is configured in this process." } });
-    }
-    if !reply.status.is_success() {
-        return Err(refused(&reply));
-    }
-    let mut rows = reply.body["items"].as_array().cloned().unwrap_or_default();
-    let finished = |w: &Value| matches!(w["status"].as_str(), Some("confirmed" | "failed"));
-    rows.sort_by(|a, b| {
-        finished(a).cmp(&finished(b)).then_with(|| text(&a["updated_at"]).cmp(&text(&b["updated_at"])))
-    });
+    let page = c.get(who, &page_uri("/v1/wallet/withdrawals", &[("user_id", "all")], cursor)).await?;
+    let rows = page["items"].as_array().cloned().unwrap_or_default();
     Ok(html! {
-        div #withdrawals {
+        section #withdrawals-all aria-label="All withdrawals" {
             table {
-                thead { tr { th scope="col" { "Withdrawal" } th scope="col" { "Status" } th scope="col" { "User" } th scope="col" { "Amount" } th scope="col" { "To" } th scope="col" { "Last change" } } }
+                thead { tr { th scope="col" { "Withdrawal" } th scope="col" { "Status" } th scope="col" { "User" } th scope="col" { "Amount" } th scope="col" { "Tx" } th scope="col" { "Last change" } } }
                 tbody {
                     @for w in &rows {
-                        tr.(if finished(w) { "done" } else { "open" }) {
+                        tr {
                             td { code { (text(&w["id"])) } }
                             td { (status_badge(&text(&w["status"]))) @if w["failure_reason"].is_string() { " " (text(&w["failure_reason"])) } }
                             td { code { (text(&w["user_id"])) } }
                             td.num { (text(&w["amount"])) " " (text(&w["currency"])) }
-                            td { code { (text(&w["to_address"])) } }
+                            td { code { (opt(&w["tx_hash"])) } }
                             td { (when(&w["updated_at"])) }
                         }
                     }
                     @if rows.is_empty() { tr { td colspan="6" { "No withdrawals." } } }
                 }
             }
-            (pager("/admin/ui/wallet/withdrawals", &[], &reply.body["next_cursor"], "#withdrawals"))
+            (pager("/admin/ui/wallet/withdrawals", &[], &page["next_cursor"], "#withdrawals-all"))
+        }
+    })
+}
+
+/// Chain deposits seen and not yet credited (awaiting confirmations), newest first, paged.
+async fn deposits_markup(c: &Console, who: &Caller, cursor: Option<&str>) -> Result<Markup, Response> {
+    let page = c.get(who, &page_uri("/v1/wallet/deposits", &[("user_id", "all"), ("status", "seen")], cursor)).await?;
+    Ok(html! {
+        section #deposits-seen aria-label="Deposits awaiting confirmations" {
+            (deposit_table(&page))
+            (pager("/admin/ui/wallet/deposits", &[], &page["next_cursor"], "#deposits-seen"))
         }
     })
 }

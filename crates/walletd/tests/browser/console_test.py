@@ -169,11 +169,11 @@ def run_the_ledger_verify(s: Scenario) -> None:
     assert page.locator("#holds tbody tr").count() >= 1
     # The entries paginate with the API's cursor (20 a page; the load made more).
     next_page = page.locator("#entries").get_by_role("button", name="Next page")
-    if next_page.count():
-        first = page.locator("#entries tbody tr").first.text_content()
-        next_page.click()
-        page.wait_for_function(
-            "first => document.querySelector('#entries tbody tr').textContent !== first", arg=first, timeout=10000)
+    assert next_page.count() == 1, "the buyer has more than a page of entries, but there is no next page"
+    first = page.locator("#entries tbody tr").first.text_content()
+    next_page.click()
+    page.wait_for_function(
+        "first => document.querySelector('#entries tbody tr').textContent !== first", arg=first, timeout=10000)
     print(f"    {page.text_content('#verify-outcome').strip()}")
     for path in s.browser("admin").screenshot("wallet"):
         print(f"    screenshot {path}")
