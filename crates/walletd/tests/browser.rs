@@ -13,8 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
+use alloy::primitives::{Address, U256};
 use identity::eth::{LocalWallet, to_checksum};
 use serde_json::{Value, json};
+use testkit::anvil::{Anvil, chains_file};
 use testkit::{Backend, Session, TestApp, wait_until};
 
 fn repo_root() -> PathBuf {
@@ -86,8 +88,17 @@ async fn an_operator_works_the_console_in_a_real_browser_and_a_user_is_refused()
     let admin_address = to_checksum(&admin.address());
     let brokers = testkit::kafka::brokers();
     let listed = admin_address.clone();
+    // A chain whose deposits wait for 50 confirmations, and no signer: a deposit and a withdrawal
+    // stay under way, for the wallet page to show.
+    let anvil = Anvil::start().await;
+    let funder = anvil.funded_key(1_000).await;
+    let token = funder.deploy_token(6).await;
+    funder.mint(token, funder.address(), U256::from(1_000_000_000u64)).await;
+    let chain_dir = testkit::TempDir::new();
+    let chains = chains_file(&chain_dir.0, &anvil, token, 50, "");
     let app = Arc::new(
         TestApp::spawn_with(Backend::Postgres, |s| {
+            s.chains_file = Some(chains);
             s.admin_addresses.push(listed);
             s.kafka = Some(testkit::kafka::settings(&brokers));
             s.redis_url = Some(testkit::redis::server_url(8));
@@ -101,6 +112,23 @@ async fn an_operator_works_the_console_in_a_real_browser_and_a_user_is_refused()
     let api_admin = app.admin_token().await;
     let (buyer, shopper) = (app.new_user().await, app.new_user().await);
     app.create_supply(&shopper.access, "USDC", "100000").await;
+
+    // A deposit seen on the chain, awaiting its confirmations; a withdrawal requested.
+    let address: Value =
+        json(app.get("/v1/wallet/deposit-addresses/local", &buyer.access).send().await.unwrap(), 200).await;
+    let address: Address = address["address"].as_str().unwrap().parse().unwrap();
+    funder.send_tokens(token, address, U256::from(5_000_000u64)).await;
+    anvil.mine(2).await;
+    let to = alloy::signers::local::PrivateKeySigner::random().address();
+    let withdrawal = json!({"chain": "local", "currency": "USDC", "to_address": to, "amount": "1"});
+    json(app.post("/v1/wallet/withdrawals", &buyer.access).json(&withdrawal).send().await.unwrap(), 201).await;
+    let seen = wait_until(Duration::from_secs(60), || async {
+        let page =
+            json(app.get("/v1/wallet/deposits?user_id=all&status=seen", &api_admin).send().await.unwrap(), 200).await;
+        !page["items"].as_array().unwrap().is_empty()
+    })
+    .await;
+    assert!(seen, "the chain deposit was not seen");
 
     // A claim processed end to end, for the search.
     let (_, claim_id) = order_and_claim(&app, &buyer, &shopper).await;

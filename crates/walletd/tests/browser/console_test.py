@@ -162,6 +162,9 @@ def run_the_ledger_verify(s: Scenario) -> None:
     page.get_by_role("button", name="Run ledger verify").click()
     expect_visible(page, "#verify-outcome", "the verify's result")
     assert page.get_attribute("#verify-outcome", "data-ok") == "true", page.text_content("#verify-outcome")
+    # The chain's queues: the withdrawal under way, the deposit awaiting its confirmations.
+    assert "requested" in page.text_content("#withdrawals-open"), page.text_content("#withdrawals-open")
+    assert page.locator("#deposits-seen tbody tr td code").count() >= 1, page.text_content("#deposits-seen")
     page.get_by_label("User id").fill(env("BUYER_ID"))
     page.keyboard.press("Enter")
     expect_visible(page, "#entries", "the buyer's entries")
