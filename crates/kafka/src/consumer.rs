@@ -270,7 +270,7 @@ async fn redrive(
         match lease.take().await {
             Ok(true) => {
                 holding = true;
-                if let Err(e) = delivery::redrive_pending(&db, handler.as_ref(), &opts, &source).await {
+                if let Err(e) = delivery::redrive_pending(&db, handler.as_ref(), &opts, &source, &lease).await {
                     tracing::warn!(
                         consumer.group = group,
                         error = format!("{e:#}"),
@@ -335,6 +335,10 @@ impl EventSource for DeadLetters {
             );
             outbox::get_by_id(&self.db, event_id).await
         })
+    }
+    fn describe(&self) -> String {
+        let dlqs: Vec<String> = self.topics.iter().map(|t| format!("{t}.dlq")).collect();
+        format!("{} nor the outbox", dlqs.join(", "))
     }
 }
 
