@@ -568,6 +568,15 @@ pub const REDRIVE_EVERY: Duration = Duration::from_secs(1);
 /// up the embedded group's drain only briefly.
 pub const REDRIVE_BATCH: i64 = 10;
 
+static REDRIVE_REQUESTED: std::sync::LazyLock<tokio::sync::Notify> = std::sync::LazyLock::new(tokio::sync::Notify::new);
+
+/// Resolves at the next redrive request made in this process (register it with `enable` before
+/// looking); requests from other processes are seen by the consumers' look every [`REDRIVE_EVERY`].
+/// Unlike [`outbox::written`], nothing else signals it.
+pub fn redrive_requested() -> tokio::sync::futures::Notified<'static> {
+    REDRIVE_REQUESTED.notified()
+}
+
 /// What became of an admin's request to redrive a parked event.
 #[derive(Debug, Clone)]
 pub enum RedriveRequest {
@@ -650,6 +659,7 @@ pub async fn request_redrive(
     if let RedriveRequest::Requested(p) = &outcome {
         tracing::info!(consumer.group = %p.group, event.id = %p.event_id, event.type = %p.event_type, "redrive of a parked event requested");
         outbox::notify_written();
+        REDRIVE_REQUESTED.notify_waiters();
     }
     Ok(outcome)
 }
