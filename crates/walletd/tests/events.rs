@@ -295,6 +295,19 @@ async fn an_admin_redrives_a_parked_event_once_its_cause_is_fixed(#[case] backen
     let parked = parked_item().await.unwrap();
     assert!(parked["last_error"].as_str().unwrap().contains("refused by test trigger"), "{parked}");
     assert_eq!(parked["redrive_requested_at"], Value::Null);
+    // The one parked event, as the console follows a redrive.
+    let one = format!("/v1/admin/parked-events/claim-processor/{event_id}");
+    assert_eq!(json(app.get(&one, &admin).send().await.unwrap(), 200).await, parked);
+    json(app.get(&one, &buyer.access).send().await.unwrap(), 403).await;
+    let malformed =
+        json(app.get("/v1/admin/parked-events/claim-processor/nope", &admin).send().await.unwrap(), 422).await;
+    assert_eq!(malformed["errors"][0]["field"], "event_id", "{malformed}");
+    let absent = json(
+        app.get(&format!("/v1/admin/parked-events/claim-processor/{}", Uuid::now_v7()), &admin).send().await.unwrap(),
+        404,
+    )
+    .await;
+    assert_eq!(absent["code"], "NOT_FOUND");
     assert_eq!(json(app.get(&claim_path, &shopper.access).send().await.unwrap(), 200).await["status"], "pending");
 
     let redrive = format!("/v1/admin/parked-events/claim-processor/{event_id}/redrive");
@@ -324,6 +337,8 @@ async fn an_admin_redrives_a_parked_event_once_its_cause_is_fixed(#[case] backen
     .await;
     assert!(redriven, "the redriven event was not handled: parked {:?}", parked_item().await);
     assert_eq!(app.metric("events_redriven_total", &["group=\"claim-processor\"", "outcome=\"handled\""]).await, 1.0);
+    let gone = json(app.get(&one, &admin).send().await.unwrap(), 404).await;
+    assert_eq!(gone["code"], "NOT_FOUND", "handled: no longer parked");
 
     // The audit trail, found by the request's id.
     let audit = json(
@@ -352,6 +367,12 @@ async fn an_admin_redrives_a_parked_event_once_its_cause_is_fixed(#[case] backen
     let listed =
         json(app.get("/v1/admin/parked-events?group=nobody-runs-this", &admin).send().await.unwrap(), 200).await;
     assert!(listed["items"][0]["redrive_requested_at"].is_string(), "{listed}");
+    let pending_one = json(
+        app.get(&format!("/v1/admin/parked-events/nobody-runs-this/{}", other.id), &admin).send().await.unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(pending_one, listed["items"][0], "the one parked event is the listed one");
 }
 
 /// Parks `event` for `group` as a consumer would have.
