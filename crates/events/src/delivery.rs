@@ -158,10 +158,13 @@ pub async fn run(
         let woken = outbox::written();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        // Requested redrives, under the group's lease (an ephemeral group parks nothing to redrive).
-        if lease.is_some() && last_redrive.is_none_or(|t| t.elapsed() >= REDRIVE_EVERY) {
+        // Requested redrives, under the group's lease (an ephemeral group parks nothing to redrive), at
+        // most once a second and a few per pass, so the drain waits little.
+        if let Some(lease) = &lease
+            && last_redrive.is_none_or(|t| t.elapsed() >= REDRIVE_EVERY)
+        {
             last_redrive = Some(std::time::Instant::now());
-            if let Err(e) = redrive_pending(&db, handler.as_ref(), &opts, &source).await {
+            if let Err(e) = redrive_pending(&db, handler.as_ref(), &opts, &source, lease).await {
                 tracing::warn!(
                     consumer.group = group,
                     error = format!("{e:#}"),
@@ -446,8 +449,8 @@ async fn mark_handled(db: &Database, group: &str, event: &EventEnvelope) -> anyh
     Ok(())
 }
 
-/// Parks `event` for the group (again, after a redrive: the new attempts and error, and the request
-/// cleared).
+/// Parks `event` for the group (again: the new attempts and error). A pending redrive request stays:
+/// only the redrive clears it (a replay that parks the event again must not drop an audited request).
 async fn park(db: &Database, group: &str, event: &EventEnvelope, attempts: u32, error: &str) -> anyhow::Result<()> {
     let (now, attempts) = (clock::now(), attempts as i32);
     let error: String = error.chars().take(2000).collect();
@@ -459,7 +462,7 @@ async fn park(db: &Database, group: &str, event: &EventEnvelope, attempts: u32, 
                     "INSERT INTO parked_events (group_name, event_id, seq, event_type, attempts, last_error, parked_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)
                      ON CONFLICT (group_name, event_id) DO UPDATE SET attempts = EXCLUDED.attempts,
-                        last_error = EXCLUDED.last_error, parked_at = EXCLUDED.parked_at, redrive_requested_at = NULL",
+                        last_error = EXCLUDED.last_error, parked_at = EXCLUDED.parked_at",
                     &[&group, &event.id, &event.seq, &event.event_type, &attempts, &error, &now],
                 )
                 .await?;
@@ -471,7 +474,7 @@ async fn park(db: &Database, group: &str, event: &EventEnvelope, attempts: u32, 
                     "INSERT INTO parked_events (group_name, event_id, seq, event_type, attempts, last_error, parked_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (group_name, event_id) DO UPDATE SET attempts = excluded.attempts,
-                        last_error = excluded.last_error, parked_at = excluded.parked_at, redrive_requested_at = NULL",
+                        last_error = excluded.last_error, parked_at = excluded.parked_at",
                     rusqlite::params![group, id, seq, ty, attempts, error, clock::to_text(now)],
                 )?;
                 Ok::<_, anyhow::Error>(())
@@ -485,18 +488,18 @@ async fn park(db: &Database, group: &str, event: &EventEnvelope, attempts: u32, 
 
 /// Every parked event, oldest first.
 pub async fn parked(db: &Database) -> anyhow::Result<Vec<ParkedEvent>> {
-    read_parked(db, "TRUE", Vec::new()).await
+    read_parked(db, "TRUE", Vec::new(), 1000).await
 }
 
 /// The parked events of one group, oldest first.
 pub async fn parked_in(db: &Database, group: &str) -> anyhow::Result<Vec<ParkedEvent>> {
-    read_parked(db, "group_name = $1", vec![Param::Text(group.to_string())]).await
+    read_parked(db, "group_name = $1", vec![Param::Text(group.to_string())], 1000).await
 }
 
 /// One parked event.
 pub async fn parked_event(db: &Database, group: &str, event_id: Uuid) -> anyhow::Result<Option<ParkedEvent>> {
     let params = vec![Param::Text(group.to_string()), Param::Uuid(event_id)];
-    Ok(read_parked(db, "group_name = $1 AND event_id = $2", params).await?.into_iter().next())
+    Ok(read_parked(db, "group_name = $1 AND event_id = $2", params, 1).await?.into_iter().next())
 }
 
 const PARKED_COLS: &str = "group_name, event_id, seq, event_type, attempts, last_error, redrive_requested_at";
@@ -525,9 +528,14 @@ fn parked_sqlite(r: &rusqlite::Row<'_>) -> anyhow::Result<ParkedEvent> {
     })
 }
 
-/// The parked events where `condition` holds, oldest first (at most 1000).
-async fn read_parked(db: &Database, condition: &str, params: Vec<Param>) -> anyhow::Result<Vec<ParkedEvent>> {
-    let query = format!("SELECT {PARKED_COLS} FROM parked_events WHERE {condition} ORDER BY seq LIMIT 1000");
+/// The parked events where `condition` holds, oldest first (at most `limit`).
+async fn read_parked(
+    db: &Database,
+    condition: &str,
+    params: Vec<Param>,
+    limit: i64,
+) -> anyhow::Result<Vec<ParkedEvent>> {
+    let query = format!("SELECT {PARKED_COLS} FROM parked_events WHERE {condition} ORDER BY seq LIMIT {limit}");
     match db {
         Database::Postgres(pool) => {
             let bound: Vec<_> = params.iter().map(Param::pg).collect();
@@ -553,8 +561,21 @@ async fn read_parked(db: &Database, condition: &str, params: Vec<Param>) -> anyh
 /// The topic of the operators' own events (`event.redrive_requested`).
 pub const ADMIN_TOPIC: &str = "admin-events";
 
-/// How often a consumer looks for requested redrives.
-const REDRIVE_EVERY: Duration = Duration::from_secs(1);
+/// How often a consumer looks for requested redrives, and the shortest time between two passes.
+pub const REDRIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// The most requested redrives one pass takes on; the rest wait for the next pass, so a pass holds
+/// up the embedded group's drain only briefly.
+pub const REDRIVE_BATCH: i64 = 10;
+
+static REDRIVE_REQUESTED: std::sync::LazyLock<tokio::sync::Notify> = std::sync::LazyLock::new(tokio::sync::Notify::new);
+
+/// Resolves at the next redrive request made in this process (register it with `enable` before
+/// looking); requests from other processes are seen by the consumers' look every [`REDRIVE_EVERY`].
+/// Unlike [`outbox::written`], nothing else signals it.
+pub fn redrive_requested() -> tokio::sync::futures::Notified<'static> {
+    REDRIVE_REQUESTED.notified()
+}
 
 /// What became of an admin's request to redrive a parked event.
 #[derive(Debug, Clone)]
@@ -638,6 +659,7 @@ pub async fn request_redrive(
     if let RedriveRequest::Requested(p) = &outcome {
         tracing::info!(consumer.group = %p.group, event.id = %p.event_id, event.type = %p.event_type, "redrive of a parked event requested");
         outbox::notify_written();
+        REDRIVE_REQUESTED.notify_waiters();
     }
     Ok(outcome)
 }
@@ -647,6 +669,8 @@ pub async fn request_redrive(
 pub trait EventSource: Send + Sync {
     /// The envelope of `group`'s parked event `event_id`; `None` when it is nowhere to be found.
     fn find<'a>(&'a self, group: &'a str, event_id: Uuid) -> BoxFuture<'a, anyhow::Result<Option<EventEnvelope>>>;
+    /// Where it looks, for the note on an event it did not find ("the outbox").
+    fn describe(&self) -> String;
 }
 
 /// The embedded log's events: the outbox, by id.
@@ -656,66 +680,144 @@ impl EventSource for OutboxSource {
     fn find<'a>(&'a self, _group: &'a str, event_id: Uuid) -> BoxFuture<'a, anyhow::Result<Option<EventEnvelope>>> {
         Box::pin(outbox::get_by_id(&self.0, event_id))
     }
+    fn describe(&self) -> String {
+        "the outbox".to_string()
+    }
 }
 
 /// Sends the group's parked events that an admin asked to redrive back through the handler, as
-/// [`deliver_once`] delivers any event (retries, backoff, parking). Handled: the parked row goes.
-/// Parked again: the row keeps the new attempts and error, and the request is cleared. The request
-/// stays until its outcome is recorded, so a crash midway redrives it again (handlers are
-/// idempotent). Returns how many it redrove. The caller runs it where only one process works the
-/// group (its lease).
+/// [`deliver_once`] delivers any event (retries, backoff, parking), at most [`REDRIVE_BATCH`] of them
+/// (oldest first; the rest wait for the next pass). Handled: the parked row goes. Parked again: the
+/// row keeps the new attempts and error, and the request is cleared. Not found at the source: the
+/// request is cleared and a note appended to the error. The request stays until its outcome is
+/// recorded, so a crash midway redrives it again (handlers are idempotent).
+///
+/// Only one process may redrive a group's events: each row is taken on under `lease` (renewed
+/// before it and while it takes), and the pass stops once the lease is lost. A row whose redrive
+/// fails (its source or the database) is logged and counted (`events_redriven_total{outcome="error"}`)
+/// and stays requested for a later pass; the others go on. Returns how many had their outcome
+/// recorded.
 pub async fn redrive_pending(
     db: &Database,
     handler: &dyn EventHandler,
     opts: &ConsumerOptions,
     source: &dyn EventSource,
+    lease: &Lease,
 ) -> anyhow::Result<usize> {
     if handler.ephemeral() {
         return Ok(0);
     }
     let group = handler.group();
-    let requested =
-        read_parked(db, "group_name = $1 AND redrive_requested_at IS NOT NULL", vec![Param::Text(group.into())])
-            .await?;
-    let key = |p: &ParkedEvent| vec![Param::Text(p.group.clone()), Param::Uuid(p.event_id)];
+    let requested = read_parked(
+        db,
+        "group_name = $1 AND redrive_requested_at IS NOT NULL",
+        vec![Param::Text(group.into())],
+        REDRIVE_BATCH,
+    )
+    .await?;
+    let mut redriven = 0;
     for p in &requested {
-        let Some(event) = source.find(group, p.event_id).await? else {
-            tracing::error!(
-                consumer.group = group, event.id = %p.event_id, event.type = %p.event_type,
-                "cannot redrive a parked event: it is in neither the dead-letter topic nor the log; it stays parked"
-            );
-            let note = "redrive failed: the event was not found in the dead-letter topic or the log".to_string();
-            sql::execute(
-                db,
-                "UPDATE parked_events SET redrive_requested_at = NULL, last_error = $3 WHERE group_name = $1 AND event_id = $2",
-                [key(p), vec![Param::Text(note)]].concat(),
-            )
-            .await?;
-            metrics::counter!("events_redriven_total", "group" => group, "outcome" => "parked").increment(1);
-            continue;
-        };
-        // Parking put the event in the inbox (so a re-read batch skips it): take it out, or the
-        // delivery would find it done.
-        sql::execute(db, "DELETE FROM inbox WHERE group_name = $1 AND event_id = $2", key(p)).await?;
-        match deliver_once(db, handler, opts, &event).await? {
-            Delivery::Parked(error) => {
+        let outcome =
+            if lease.take().await? { while_held(lease, redrive_one(db, handler, opts, source, p)).await } else { None };
+        match outcome {
+            None => {
                 tracing::warn!(
-                    consumer.group = group, event.id = %p.event_id, event.type = %p.event_type, error,
-                    "parked event redriven and parked again"
+                    consumer.group = group, event.id = %p.event_id,
+                    "lost the lease during a redrive pass; another process takes the requests over"
                 );
-                metrics::counter!("events_redriven_total", "group" => group, "outcome" => "parked").increment(1);
+                break;
             }
-            Delivery::Handled | Delivery::Duplicate => {
-                sql::execute(db, "DELETE FROM parked_events WHERE group_name = $1 AND event_id = $2", key(p)).await?;
-                tracing::info!(
-                    consumer.group = group, event.id = %p.event_id, event.type = %p.event_type,
-                    "parked event redriven and handled"
+            Some(Ok(())) => redriven += 1,
+            Some(Err(e)) => {
+                tracing::error!(
+                    consumer.group = group, event.id = %p.event_id, event.type = %p.event_type, error = format!("{e:#}"),
+                    "cannot redrive a parked event; it stays requested for a later pass"
                 );
-                metrics::counter!("events_redriven_total", "group" => group, "outcome" => "handled").increment(1);
+                metrics::counter!("events_redriven_total", "group" => group, "outcome" => "error").increment(1);
             }
         }
     }
-    Ok(requested.len())
+    Ok(redriven)
+}
+
+/// Runs `work` while renewing `lease` (every third of its time); `None` when the lease is lost (or
+/// cannot be renewed) first, and `work` is dropped: another process may be redriving by then.
+async fn while_held<T>(lease: &Lease, work: impl std::future::Future<Output = T>) -> Option<T> {
+    let renew = async {
+        loop {
+            tokio::time::sleep(lease.ttl() / 3).await;
+            match lease.take().await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "cannot renew the lease");
+                    return;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        out = work => Some(out),
+        () = renew => None,
+    }
+}
+
+/// Redrives one requested parked event and records the outcome.
+async fn redrive_one(
+    db: &Database,
+    handler: &dyn EventHandler,
+    opts: &ConsumerOptions,
+    source: &dyn EventSource,
+    p: &ParkedEvent,
+) -> anyhow::Result<()> {
+    let group = handler.group();
+    let key = || vec![Param::Text(p.group.clone()), Param::Uuid(p.event_id)];
+    let Some(event) = source.find(group, p.event_id).await? else {
+        let place = source.describe();
+        tracing::error!(
+            consumer.group = group, event.id = %p.event_id, event.type = %p.event_type, place,
+            "cannot redrive a parked event: it is nowhere to be found; it stays parked"
+        );
+        // The original error stays: it is why the event was parked.
+        let note = format!(" | redrive: event not found in {place}");
+        sql::execute(
+            db,
+            "UPDATE parked_events SET redrive_requested_at = NULL, last_error = last_error || $3
+             WHERE group_name = $1 AND event_id = $2",
+            [key(), vec![Param::Text(note)]].concat(),
+        )
+        .await?;
+        metrics::counter!("events_redriven_total", "group" => group, "outcome" => "not_found").increment(1);
+        return Ok(());
+    };
+    // Parking put the event in the inbox (so a re-read batch skips it): take it out, or the
+    // delivery would find it done.
+    sql::execute(db, "DELETE FROM inbox WHERE group_name = $1 AND event_id = $2", key()).await?;
+    match deliver_once(db, handler, opts, &event).await? {
+        Delivery::Parked(error) => {
+            // Parking again keeps a request (see [`park`]): this one has its outcome, so it goes.
+            sql::execute(
+                db,
+                "UPDATE parked_events SET redrive_requested_at = NULL WHERE group_name = $1 AND event_id = $2",
+                key(),
+            )
+            .await?;
+            tracing::warn!(
+                consumer.group = group, event.id = %p.event_id, event.type = %p.event_type, error,
+                "parked event redriven and parked again"
+            );
+            metrics::counter!("events_redriven_total", "group" => group, "outcome" => "parked").increment(1);
+        }
+        Delivery::Handled | Delivery::Duplicate => {
+            sql::execute(db, "DELETE FROM parked_events WHERE group_name = $1 AND event_id = $2", key()).await?;
+            tracing::info!(
+                consumer.group = group, event.id = %p.event_id, event.type = %p.event_type,
+                "parked event redriven and handled"
+            );
+            metrics::counter!("events_redriven_total", "group" => group, "outcome" => "handled").increment(1);
+        }
+    }
+    Ok(())
 }
 
 /// Rewinds a group to `from` for a replay. With `forget_handled`, its inbox is cleared too, so

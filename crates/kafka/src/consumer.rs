@@ -115,7 +115,13 @@ pub async fn consume(
     // Redrives requested by admins: one member of the group at a time (a lease), the envelope from
     // the group's dead letters.
     let redrives = (!ephemeral).then(|| {
-        let source = DeadLetters { settings: settings.clone(), topics, group: group.clone(), db: db.clone() };
+        let source = DeadLetters {
+            settings: settings.clone(),
+            topics,
+            group: group.clone(),
+            db: db.clone(),
+            shutdown: shutdown.clone(),
+        };
         tokio::spawn(redrive(db.clone(), handler.clone(), opts.clone(), source, shutdown.clone()))
     });
     let worker = PartitionWorker {
@@ -163,8 +169,12 @@ pub async fn consume(
     if !ephemeral && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(consumer.group = %group, error = %e, "no offsets to commit at stop");
     }
-    if let Some(redrives) = redrives {
-        let _ = redrives.await;
+    // The redrive task gives way to shutdown at once; should it not, it is not waited for long.
+    if let Some(mut redrives) = redrives
+        && tokio::time::timeout(Duration::from_secs(5), &mut redrives).await.is_err()
+    {
+        tracing::warn!(consumer.group = %group, "the redrive task did not stop in time; aborted");
+        redrives.abort();
     }
     tracing::info!(consumer.group = %group, "Kafka consumer stopped");
     Ok(())
@@ -251,8 +261,10 @@ impl PartitionWorker {
     }
 }
 
-/// Performs the redrives admins request for the handler's group, about once a second, while this
-/// process holds the group's redrive lease, until `shutdown`.
+/// Performs the redrives admins request for the handler's group while this process holds the
+/// group's redrive lease, until `shutdown`: a pass at a request made in this process (nothing else
+/// wakes it: not every outbox write), or once a second for requests made elsewhere, never two passes
+/// within a second. A pass gives way to `shutdown` at once (a row cut short stays requested).
 async fn redrive(
     db: Database,
     handler: Arc<dyn EventHandler>,
@@ -262,37 +274,48 @@ async fn redrive(
 ) {
     let group = handler.group();
     let lease = Lease::new(db.clone(), format!("redrive:{group}"), opts.lease);
-    let mut holding;
-    loop {
-        let woken = outbox::written();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        match lease.take().await {
-            Ok(true) => {
-                holding = true;
-                if let Err(e) = delivery::redrive_pending(&db, handler.as_ref(), &opts, &source).await {
+    let mut holding = false;
+    while !*shutdown.borrow() {
+        let requested = delivery::redrive_requested();
+        tokio::pin!(requested);
+        requested.as_mut().enable();
+        let started = tokio::time::Instant::now();
+        let pass = async {
+            match lease.take().await {
+                Ok(true) => {
+                    holding = true;
+                    if let Err(e) = delivery::redrive_pending(&db, handler.as_ref(), &opts, &source, &lease).await {
+                        tracing::warn!(
+                            consumer.group = group,
+                            error = format!("{e:#}"),
+                            "cannot redrive parked events; retrying"
+                        );
+                    }
+                }
+                Ok(false) => holding = false,
+                Err(e) => {
+                    holding = false;
                     tracing::warn!(
                         consumer.group = group,
                         error = format!("{e:#}"),
-                        "cannot redrive parked events; retrying"
+                        "cannot take the redrive lease; retrying"
                     );
                 }
             }
-            Ok(false) => holding = false,
-            Err(e) => {
-                holding = false;
-                tracing::warn!(
-                    consumer.group = group,
-                    error = format!("{e:#}"),
-                    "cannot take the redrive lease; retrying"
-                );
-            }
-        }
-        // A request in this process wakes it at once; another's is seen within a second.
+        };
         tokio::select! {
             _ = shutdown.changed() => break,
-            () = woken => {}
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = pass => {}
+        }
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            () = requested => {}
+            () = tokio::time::sleep_until(started + delivery::REDRIVE_EVERY) => {}
+        }
+        // Woken early by a request: still no more than a pass a second.
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            () = tokio::time::sleep_until(started + delivery::REDRIVE_EVERY) => {}
         }
     }
     if holding && let Err(e) = lease.release().await {
@@ -313,6 +336,8 @@ struct DeadLetters {
     /// The group as Kafka knows it (`{prefix}.{group}`), as the `consumer_group` header says.
     group: String,
     db: Database,
+    /// A scan of the dead-letter topics stops at shutdown.
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl EventSource for DeadLetters {
@@ -323,9 +348,11 @@ impl EventSource for DeadLetters {
     ) -> futures::future::BoxFuture<'a, anyhow::Result<Option<EventEnvelope>>> {
         Box::pin(async move {
             let (settings, topics, kafka_group) = (self.settings.clone(), self.topics, self.group.clone());
-            let found =
-                tokio::task::spawn_blocking(move || find_dead_letter(&settings, topics, &kafka_group, event_id))
-                    .await??;
+            let shutdown = self.shutdown.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                find_dead_letter(&settings, topics, &kafka_group, event_id, &shutdown)
+            })
+            .await??;
             if found.is_some() {
                 return Ok(found);
             }
@@ -336,21 +363,30 @@ impl EventSource for DeadLetters {
             outbox::get_by_id(&self.db, event_id).await
         })
     }
+    fn describe(&self) -> String {
+        let dlqs: Vec<String> = self.topics.iter().map(|t| format!("{t}.dlq")).collect();
+        format!("{} nor the outbox", dlqs.join(", "))
+    }
 }
 
 /// Reads every `<topic>.dlq` partition from its start to its end (an assigned consumer, no group
-/// offsets) for the envelope of `event_id` that `group` dead-lettered.
+/// offsets) for the envelope of `event_id` that `group` dead-lettered; gives up at `shutdown`.
 fn find_dead_letter(
     settings: &KafkaSettings,
     topics: Topics,
     group: &str,
     event_id: uuid::Uuid,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Option<EventEnvelope>> {
     const WAIT: Duration = Duration::from_secs(10);
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .set("group.id", format!("{}.redrive-scan", settings.group_prefix))
         .set("enable.auto.commit", "false")
+        // Retention may move a partition's start past the offset read as its low watermark: read
+        // from the new start, not from the end (which would never reach the recorded end in time).
+        // (No `enable.partition.eof`: its error names the partition but not the topic.)
+        .set("auto.offset.reset", "earliest")
         .create()
         .context("creating a Kafka client")?;
     let mut start = TopicPartitionList::new();
@@ -379,8 +415,16 @@ fn find_dead_letter(
             std::time::Instant::now() < deadline,
             "the dead-letter topics were not read to their end in time"
         );
+        anyhow::ensure!(!*shutdown.borrow(), "stopping");
         let m = match consumer.poll(Duration::from_millis(500)) {
-            None => continue,
+            None => {
+                // Nothing came: a partition whose messages up to the recorded end have all been
+                // deleted meanwhile has nothing left to read.
+                ends.retain(|(topic, p), end| {
+                    consumer.fetch_watermarks(topic, *p, WAIT).map_or(true, |(low, _)| low < *end)
+                });
+                continue;
+            }
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "reading the dead-letter topics");
                 continue;

@@ -27,6 +27,11 @@ impl Lease {
         &self.holder
     }
 
+    /// How long the lease lasts without renewal.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// Takes or renews the lease; false while another live process holds it.
     pub async fn take(&self) -> anyhow::Result<bool> {
         let (now, until) = (clock::now(), clock::now() + self.ttl);

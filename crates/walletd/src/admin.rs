@@ -35,6 +35,7 @@ pub fn router(db: Database, region: String) -> utoipa_axum::router::OpenApiRoute
     utoipa_axum::router::OpenApiRouter::new()
         .routes(utoipa_axum::routes!(list_events))
         .routes(utoipa_axum::routes!(list_parked))
+        .routes(utoipa_axum::routes!(get_parked))
         .routes(utoipa_axum::routes!(list_consumers))
         .with_state(db)
         .merge(redrive)
@@ -112,6 +113,36 @@ async fn list_parked(
     Ok(axum::Json(ParkedList { items }))
 }
 
+/// Admin: one parked event, with `redrive_requested_at` while a redrive of it is pending: a redrive
+/// is followed here until the event is handled (404) or parked again (`redrive_requested_at` null,
+/// the new error).
+#[utoipa::path(get, path = "/v1/admin/parked-events/{group}/{event_id}", tag = "admin",
+    security(("bearer" = [])),
+    params(("group" = String, Path, description = "the consumer group that parked it"),
+        ("event_id" = uuid::Uuid, Path, description = "the parked event's id")),
+    responses((status = 200, body = events::ParkedEvent),
+        (status = 403, body = web::Problem),
+        (status = 404, description = "NOT_FOUND: the group has no such parked event (never parked, or handled since)", body = web::Problem),
+        (status = 422, description = "VALIDATION_FAILED: `event_id` is not a UUID", body = web::Problem)))]
+async fn get_parked(
+    axum::extract::State(db): axum::extract::State<Database>,
+    who: web::Principal,
+    axum::extract::Path((group, event_id)): axum::extract::Path<(String, String)>,
+) -> Result<axum::Json<events::ParkedEvent>, web::ApiError> {
+    who.require_admin()?;
+    let event_id = parse_event_id(&event_id)?;
+    match events::delivery::parked_event(&db, &group, event_id).await? {
+        Some(p) => Ok(axum::Json(p)),
+        None => Err(web::ApiError::not_found("parked event")),
+    }
+}
+
+fn parse_event_id(event_id: &str) -> Result<uuid::Uuid, web::ApiError> {
+    event_id
+        .parse::<uuid::Uuid>()
+        .map_err(|_| web::ApiError::validation(vec![web::FieldError::new("event_id", "must be a UUID")]))
+}
+
 /// Admin: sends a parked event back through its consumer group. The group's consumer (whichever
 /// process runs it) redelivers it with the usual retries: handled, it leaves the parked list; failing
 /// again, it stays parked with the new error and `redrive_requested_at` cleared. Writes the audit
@@ -131,9 +162,7 @@ async fn redrive_parked(
     axum::extract::Path((group, event_id)): axum::extract::Path<(String, String)>,
 ) -> Result<(axum::http::StatusCode, axum::Json<events::ParkedEvent>), web::ApiError> {
     who.require_admin()?;
-    let event_id = event_id
-        .parse::<uuid::Uuid>()
-        .map_err(|_| web::ApiError::validation(vec![web::FieldError::new("event_id", "must be a UUID")]))?;
+    let event_id = parse_event_id(&event_id)?;
     let ctx = EventContext {
         region: state.region.clone(),
         correlation_id: rid.0,

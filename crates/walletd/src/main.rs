@@ -314,7 +314,12 @@ async fn events_replay(settings: Settings, group: &str, from: i64, forget_handle
 
 async fn events_redrive(settings: Settings, group: &str, event_id: uuid::Uuid) -> anyhow::Result<()> {
     let db = walletd::open_database(&settings).await?;
-    let ctx = events::EventContext { region: settings.region.clone(), ..Default::default() };
+    // No signed-in user: the audit event's actor is null; its correlation id tells CLI requests apart.
+    let ctx = events::EventContext {
+        region: settings.region.clone(),
+        correlation_id: Some(format!("cli-{}", uuid::Uuid::new_v4())),
+        ..Default::default()
+    };
     match delivery::request_redrive(&db, group, event_id, &ctx).await? {
         events::RedriveRequest::Requested(p) => {
             println!(

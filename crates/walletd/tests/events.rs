@@ -295,6 +295,19 @@ async fn an_admin_redrives_a_parked_event_once_its_cause_is_fixed(#[case] backen
     let parked = parked_item().await.unwrap();
     assert!(parked["last_error"].as_str().unwrap().contains("refused by test trigger"), "{parked}");
     assert_eq!(parked["redrive_requested_at"], Value::Null);
+    // The one parked event, as the console follows a redrive.
+    let one = format!("/v1/admin/parked-events/claim-processor/{event_id}");
+    assert_eq!(json(app.get(&one, &admin).send().await.unwrap(), 200).await, parked);
+    json(app.get(&one, &buyer.access).send().await.unwrap(), 403).await;
+    let malformed =
+        json(app.get("/v1/admin/parked-events/claim-processor/nope", &admin).send().await.unwrap(), 422).await;
+    assert_eq!(malformed["errors"][0]["field"], "event_id", "{malformed}");
+    let absent = json(
+        app.get(&format!("/v1/admin/parked-events/claim-processor/{}", Uuid::now_v7()), &admin).send().await.unwrap(),
+        404,
+    )
+    .await;
+    assert_eq!(absent["code"], "NOT_FOUND");
     assert_eq!(json(app.get(&claim_path, &shopper.access).send().await.unwrap(), 200).await["status"], "pending");
 
     let redrive = format!("/v1/admin/parked-events/claim-processor/{event_id}/redrive");
@@ -324,6 +337,8 @@ async fn an_admin_redrives_a_parked_event_once_its_cause_is_fixed(#[case] backen
     .await;
     assert!(redriven, "the redriven event was not handled: parked {:?}", parked_item().await);
     assert_eq!(app.metric("events_redriven_total", &["group=\"claim-processor\"", "outcome=\"handled\""]).await, 1.0);
+    let gone = json(app.get(&one, &admin).send().await.unwrap(), 404).await;
+    assert_eq!(gone["code"], "NOT_FOUND", "handled: no longer parked");
 
     // The audit trail, found by the request's id.
     let audit = json(
@@ -352,6 +367,12 @@ async fn an_admin_redrives_a_parked_event_once_its_cause_is_fixed(#[case] backen
     let listed =
         json(app.get("/v1/admin/parked-events?group=nobody-runs-this", &admin).send().await.unwrap(), 200).await;
     assert!(listed["items"][0]["redrive_requested_at"].is_string(), "{listed}");
+    let pending_one = json(
+        app.get(&format!("/v1/admin/parked-events/nobody-runs-this/{}", other.id), &admin).send().await.unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(pending_one, listed["items"][0], "the one parked event is the listed one");
 }
 
 /// Parks `event` for `group` as a consumer would have.
@@ -405,11 +426,12 @@ async fn a_redrive_that_fails_again_stays_parked_and_one_that_passes_is_gone(#[c
     };
     let opts = ConsumerOptions { max_attempts: 2, backoff: Duration::from_millis(5), ..Default::default() };
     let source = delivery::OutboxSource(db.clone());
+    let lease = storage::Lease::new(db.clone(), "redrive:test-group", Duration::from_secs(10));
     delivery::drain_once(&db, &handler, &opts).await.unwrap();
     let parked = delivery::parked(&db).await.unwrap();
     assert_eq!(parked.len(), 1);
     let id = parked[0].event_id;
-    assert_eq!(delivery::redrive_pending(&db, &handler, &opts, &source).await.unwrap(), 0, "nothing requested");
+    assert_eq!(delivery::redrive_pending(&db, &handler, &opts, &source, &lease).await.unwrap(), 0, "nothing requested");
 
     let ctx = EventContext { region: "test".into(), ..Default::default() };
     let first = delivery::request_redrive(&db, "test-group", id, &ctx).await.unwrap();
@@ -419,9 +441,23 @@ async fn a_redrive_that_fails_again_stays_parked_and_one_that_passes_is_gone(#[c
     let other = delivery::request_redrive(&db, "other-group", id, &ctx).await.unwrap();
     assert!(matches!(other, events::RedriveRequest::NotFound), "{other:?}");
 
-    // Still poison: parked again, with this redrive's attempts, and no longer requested.
-    assert_eq!(delivery::redrive_pending(&db, &handler, &opts, &source).await.unwrap(), 1);
+    // Parked again outside a redrive (a replay that forgets handled events): the request stays.
+    delivery::replay(&db, "test-group", 0, true).await.unwrap();
+    delivery::drain_once(&db, &handler, &opts).await.unwrap();
     assert_eq!(handler.attempts_on_poison.load(Ordering::SeqCst), 4);
+    let reparked = delivery::parked_event(&db, "test-group", id).await.unwrap().unwrap();
+    assert!(reparked.redrive_requested_at.is_some(), "a re-park dropped the pending request: {reparked:?}");
+
+    // Another process holds the redrive lease: this one redrives nothing.
+    let other_process = storage::Lease::new(db.clone(), "redrive:test-group-elsewhere", Duration::from_secs(10));
+    let elsewhere = storage::Lease::new(db.clone(), "redrive:test-group-elsewhere", Duration::from_secs(10));
+    assert!(other_process.take().await.unwrap());
+    assert_eq!(delivery::redrive_pending(&db, &handler, &opts, &source, &elsewhere).await.unwrap(), 0);
+    assert!(delivery::parked_event(&db, "test-group", id).await.unwrap().unwrap().redrive_requested_at.is_some());
+
+    // Still poison: parked again, with this redrive's attempts, and no longer requested.
+    assert_eq!(delivery::redrive_pending(&db, &handler, &opts, &source, &lease).await.unwrap(), 1);
+    assert_eq!(handler.attempts_on_poison.load(Ordering::SeqCst), 6);
     let again = delivery::parked(&db).await.unwrap();
     assert_eq!((again.len(), again[0].attempts, again[0].redrive_requested_at), (1, 2, None));
     assert!(again[0].last_error.contains("cannot digest"));
@@ -444,8 +480,96 @@ async fn a_redrive_that_fails_again_stays_parked_and_one_that_passes_is_gone(#[c
         delivery::request_redrive(&db, "test-group", id, &ctx).await.unwrap(),
         events::RedriveRequest::Requested(_)
     ));
-    assert_eq!(delivery::redrive_pending(&db, &Healthy, &opts, &source).await.unwrap(), 1);
+    assert_eq!(delivery::redrive_pending(&db, &Healthy, &opts, &source, &lease).await.unwrap(), 1);
     assert!(delivery::parked(&db).await.unwrap().is_empty());
     let audits = outbox::list(&db, 0, 100).await.unwrap();
     assert_eq!(audits.iter().filter(|e| e.event_type == "event.redrive_requested").count(), 2);
+
+    // An event found nowhere: the request is cleared, the original error kept with a note.
+    let mut lost = audits[0].clone();
+    lost.id = Uuid::now_v7();
+    park_for(&db, "test-group", &lost).await;
+    delivery::request_redrive(&db, "test-group", lost.id, &ctx).await.unwrap();
+    assert_eq!(delivery::redrive_pending(&db, &Healthy, &opts, &source, &lease).await.unwrap(), 1);
+    let noted = delivery::parked_event(&db, "test-group", lost.id).await.unwrap().unwrap();
+    assert_eq!(noted.last_error, "test | redrive: event not found in the outbox");
+    assert_eq!(noted.redrive_requested_at, None);
+}
+
+/// A source that cannot read one event (a broker error, say) and finds the others in the outbox.
+struct FailsFor(Uuid, delivery::OutboxSource);
+
+impl delivery::EventSource for FailsFor {
+    fn find<'a>(
+        &'a self,
+        group: &'a str,
+        event_id: Uuid,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<Option<EventEnvelope>>> {
+        if event_id == self.0 {
+            return Box::pin(async { anyhow::bail!("the broker is unreachable") });
+        }
+        self.1.find(group, event_id)
+    }
+    fn describe(&self) -> String {
+        self.1.describe()
+    }
+}
+
+/// Many requested redrives: a pass takes on at most 10, oldest first, and one whose source fails is
+/// counted and stays requested while the others go on; the next pass takes the rest.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_redrive_pass_takes_ten_requests_and_one_failure_does_not_stop_it(#[case] backend: Backend) {
+    let dir = TempDir::new();
+    let url = testkit::fresh_database_url(backend, &dir).await;
+    let db = Database::connect(&url, &Default::default()).await.unwrap();
+    walletd::migrate(&db).await.unwrap();
+    for _ in 0..12 {
+        write(&db, "test.c", "poison").await;
+    }
+    let handler = Flaky {
+        transient_failures: AtomicU32::new(0),
+        handled: Mutex::new(Vec::new()),
+        attempts_on_poison: AtomicU32::new(0),
+    };
+    let opts = ConsumerOptions { max_attempts: 1, backoff: Duration::from_millis(1), ..Default::default() };
+    delivery::drain_once(&db, &handler, &opts).await.unwrap();
+    let parked = delivery::parked(&db).await.unwrap();
+    assert_eq!(parked.len(), 12);
+    let ctx = EventContext { region: "test".into(), ..Default::default() };
+    for p in &parked {
+        delivery::request_redrive(&db, "test-group", p.event_id, &ctx).await.unwrap();
+    }
+    // The poison is digestible now (the name is not looked at): every redrive that runs is handled.
+    struct Healthy;
+    #[async_trait]
+    impl EventHandler for Healthy {
+        fn group(&self) -> &'static str {
+            "test-group"
+        }
+        fn wants(&self, _: &str) -> bool {
+            true
+        }
+        async fn handle(&self, _: &EventEnvelope) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+    let broken = parked[3].event_id;
+    let source = FailsFor(broken, delivery::OutboxSource(db.clone()));
+    let lease = storage::Lease::new(db.clone(), "redrive:test-group", Duration::from_secs(10));
+    assert_eq!(delivery::redrive_pending(&db, &Healthy, &opts, &source, &lease).await.unwrap(), 9);
+    let left: Vec<Uuid> = delivery::parked(&db).await.unwrap().iter().map(|p| p.event_id).collect();
+    assert_eq!(left, [broken, parked[10].event_id, parked[11].event_id], "the failed one and the two past the cap");
+    assert_eq!(delivery::redrive_pending(&db, &Healthy, &opts, &source, &lease).await.unwrap(), 2);
+    let still = delivery::parked(&db).await.unwrap();
+    assert_eq!(still.len(), 1);
+    assert_eq!(still[0].event_id, broken);
+    assert!(still[0].redrive_requested_at.is_some(), "a failed redrive stays requested");
+    assert_eq!(
+        delivery::redrive_pending(&db, &Healthy, &opts, &delivery::OutboxSource(db.clone()), &lease).await.unwrap(),
+        1
+    );
+    assert!(delivery::parked(&db).await.unwrap().is_empty());
 }
