@@ -165,6 +165,9 @@ def run_the_ledger_verify(s: Scenario) -> None:
     # The chain's queues: the withdrawal under way, the deposit awaiting its confirmations.
     assert "requested" in page.text_content("#withdrawals-open"), page.text_content("#withdrawals-open")
     assert page.locator("#deposits-seen tbody tr td code").count() >= 1, page.text_content("#deposits-seen")
+    page.evaluate("window.scrollTo(0, 0)")
+    for path in s.browser("admin").screenshot("wallet"):
+        print(f"    screenshot {path}")
     page.get_by_label("User id").fill(env("BUYER_ID"))
     page.keyboard.press("Enter")
     expect_visible(page, "#entries", "the buyer's entries")
@@ -178,8 +181,6 @@ def run_the_ledger_verify(s: Scenario) -> None:
     page.wait_for_function(
         "first => document.querySelector('#entries tbody tr').textContent !== first", arg=first, timeout=10000)
     print(f"    {page.text_content('#verify-outcome').strip()}")
-    for path in s.browser("admin").screenshot("wallet"):
-        print(f"    screenshot {path}")
 
 
 def the_token_is_refreshed_and_keeps_working(s: Scenario) -> None:
