@@ -118,6 +118,16 @@ async fn fragments_follow_the_api_rules_and_the_overview_follows_the_claims(#[ca
     let (status, body) = fragment(&app, "/admin/ui/wallet/user?user_id=nope", Some(&admin)).await;
     assert_eq!(status, 422);
     assert!(body.contains("<code>user_id</code>"), "{body}");
+    // What the extractors refuse is shown as a fragment naming the field, not as plain text.
+    for (path, field) in [
+        ("/admin/ui/events/confirm?group=claim-processor&event_id=nope", "event_id"),
+        ("/admin/ui/events?page=-1", "page"),
+        ("/admin/ui/claims/nope", "UUID"),
+    ] {
+        let (status, body) = fragment(&app, path, Some(&admin)).await;
+        assert!((400..500).contains(&status), "{path}: {status}");
+        assert!(body.contains("Check the input") && body.contains(field), "{path}: {body}");
+    }
 
     // The wallet page: the buyer's accounts, entries and holds; the verify.
     let (status, body) =

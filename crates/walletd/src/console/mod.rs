@@ -69,7 +69,8 @@ pub fn router(api: Router) -> anyhow::Result<Router> {
         .route("/admin/ui/wallet/verify", post(pages::verify))
         .fallback(|| async { fragment(StatusCode::NOT_FOUND, notice("Not found", "There is no such console page.")) })
         .layer(axum::middleware::from_fn_with_state(console.clone(), operators_only))
-        .layer(axum::middleware::map_response(|mut res: Response| async move {
+        .layer(axum::middleware::map_response(|res: Response| async move {
+            let mut res = readable_rejection(res).await;
             res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
         }))
@@ -88,6 +89,23 @@ pub fn router(api: Router) -> anyhow::Result<Router> {
             h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
             res
         })))
+}
+
+/// A query, form or path the extractors refused (axum answers those in plain text, naming the field)
+/// becomes a fragment the page can show, with the same status.
+async fn readable_rejection(res: Response) -> Response {
+    let plain = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/plain"));
+    if !res.status().is_client_error() || !plain {
+        return res;
+    }
+    let status = res.status();
+    let text = axum::body::to_bytes(res.into_body(), 64 << 10).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).into_owned();
+    fragment(status, html! { div.notice.error role="alert" { strong { "Check the input" } p { (text) } } })
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
