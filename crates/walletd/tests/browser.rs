@@ -17,6 +17,7 @@ use alloy::primitives::{Address, U256};
 use identity::eth::{LocalWallet, to_checksum};
 use serde_json::{Value, json};
 use testkit::anvil::{Anvil, chains_file};
+use testkit::process::place_order;
 use testkit::{Backend, Session, TestApp, wait_until};
 
 fn repo_root() -> PathBuf {
@@ -65,9 +66,7 @@ async fn json(res: reqwest::Response, status: u16) -> Value {
 
 /// An order of 1 USDC by `buyer`, claimed by `shopper`: (order id, claim id).
 async fn order_and_claim(app: &TestApp, buyer: &Session, shopper: &Session) -> (String, String) {
-    let body = json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "Thing", "price": "1", "quantity": 1}]});
-    let order = json(app.post("/v1/orders", &buyer.access).json(&body).send().await.unwrap(), 201).await;
-    let order_id = order["id"].as_str().unwrap().to_string();
+    let order_id = place_order(&app.client, &app.base, &buyer.access, "1").await;
     let claim =
         json(app.post(&format!("/v1/orders/{order_id}/claim"), &shopper.access).send().await.unwrap(), 201).await;
     (order_id, claim["id"].as_str().unwrap().to_string())
@@ -139,11 +138,7 @@ async fn an_operator_works_the_console_in_a_real_browser_and_a_user_is_refused()
 
     // A claim whose processing fails: its event is parked; then the cause is fixed.
     let db = storage::Database::connect(&app.settings.database_url(), &app.settings.db_options()).await.unwrap();
-    let order = json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "Thing", "price": "1", "quantity": 1}]});
-    let parked_order = json(app.post("/v1/orders", &buyer.access).json(&order).send().await.unwrap(), 201).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let parked_order = place_order(&app.client, &app.base, &buyer.access, "1").await;
     testkit::refuse_claim_updates(&db, &parked_order, true).await;
     let parked_claim = json(
         app.post(&format!("/v1/orders/{parked_order}/claim"), &shopper.access).send().await.unwrap(),
@@ -172,10 +167,13 @@ async fn an_operator_works_the_console_in_a_real_browser_and_a_user_is_refused()
         let (app, stop, buyer, shopper) = (app.clone(), stop.clone(), buyer.clone(), shopper.clone());
         async move {
             let mut claims = 0u32;
+            // A steady rate (not as fast as it goes: the browser and walletd share two cores).
+            let mut every = tokio::time::interval(Duration::from_millis(150));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                every.tick().await;
                 order_and_claim(&app, &buyer, &shopper).await;
                 claims += 1;
-                tokio::time::sleep(Duration::from_millis(150)).await;
             }
             claims
         }

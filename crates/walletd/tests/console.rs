@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use rstest::rstest;
-use serde_json::json;
+use testkit::process::place_order;
 use testkit::{Backend, TestApp, wait_until};
 
 async fn fragment(app: &TestApp, path: &str, token: Option<&str>) -> (u16, String) {
@@ -83,10 +83,7 @@ async fn fragments_follow_the_api_rules_and_the_overview_follows_the_claims(#[ca
     let (status, before) = fragment(&app, "/admin/ui/overview/live", Some(&admin)).await;
     assert_eq!(status, 200, "{before}");
     assert!(before.contains("id=\"readiness-state\"") && before.contains("<svg"), "{before}");
-    let body = json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "Thing", "price": "5", "quantity": 1}]});
-    let order: serde_json::Value =
-        app.post("/v1/orders", &buyer.access).json(&body).send().await.unwrap().json().await.unwrap();
-    let order_id = order["id"].as_str().unwrap().to_string();
+    let order_id = place_order(&app.client, &app.base, &buyer.access, "5").await;
     let res = app.post(&format!("/v1/orders/{order_id}/claim"), &shopper.access).send().await.unwrap();
     assert_eq!(res.status(), 201);
     let claim: serde_json::Value = res.json().await.unwrap();
@@ -148,9 +145,9 @@ async fn admins_read_another_users_entries_and_holds_and_users_do_not(#[case] ba
     let admin = app.admin_token().await;
     let (alice, bob) = (app.new_user().await, app.new_user().await);
     // An order of alice's: a hold on her account (bob has none).
-    let body = json!({"currency": "USDC", "items": [{"product_id": "p", "product_name": "Thing", "price": "5", "quantity": 1}]});
+    let order_id = place_order(&app.client, &app.base, &alice.access, "5").await;
     let order: serde_json::Value =
-        app.post("/v1/orders", &alice.access).json(&body).send().await.unwrap().json().await.unwrap();
+        app.get(&format!("/v1/orders/{order_id}"), &alice.access).send().await.unwrap().json().await.unwrap();
     let hold_id = order["hold_id"].as_str().expect("a funded order has a hold").to_string();
     for path in ["/v1/wallet/entries", "/v1/wallet/holds"] {
         let res = app.get(&format!("{path}?user_id={}", alice.user_id), &admin).send().await.unwrap();
